@@ -1,0 +1,26 @@
+//! `mtt`: the project's command line (embed, doctor; train, eval, predict).
+
+use clap::{Parser, Subcommand};
+use multi_task_transformer::cli;
+
+#[derive(Parser)]
+#[command(name = "mtt", version, about = "Sentence embeddings and multi-task classification with all-MiniLM-L6-v2 on libtorch")]
+struct Mtt {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Embed texts (one per line) and write JSON Lines {"text", "embedding"} in input order.
+    Embed(cli::EmbedArgs),
+    /// Show libtorch, CUDA, threads and whether the model folder is complete.
+    Doctor(cli::DoctorArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Mtt::parse().command {
+        Command::Embed(a) => cli::run_embed(&a),
+        Command::Doctor(a) => cli::run_doctor(&a),
+    }
+}

@@ -1,0 +1,84 @@
+//! Device selection (`--device auto|cpu|cuda|cuda:N`) and thread settings.
+
+use crate::error::{invalid, Result};
+use tch::Device;
+
+/// Parses a device name. `auto` picks CUDA device 0 when libtorch sees a GPU, else the CPU.
+/// Asking for CUDA where none is available is an error, never a silent fall-back.
+pub fn parse_device(name: &str) -> Result<Device> {
+    tch::maybe_init_cuda();
+    let name = name.trim().to_ascii_lowercase();
+    let count = tch::Cuda::device_count();
+    let cuda = |i: usize| -> Result<Device> {
+        if count == 0 {
+            return Err(invalid(format!(
+                "--device {name}: CUDA is not available (libtorch {} sees no GPU; run `mtt doctor`)",
+                libtorch_version()
+            )));
+        }
+        if i as i64 >= count {
+            return Err(invalid(format!("--device {name}: only {count} CUDA device(s) present")));
+        }
+        Ok(Device::Cuda(i))
+    };
+    match name.as_str() {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        "cuda" | "gpu" => cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(i)) => cuda(i),
+            _ => Err(invalid(format!("unknown device '{name}': expected auto, cpu, cuda or cuda:N"))),
+        },
+    }
+}
+
+/// Sets libtorch's intra-op thread count when `threads` is given (0 or None keeps the default).
+pub fn set_threads(threads: Option<usize>) {
+    if let Some(n) = threads.filter(|&n| n > 0) {
+        tch::set_num_threads(n as i32);
+    }
+}
+
+/// The libtorch version this binary was built against (read by build.rs from libtorch's folder).
+pub fn libtorch_version() -> &'static str {
+    option_env!("MTT_LIBTORCH_VERSION").unwrap_or("unknown")
+}
+
+/// libtorch's `lib/` folder this binary was linked against (its rpath).
+pub fn libtorch_lib() -> &'static str {
+    option_env!("MTT_LIBTORCH_LIB").unwrap_or("unknown")
+}
+
+/// A short name for a device, as printed by the CLI.
+pub fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cpu_and_rejects_unknown() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(parse_device(" CPU ").unwrap(), Device::Cpu);
+        let e = parse_device("tpu").unwrap_err().to_string();
+        assert!(e.contains("unknown device 'tpu'"), "{e}");
+        assert!(parse_device("cuda:x").is_err());
+    }
+
+    #[test]
+    fn cuda_without_gpu_is_an_error() {
+        if tch::Cuda::device_count() == 0 {
+            let e = parse_device("cuda").unwrap_err().to_string();
+            assert!(e.contains("CUDA is not available"), "{e}");
+            assert_eq!(parse_device("auto").unwrap(), Device::Cpu);
+        } else {
+            assert_eq!(parse_device("cuda").unwrap(), Device::Cuda(0));
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! The library's error type: every variant names the file, line, field or tensor it is about.
+
+use std::path::PathBuf;
+
+/// Errors from loading models, reading data, training and inference.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A required file of a model folder is absent.
+    #[error("model folder {}: missing {file}. Run scripts/setup.sh to install all-MiniLM-L6-v2 into models/, or pass --model DIR with a complete sentence-transformers folder", dir.display())]
+    MissingModelFile { dir: PathBuf, file: String },
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A configuration file is malformed or holds an unsupported value.
+    #[error("{}: {msg}", path.display())]
+    Config { path: PathBuf, msg: String },
+    /// A data file has a bad row; `line` counts from 1 and includes any header.
+    #[error("{}:{line}: {msg}", path.display())]
+    Data { path: PathBuf, line: usize, msg: String },
+    /// A weights file does not fit the model.
+    #[error("{}: {msg}", path.display())]
+    Weights { path: PathBuf, msg: String },
+    /// An argument or request that cannot be served (bad device, unknown prefix, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Training hit a NaN or infinite loss.
+    #[error("{0}")]
+    NonFinite(String),
+    #[error("libtorch: {0}")]
+    Tch(#[from] tch::TchError),
+    #[error("rust-bert: {0}")]
+    RustBert(#[from] rust_bert::RustBertError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(#[from] rust_tokenizers::error::TokenizerError),
+}
+
+/// The library's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub(crate) fn config(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        Error::Config { path: path.into(), msg: msg.into() }
+    }
+    pub(crate) fn data(path: impl Into<PathBuf>, line: usize, msg: impl Into<String>) -> Self {
+        Error::Data { path: path.into(), line, msg: msg.into() }
+    }
+}
+
+/// Shorthand for [`Error::Invalid`].
+pub(crate) fn invalid(msg: impl Into<String>) -> Error {
+    Error::Invalid(msg.into())
+}
