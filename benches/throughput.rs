@@ -1,1 +1,160 @@
-fn main() {}
+//! Throughput benchmarks, printed beside the Python peer run in the same invocation.
+//!
+//!   cargo bench --bench throughput -- encode [FILE ...] [--n 2000] [--batch 32]
+//!   cargo bench --bench throughput -- train [--steps 20] [--batch 32] [--scenario full]
+//!
+//! `encode` times `SentenceEncoder::encode` on the first N texts of each file (default: the bundled
+//! TREC-6 and SST-3 training files) after a 64-text warm-up, as `python_peer.py encode` does.
+//! `train` times optimizer steps (batch 32, TREC-6 + SST mixed and shuffled, everything
+//! trainable at 1e-4 for `full`), skipping two warm-up steps, as `python_peer.py train` does.
+//! The peer runs with `.venv/bin/python` (install it with `scripts/setup.sh --peer`) and
+//! `../shared/peer/python_peer.py`, or MTT_PEER / MTT_PEER_PYTHON; `--no-peer` skips it.
+
+use multi_task_transformer::data::{self, Labels, Task};
+use multi_task_transformer::model::MultiTask;
+use multi_task_transformer::optim::{learning_rates, Freeze, LrPreset, OptimConfig, Optimizers};
+use multi_task_transformer::train::train_step;
+use multi_task_transformer::{EncodeOptions, SentenceEncoder};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+use tch::Device;
+
+const MODEL: &str = "models/all-MiniLM-L6-v2";
+const TASK_A: &str = "data/trec6/train.tsv";
+const TASK_B: &str = "data/sst5_3class/train.tsv";
+
+struct Opts {
+    files: Vec<String>,
+    n: usize,
+    batch: usize,
+    steps: usize,
+    scenario: String,
+    peer: bool,
+}
+
+fn parse(args: &[String]) -> Opts {
+    let mut o = Opts { files: vec![], n: 2000, batch: 32, steps: 20, scenario: "full".into(), peer: true };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("{a} needs a value")).clone();
+        match a.as_str() {
+            "--n" => o.n = val().parse().expect("--n N"),
+            "--batch" => o.batch = val().parse().expect("--batch N"),
+            "--steps" => o.steps = val().parse().expect("--steps N"),
+            "--scenario" => o.scenario = val(),
+            "--no-peer" => o.peer = false,
+            "--bench" => {}
+            f if !f.starts_with("--") => o.files.push(f.to_string()),
+            other => panic!("unknown option {other}"),
+        }
+    }
+    o
+}
+
+fn peer(args: &[&str]) -> Option<Value> {
+    let script = std::env::var("MTT_PEER").unwrap_or_else(|_| "../shared/peer/python_peer.py".into());
+    let python = std::env::var("MTT_PEER_PYTHON").unwrap_or_else(|_| ".venv/bin/python".into());
+    if !Path::new(&script).is_file() {
+        eprintln!("peer: {script} not found (set MTT_PEER)");
+        return None;
+    }
+    let out = Command::new(&python).arg(&script).args(args).env("HF_HUB_OFFLINE", "1").output().ok()?;
+    if !out.status.success() {
+        eprintln!("peer failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().rev().find_map(|l| serde_json::from_str(l).ok())
+}
+
+fn texts(path: &str, n: usize) -> Vec<String> {
+    let src = data::read_labelled(Path::new(path), Some(Task::A)).expect("read TSV");
+    src.rows.into_iter().take(n).map(|r| r.text).collect()
+}
+
+fn report(ours: Value, theirs: Option<Value>) {
+    println!("{ours}");
+    match theirs {
+        Some(p) => {
+            println!("{p}");
+            let (a, b) = (ours["sentences_per_s"].as_f64().unwrap(), p["sentences_per_s"].as_f64().unwrap_or(f64::NAN));
+            println!("ratio rust/python: {:.2}", a / b);
+        }
+        None => println!("(no peer figure)"),
+    }
+}
+
+fn bench_encode(o: &Opts) {
+    let (enc, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model (run scripts/setup.sh)");
+    let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
+    for f in files {
+        let t = texts(&f, o.n);
+        let opts = EncodeOptions { batch_size: o.batch, normalize: false };
+        enc.encode(&t[..t.len().min(64)], opts).unwrap();
+        let start = Instant::now();
+        let v = enc.encode(&t, opts).unwrap();
+        let dt = start.elapsed().as_secs_f64();
+        assert_eq!(v.size()[0] as usize, t.len());
+        let ours = json!({"rust": "SentenceEncoder::encode", "file": f, "n": t.len(), "batch": o.batch,
+            "seconds": (dt * 1000.0).round() / 1000.0, "sentences_per_s": (t.len() as f64 / dt * 10.0).round() / 10.0,
+            "threads": tch::get_num_threads()});
+        let theirs = if o.peer { peer(&["encode", &f, "--n", &o.n.to_string(), "--batch", &o.batch.to_string()]) } else { None };
+        report(ours, theirs);
+    }
+}
+
+fn bench_train(o: &Opts) {
+    let (freeze, plan) = match o.scenario.as_str() {
+        "full" => (Freeze::None, LrPreset::Uniform),
+        "layerwise" => (Freeze::None, LrPreset::Layerwise),
+        "frozen_encoder" => (Freeze::Encoder, LrPreset::Uniform),
+        other => panic!("scenario {other}: full, layerwise or frozen_encoder"),
+    };
+    tch::manual_seed(0);
+    let sources = vec![
+        data::read_labelled(Path::new(TASK_A), Some(Task::A)).unwrap(),
+        data::read_labelled(Path::new(TASK_B), Some(Task::B)).unwrap(),
+    ];
+    let (la, lb) = (Labels::collect(&sources, Task::A), Labels::collect(&sources, Task::B));
+    let (base, _) = SentenceEncoder::load(&PathBuf::from(MODEL), Device::Cpu).unwrap();
+    let model = MultiTask::new(base, la.clone(), lb.clone(), 0.0).unwrap();
+    let ex = data::examples(&sources, &la, &lb, &model.base.tokenizer).unwrap();
+    freeze.apply(&model.base.params, 6).unwrap();
+    let rates = learning_rates(&model.base.params, plan, None, &[]).unwrap();
+    let mut opts = Optimizers::new(&model.base.params, &rates, OptimConfig::default(), o.steps + 2).unwrap();
+    let batches = data::epoch_batches(ex.len(), o.batch, 0, 0);
+    let (mut done, mut start) = (0usize, Instant::now());
+    for (step, rows) in batches.iter().take(o.steps + 2).enumerate() {
+        if step == 2 {
+            start = Instant::now();
+            done = 0;
+        }
+        let b = data::make_batch(&ex, rows, model.base.tokenizer.pad_id(), Device::Cpu);
+        train_step(&model, &mut opts, &b, 1.0, 1.0, step).expect("labelled batch");
+        done += b.size;
+    }
+    let dt = start.elapsed().as_secs_f64();
+    let ours = json!({"rust": "multitask train_step", "scenario": o.scenario, "steps": o.steps, "batch": o.batch,
+        "seconds": (dt * 1000.0).round() / 1000.0, "sentences_per_s": (done as f64 / dt * 10.0).round() / 10.0});
+    let theirs = if o.peer {
+        peer(&["train", TASK_A, TASK_B, "--steps", &o.steps.to_string(), "--batch", &o.batch.to_string(), "--scenario", &o.scenario])
+    } else {
+        None
+    };
+    report(ours, theirs);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.iter().position(|a| a == "encode" || a == "train") {
+        Some(i) => (args[i].clone(), [&args[..i], &args[i + 1..]].concat()),
+        None => ("encode".to_string(), args.clone()),
+    };
+    let o = parse(&rest);
+    match cmd.as_str() {
+        "train" => bench_train(&o),
+        _ => bench_encode(&o),
+    }
+}

@@ -198,3 +198,349 @@ pub fn run_doctor(args: &DoctorArgs) -> Result<()> {
     println!("status: OK");
     Ok(())
 }
+
+// ---- Tasks 2-4: train, eval, predict -------------------------------------------------------------
+
+use crate::data::{self as ds, Labels, Task};
+use crate::model::MultiTask;
+use crate::optim::{parse_lr_override, Freeze, LrPreset, OptimConfig};
+use crate::train::{evaluate, predict_probs, train, TrainConfig};
+use std::io::IsTerminal;
+
+/// Bundled training and dev data (copied from shared/data: TREC-6 and SST-5 folded to 3 classes).
+pub const BUNDLED_TASK_A: &str = "data/trec6/train.tsv";
+pub const BUNDLED_TASK_B: &str = "data/sst5_3class/train.tsv";
+pub const BUNDLED_DEV_A: &str = "data/trec6/dev.tsv";
+pub const BUNDLED_DEV_B: &str = "data/sst5_3class/dev.tsv";
+
+/// Arguments of `mtt train`, `task3` and `task4`.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Task A (sentence classification) training file: TSV/CSV with `text` and `label`, or JSON Lines.
+    #[arg(long)]
+    pub task_a: Option<PathBuf>,
+    /// Task B (sentiment) training file.
+    #[arg(long)]
+    pub task_b: Option<PathBuf>,
+    /// Joint training file with `text`, `label_a`, `label_b` (repeatable).
+    #[arg(long = "train")]
+    pub joint: Vec<PathBuf>,
+    /// Task A dev file (accuracy and macro-F1 after each epoch).
+    #[arg(long)]
+    pub dev_a: Option<PathBuf>,
+    /// Task B dev file.
+    #[arg(long)]
+    pub dev_b: Option<PathBuf>,
+    /// Joint dev file (repeatable).
+    #[arg(long = "dev")]
+    pub dev_joint: Vec<PathBuf>,
+    /// Output folder: model.safetensors, config.json, vocab.txt, metrics.json.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Base model: a sentence-transformers folder, or a multi-task checkpoint to continue from.
+    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    pub model: PathBuf,
+    /// Freezing scenario: none, all, encoder, embeddings, layers:K, head-a, head-b.
+    #[arg(long)]
+    pub freeze: Option<String>,
+    /// Learning-rate preset: uniform (1e-4 everywhere) or layerwise (1e-6 / 1e-5 / 1e-4).
+    #[arg(long, value_enum)]
+    pub lr_plan: Option<LrPreset>,
+    /// Rate of the subsets under a name prefix, e.g. encoder.encoder.layer=2e-5 (repeatable, later wins).
+    #[arg(long = "lr", value_name = "PREFIX=RATE")]
+    pub lr: Vec<String>,
+    /// Per-layer decay F: layer i gets head_rate*F^(L-i), embeddings head_rate*F^(L+1).
+    #[arg(long)]
+    pub layer_decay: Option<f64>,
+    /// Use AdamW with this weight decay instead of Adam.
+    #[arg(long)]
+    pub adamw: Option<f64>,
+    /// Linear warm-up over this many steps (each subset warms up to its own rate).
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    /// Decay each subset's rate linearly to 0 at the last step.
+    #[arg(long)]
+    pub linear_decay: bool,
+    /// Clip the global gradient L2 norm at this value.
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
+    /// Epochs over the training data.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Training batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Seed for head initialisation, dropout and shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop after this many optimizer steps (the output folder is still written).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Use only the first N rows of each training file.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Weight of Task A's loss in the sum.
+    #[arg(long, default_value_t = 1.0)]
+    pub weight_a: f64,
+    /// Weight of Task B's loss in the sum.
+    #[arg(long, default_value_t = 1.0)]
+    pub weight_b: f64,
+    /// Dropout on the pooled vector before the heads.
+    #[arg(long, default_value_t = 0.0)]
+    pub head_dropout: f64,
+    /// Keep the checkpoint of the best dev epoch (mean dev accuracy) instead of the last.
+    #[arg(long)]
+    pub save_best: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Defaults that differ between `mtt train`, `task3` and `task4`.
+pub struct TrainDefaults {
+    pub out: Option<&'static str>,
+    pub freeze: &'static str,
+    pub lr_plan: LrPreset,
+    pub epochs: usize,
+    pub limit: Option<usize>,
+    /// Fill in the bundled data when no training file is given.
+    pub bundled_data: bool,
+}
+
+impl TrainArgs {
+    /// The library's training configuration.
+    pub fn to_config(&self, d: &TrainDefaults) -> Result<TrainConfig> {
+        let out = match (&self.out, d.out) {
+            (Some(o), _) => o.clone(),
+            (None, Some(o)) => PathBuf::from(o),
+            (None, None) => anyhow::bail!("--out DIR is required"),
+        };
+        let mut c = TrainConfig::new(self.model.clone(), out);
+        let no_train = self.task_a.is_none() && self.task_b.is_none() && self.joint.is_empty();
+        let bundled = d.bundled_data && no_train;
+        let pick = |given: &Option<PathBuf>, default: &str| given.clone().or_else(|| bundled.then(|| PathBuf::from(default)));
+        c.task_a = pick(&self.task_a, BUNDLED_TASK_A);
+        c.task_b = pick(&self.task_b, BUNDLED_TASK_B);
+        c.joint = self.joint.clone();
+        let no_dev = self.dev_a.is_none() && self.dev_b.is_none() && self.dev_joint.is_empty();
+        let bundled_dev = bundled && no_dev;
+        c.dev_a = self.dev_a.clone().or_else(|| bundled_dev.then(|| PathBuf::from(BUNDLED_DEV_A)));
+        c.dev_b = self.dev_b.clone().or_else(|| bundled_dev.then(|| PathBuf::from(BUNDLED_DEV_B)));
+        c.dev_joint = self.dev_joint.clone();
+        c.freeze = Freeze::parse(self.freeze.as_deref().unwrap_or(d.freeze))?;
+        c.lr_plan = self.lr_plan.unwrap_or(d.lr_plan);
+        c.lr_overrides = self.lr.iter().map(|s| parse_lr_override(s)).collect::<crate::Result<_>>()?;
+        c.layer_decay = self.layer_decay;
+        c.optim = OptimConfig {
+            adamw: self.adamw.is_some(),
+            weight_decay: self.adamw.unwrap_or(0.0),
+            warmup_steps: self.warmup_steps,
+            linear_decay: self.linear_decay,
+            clip_norm: self.clip_norm,
+        };
+        c.epochs = self.epochs.unwrap_or(d.epochs);
+        c.batch_size = self.batch_size;
+        c.seed = self.seed;
+        c.max_steps = self.max_steps;
+        c.limit = self.limit.or(if bundled { d.limit } else { None });
+        c.weight_a = self.weight_a;
+        c.weight_b = self.weight_b;
+        if !(0.0..1.0).contains(&self.head_dropout) {
+            anyhow::bail!("--head-dropout {} must be in [0, 1)", self.head_dropout);
+        }
+        c.head_dropout = self.head_dropout;
+        c.save_best = self.save_best;
+        c.device = self.run.device.clone();
+        Ok(c)
+    }
+}
+
+/// `mtt train` / `task3` / `task4`.
+pub fn run_train(args: &TrainArgs, defaults: &TrainDefaults, title: &str) -> Result<()> {
+    set_threads(args.run.threads);
+    let cfg = args.to_config(defaults)?;
+    println!("{title}");
+    let show = std::io::stderr().is_terminal();
+    let mut log = |line: &str| println!("{line}");
+    train(&cfg, show, &mut log)?;
+    Ok(())
+}
+
+/// Arguments of `mtt eval`.
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Multi-task checkpoint folder written by `mtt train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Task A evaluation file.
+    #[arg(long)]
+    pub task_a: Option<PathBuf>,
+    /// Task B evaluation file.
+    #[arg(long)]
+    pub task_b: Option<PathBuf>,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Loads a checkpoint, warning about unexpected tensors.
+pub fn load_checkpoint(dir: &Path, device: Device) -> Result<MultiTask> {
+    let (m, report) = MultiTask::load(dir, device).with_context(|| format!("loading checkpoint {}", dir.display()))?;
+    warn_unexpected(&report);
+    Ok(m)
+}
+
+/// `mtt eval`: one JSON object with accuracy, macro-F1, n and the confusion matrix per task.
+pub fn run_eval(args: &EvalArgs) -> Result<()> {
+    let device = args.run.setup()?;
+    ds::check_batch_size(args.batch_size)?;
+    if args.task_a.is_none() && args.task_b.is_none() {
+        anyhow::bail!("nothing to evaluate: pass --task-a FILE and/or --task-b FILE");
+    }
+    let model = load_checkpoint(&args.model, device)?;
+    let mut sources = Vec::new();
+    for (p, t) in [(&args.task_a, Task::A), (&args.task_b, Task::B)] {
+        if let Some(p) = p {
+            sources.push(ds::read_labelled(p, Some(t))?);
+        }
+    }
+    let ex = ds::examples(&sources, &model.config.labels_a, &model.config.labels_b, &model.base.tokenizer)?;
+    let m = evaluate(&model, &ex, args.batch_size);
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(())
+}
+
+/// Arguments of `mtt predict`.
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// Multi-task checkpoint folder written by `mtt train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Texts, one per line (default: standard input).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Serialize)]
+struct TaskPrediction<'a> {
+    label: &'a str,
+    probs: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct PredictionLine<'a> {
+    text: &'a str,
+    task_a: TaskPrediction<'a>,
+    task_b: TaskPrediction<'a>,
+}
+
+fn task_prediction<'a>(labels: &'a Labels, probs: &[f32]) -> TaskPrediction<'a> {
+    let best = probs.iter().enumerate().fold(0, |b, (i, &p)| if p > probs[b] { i } else { b });
+    let probs = labels.0.iter().zip(probs).map(|(l, &p)| (l.clone(), serde_json::json!(p))).collect();
+    TaskPrediction { label: &labels.0[best], probs }
+}
+
+/// `mtt predict`: JSON Lines with each task's label and class probabilities, in input order.
+pub fn run_predict(args: &PredictArgs) -> Result<()> {
+    let device = args.run.setup()?;
+    ds::check_batch_size(args.batch_size)?;
+    let texts = read_texts(args.input.as_deref())?;
+    let model = load_checkpoint(&args.model, device)?;
+    let ids = model.base.tokenizer.encode_all(&texts);
+    let (pa, pb) = predict_probs(&model, &ids, args.batch_size);
+    let (pa, pb) = (rows(&pa)?, rows(&pb)?);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for i in 0..texts.len() {
+        let line = PredictionLine {
+            text: &texts[i],
+            task_a: task_prediction(&model.config.labels_a, &pa[i]),
+            task_b: task_prediction(&model.config.labels_b, &pb[i]),
+        };
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The seed's Task 2 sample sentences.
+pub const TASK2_SENTENCES: [&str; 3] = [
+    "I absolutely love the taste of this pizza!",
+    "The service was terrible, I am very disappointed.",
+    "What is the capital of France?",
+];
+
+/// Arguments of `task2`.
+#[derive(Args, Debug, Clone)]
+pub struct Task2Args {
+    /// Base sentence-transformers folder (heads are freshly initialised).
+    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    pub model: PathBuf,
+    /// A trained multi-task checkpoint to run instead of fresh heads.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Seed for the fresh heads.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `task2`: both heads' logits, probabilities and predicted labels for the sample sentences.
+pub fn run_task2(args: &Task2Args) -> Result<()> {
+    let device = args.run.setup()?;
+    let model = match &args.checkpoint {
+        Some(dir) => load_checkpoint(dir, device)?,
+        None => {
+            tch::manual_seed(args.seed as i64);
+            let base = load_encoder(&args.model, device)?;
+            let la = Labels(["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"].iter().map(|s| s.to_string()).collect());
+            let lb = Labels(["negative", "neutral", "positive"].iter().map(|s| s.to_string()).collect());
+            MultiTask::new(base, la, lb, 0.0)?
+        }
+    };
+    let texts: Vec<String> = TASK2_SENTENCES.iter().map(|s| s.to_string()).collect();
+    let ids = model.base.tokenizer.encode_all(&texts);
+    let seqs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
+    let (x, m) = crate::batch::pad(&seqs, model.base.tokenizer.pad_id(), device);
+    let logits = tch::no_grad(|| model.forward_t(&x, &m, false));
+    let pooled = tch::no_grad(|| model.pooled_t(&x, &m, false));
+    println!(
+        "Task 2: multi-task model ({}), shared encoder + mean pooling {:?} -> classification_head {:?}, sentiment_head {:?}",
+        match &args.checkpoint {
+            Some(c) => format!("checkpoint {}", c.display()),
+            None => format!("{} with untrained heads, seed {}", args.model.display(), args.seed),
+        },
+        pooled.size(),
+        logits.a.size(),
+        logits.b.size()
+    );
+    let heads = [
+        ("Task A (sentence classification)", &logits.a, &model.config.labels_a),
+        ("Task B (sentiment)", &logits.b, &model.config.labels_b),
+    ];
+    for (i, text) in texts.iter().enumerate() {
+        println!("\nSentence: {text}");
+        for (name, l, labels) in heads {
+            let row = l.get(i as i64);
+            let probs = Vec::<f32>::try_from(row.softmax(-1, tch::Kind::Float))?;
+            let lv = Vec::<f32>::try_from(&row)?;
+            let best = probs.iter().enumerate().fold(0, |b, (j, &p)| if p > probs[b] { j } else { b });
+            let fmt = |v: &[f32]| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", ");
+            println!("  {name}: logits [{}] probs [{}] -> {}", fmt(&lv), fmt(&probs), labels.0[best]);
+        }
+    }
+    Ok(())
+}
+
+/// Epochs of a no-argument task3/task4 run.
+pub const DEFAULT_EPOCHS: usize = 1;
+/// Rows per training file of a no-argument task3/task4 run (None = all).
+pub const DEFAULT_LIMIT: Option<usize> = None;

@@ -25,3 +25,4 @@ pub mod testing;
 pub mod data;
 pub mod metrics;
 pub mod optim;
+pub mod train;

@@ -1,7 +1,8 @@
-//! `mtt`: the project's command line (embed, doctor; train, eval, predict).
+//! `mtt`: the project's command line: embed, doctor, train, eval, predict.
 
 use clap::{Parser, Subcommand};
 use multi_task_transformer::cli;
+use multi_task_transformer::optim::LrPreset;
 
 #[derive(Parser)]
 #[command(name = "mtt", version, about = "Sentence embeddings and multi-task classification with all-MiniLM-L6-v2 on libtorch")]
@@ -16,11 +17,23 @@ enum Command {
     Embed(cli::EmbedArgs),
     /// Show libtorch, CUDA, threads and whether the model folder is complete.
     Doctor(cli::DoctorArgs),
+    /// Train the multi-task model (Task A + Task B heads on the shared encoder).
+    Train(cli::TrainArgs),
+    /// Evaluate a checkpoint: one JSON object with accuracy, macro-F1, n and confusion per task.
+    Eval(cli::EvalArgs),
+    /// Predict both tasks for texts (one per line): JSON Lines in input order.
+    Predict(cli::PredictArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     match Mtt::parse().command {
         Command::Embed(a) => cli::run_embed(&a),
         Command::Doctor(a) => cli::run_doctor(&a),
+        Command::Train(a) => {
+            let d = cli::TrainDefaults { out: None, freeze: "none", lr_plan: LrPreset::Layerwise, epochs: 1, limit: None, bundled_data: false };
+            cli::run_train(&a, &d, "mtt train")
+        }
+        Command::Eval(a) => cli::run_eval(&a),
+        Command::Predict(a) => cli::run_predict(&a),
     }
 }

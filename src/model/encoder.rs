@@ -1,19 +1,20 @@
-//! The BERT encoder, built from rust-bert's public `BertEmbeddings` and `BertLayer`, one parameter
-//! subset (one `VarStore`) for the embeddings and one per layer.
+//! The BERT encoder: rust-bert's `BertEmbeddings`, then [`Layer`]s (rust-bert's `BertLayer` on
+//! fused kernels), one parameter subset (one `VarStore`) for the embeddings and one per layer.
 //!
-//! Mirrors Hugging Face `BertModel` without its pooler: rust-bert's self-attention adds the mask
-//! to the scores, so it gets the additive form `(1 - mask) * -10000`, as `BertModel` builds it.
+//! Mirrors Hugging Face `BertModel` (SDPA attention) without its pooler: padding gets an additive
+//! mask of the float minimum.
 
 use crate::config::EncoderConfig;
 use crate::model::pooling;
 use crate::params::{layer_name, Params, EMBEDDINGS};
-use rust_bert::bert::{BertEmbedding, BertEmbeddings, BertLayer};
+use crate::model::layer::Layer;
+use rust_bert::bert::{BertEmbedding, BertEmbeddings};
 use tch::Tensor;
 
 /// Embeddings plus transformer layers.
 pub struct Encoder {
     embeddings: BertEmbeddings,
-    layers: Vec<BertLayer>,
+    layers: Vec<Layer>,
     config: EncoderConfig,
 }
 
@@ -27,7 +28,7 @@ impl Encoder {
         let mut layers = Vec::with_capacity(config.n_layers());
         for i in 0..config.n_layers() {
             let vs = params.new_store();
-            layers.push(BertLayer::new(vs.root() / "encoder" / "encoder" / "layer" / i, &config.bert));
+            layers.push(Layer::new(vs.root() / "encoder" / "encoder" / "layer" / i, &config.bert));
             params.push(&layer_name(i), vs);
         }
         Encoder { embeddings, layers, config: config.clone() }
@@ -45,10 +46,9 @@ impl Encoder {
             .embeddings
             .forward_t(Some(input_ids), None, None, None, train)
             .expect("input ids are given, so embeddings cannot fail");
-        let keep = mask.to_kind(hidden.kind());
-        let additive: Tensor = ((keep.ones_like() - keep) * -10000.0).unsqueeze(1).unsqueeze(1);
+        let additive = additive_mask(mask, hidden.kind());
         for layer in &self.layers {
-            hidden = layer.forward_t(&hidden, Some(&additive), None, None, train).hidden_state;
+            hidden = layer.forward_t(&hidden, &additive, train);
         }
         hidden
     }
@@ -58,4 +58,9 @@ impl Encoder {
         let hidden = self.forward_t(input_ids, mask, train);
         pooling::pool(&self.config.pooling, &hidden, mask)
     }
+}
+
+/// `[batch, 1, 1, seq]` additive mask: 0 keep, float minimum drop (Hugging Face's SDPA form).
+fn additive_mask(mask: &Tensor, kind: tch::Kind) -> Tensor {
+    (mask.eq(0).to_kind(kind) * f32::MIN as f64).unsqueeze(1).unsqueeze(1)
 }

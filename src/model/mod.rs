@@ -1,6 +1,7 @@
 //! Model pieces: the BERT encoder, pooling, and the multi-task model on top.
 
 pub mod encoder;
+pub mod layer;
 pub mod pooling;
 
 pub use encoder::Encoder;
