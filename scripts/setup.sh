@@ -49,7 +49,7 @@ vpy=$venv/bin/python
 
 # --- libtorch from the torch wheel -----------------------------------------------------------------
 wheels=$cache/wheels/torch-$TORCH_VERSION-$pytag
-have_torch=$("$vpy" -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
+have_torch=$("$vpy" -W ignore -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
 if [ "$have_torch" != "$TORCH_VERSION" ]; then
   if [ ! -f "$wheels/.complete" ]; then
     say "downloading torch==$TORCH_VERSION and its CUDA runtime wheels (~2.5 GB) into $wheels"
@@ -62,7 +62,7 @@ if [ "$have_torch" != "$TORCH_VERSION" ]; then
   "$vpy" -m pip install --disable-pip-version-check -q --no-index --find-links "$wheels" "torch==$TORCH_VERSION" \
     || die "could not install torch==$TORCH_VERSION from $wheels (delete that folder to re-download)"
 fi
-torch_dir=$("$vpy" -c 'import os, torch; print(os.path.dirname(torch.__file__))') \
+torch_dir=$("$vpy" -W ignore -c 'import os, torch; print(os.path.dirname(torch.__file__))') \
   || die "torch is installed in $venv but does not import"
 [ -f "$torch_dir/lib/libtorch_cpu.so" ] || die "libtorch_cpu.so missing under $torch_dir/lib"
 ln -sfn "$torch_dir" "$root/.libtorch"

@@ -2,6 +2,11 @@
 //! the commands behind them. The library proper never parses arguments or prints.
 
 use crate::config::{folder_report, ModelFiles, DEFAULT_MODEL_DIR};
+use crate::data::{self as ds, Labels, Task};
+use crate::model::MultiTask;
+use crate::optim::{parse_lr_override, Freeze, LrPreset, OptimConfig};
+use crate::train::{evaluate, predict_probs, train, TrainConfig};
+use std::io::IsTerminal;
 use crate::device::{device_name, libtorch_lib, libtorch_version, parse_device, set_threads};
 use crate::embed::{rows, EncodeOptions, SentenceEncoder};
 use crate::params::LoadReport;
@@ -201,11 +206,6 @@ pub fn run_doctor(args: &DoctorArgs) -> Result<()> {
 
 // ---- Tasks 2-4: train, eval, predict -------------------------------------------------------------
 
-use crate::data::{self as ds, Labels, Task};
-use crate::model::MultiTask;
-use crate::optim::{parse_lr_override, Freeze, LrPreset, OptimConfig};
-use crate::train::{evaluate, predict_probs, train, TrainConfig};
-use std::io::IsTerminal;
 
 /// Bundled training and dev data (copied from shared/data: TREC-6 and SST-5 folded to 3 classes).
 pub const BUNDLED_TASK_A: &str = "data/trec6/train.tsv";
