@@ -29,6 +29,14 @@ pub struct MultiTaskConfig {
 /// Tag in `config.json` that marks a multi-task checkpoint folder.
 pub const FORMAT: &str = "multi-task-transformer/v1";
 
+/// A linear layer initialised as PyTorch's `nn.Linear` is: weight and bias uniform in
+/// ±1/sqrt(fan_in). (tch's default weight init is Kaiming-uniform for ReLU, √6 times wider.)
+pub fn torch_linear(p: nn::Path, in_dim: i64, out_dim: i64) -> nn::Linear {
+    let bound = 1.0 / (in_dim as f64).sqrt();
+    let init = nn::Init::Uniform { lo: -bound, up: bound };
+    nn::linear(p, in_dim, out_dim, nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true })
+}
+
 /// Both tasks' logits: `[batch, n_labels_a]` and `[batch, n_labels_b]`.
 pub struct Logits {
     pub a: Tensor,
@@ -44,17 +52,17 @@ pub struct MultiTask {
 }
 
 impl MultiTask {
-    /// Adds freshly initialised heads (PyTorch's default `Linear` init) to `base`.
+    /// Adds freshly initialised heads to `base`, initialised like PyTorch's `nn.Linear`.
     pub fn new(mut base: SentenceEncoder, labels_a: Labels, labels_b: Labels, head_dropout: f64) -> Result<Self> {
         if labels_a.is_empty() || labels_b.is_empty() {
             return Err(crate::error::invalid("each task needs at least one label"));
         }
         let dim = base.config().embedding_dim();
         let vs = base.params.new_store();
-        let head_a = nn::linear(vs.root() / HEAD_A, dim, labels_a.len() as i64, Default::default());
+        let head_a = torch_linear(vs.root() / HEAD_A, dim, labels_a.len() as i64);
         base.params.push(HEAD_A, vs);
         let vs = base.params.new_store();
-        let head_b = nn::linear(vs.root() / HEAD_B, dim, labels_b.len() as i64, Default::default());
+        let head_b = torch_linear(vs.root() / HEAD_B, dim, labels_b.len() as i64);
         base.params.push(HEAD_B, vs);
         let config = MultiTaskConfig {
             format: FORMAT.into(),
@@ -105,5 +113,21 @@ impl MultiTask {
         model.config = config;
         let report = model.base.params.load(&dir.join("model.safetensors"), &[])?;
         Ok((model, report))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heads_are_initialised_like_pytorch_linear() {
+        tch::manual_seed(0);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let l = torch_linear(vs.root() / "h", 384, 6);
+        let bound = 1.0 / 384f64.sqrt();
+        let max = f64::try_from(l.ws.abs().max()).unwrap();
+        assert!(max <= bound && max > 0.9 * bound, "max |w| {max} vs bound {bound}");
+        assert!(f64::try_from(l.bs.unwrap().abs().max()).unwrap() <= bound);
     }
 }
