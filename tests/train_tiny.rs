@@ -99,6 +99,10 @@ fn every_freezing_scenario_keeps_frozen_bitwise_and_trains_the_rest() {
             }
         }
         assert_eq!(opts.is_empty(), scenario == "all", "{scenario}");
+        // A frozen encoder builds no autograd graph: the pooled vector needs no gradient.
+        let b = data::make_batch(&ex, &[0, 1], model.base.tokenizer.pad_id(), Device::Cpu);
+        let pooled = model.pooled_t(&b.ids, &b.mask, true);
+        assert_eq!(pooled.requires_grad(), !matches!(scenario, "encoder" | "all"), "{scenario}");
     }
 }
 
