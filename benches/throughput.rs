@@ -10,20 +10,19 @@
 //! The peer runs with `.venv/bin/python` (install it with `scripts/setup.sh --peer`) and
 //! `../shared/peer/python_peer.py`, or MTT_PEER / MTT_PEER_PYTHON; `--no-peer` skips it.
 
+use multi_task_transformer::batch::{epoch_batches, make_batch};
+use multi_task_transformer::config::DEFAULT_MODEL_DIR as MODEL;
+use multi_task_transformer::data::bundled::{TASK_A, TASK_B};
 use multi_task_transformer::data::{self, Labels, Task};
-use multi_task_transformer::model::MultiTask;
-use multi_task_transformer::optim::{learning_rates, Freeze, LrPreset, OptimConfig, Optimizers};
+use multi_task_transformer::freeze::Freeze;
+use multi_task_transformer::optim::{learning_rates, LrPreset, OptimConfig, Optimizers};
 use multi_task_transformer::train::train_step;
-use multi_task_transformer::{EncodeOptions, SentenceEncoder};
+use multi_task_transformer::{Classifier, EncodeOptions, SentenceEncoder};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 use tch::Device;
-
-const MODEL: &str = "models/all-MiniLM-L6-v2";
-const TASK_A: &str = "data/trec6/train.tsv";
-const TASK_B: &str = "data/sst5_3class/train.tsv";
 
 struct Opts {
     files: Vec<String>,
@@ -92,7 +91,7 @@ fn bench_encode(o: &Opts) {
     for f in files {
         let t = texts(&f, o.n);
         let opts = EncodeOptions { batch_size: o.batch, normalize: false };
-        enc.encode(&t[..t.len().min(64)], opts).unwrap();
+        let _ = enc.encode(&t[..t.len().min(64)], opts).unwrap();
         let start = Instant::now();
         let v = enc.encode(&t, opts).unwrap();
         let dt = start.elapsed().as_secs_f64();
@@ -118,21 +117,21 @@ fn bench_train(o: &Opts) {
         data::read_labelled(Path::new(TASK_B), Some(Task::B)).unwrap(),
     ];
     let (la, lb) = (Labels::collect(&sources, Task::A), Labels::collect(&sources, Task::B));
-    let (base, _) = SentenceEncoder::load(&PathBuf::from(MODEL), Device::Cpu).unwrap();
-    let model = MultiTask::new(base, la.clone(), lb.clone(), 0.0).unwrap();
-    let ex = data::examples(&sources, &la, &lb, &model.base.tokenizer).unwrap();
-    freeze.apply(&model.base.params, 6).unwrap();
-    let rates = learning_rates(&model.base.params, plan, None, &[]).unwrap();
-    let mut opts = Optimizers::new(&model.base.params, &rates, OptimConfig::default(), o.steps + 2).unwrap();
-    let batches = data::epoch_batches(ex.len(), o.batch, 0, 0);
+    let (clf, _) = Classifier::from_base(Path::new(MODEL), la, lb, 0.0, Device::Cpu).unwrap();
+    let ex = clf.examples(&sources).unwrap();
+    let params = clf.model.params();
+    freeze.apply(params).unwrap();
+    let rates = learning_rates(params, plan, None, &[]).unwrap();
+    let mut opts = Optimizers::new(params, &rates, OptimConfig::default(), o.steps + 2).unwrap();
+    let batches = epoch_batches(ex.len(), o.batch, 0, 0);
     let (mut done, mut start) = (0usize, Instant::now());
     for (step, rows) in batches.iter().take(o.steps + 2).enumerate() {
         if step == 2 {
             start = Instant::now();
             done = 0;
         }
-        let b = data::make_batch(&ex, rows, model.base.tokenizer.pad_id(), Device::Cpu);
-        train_step(&model, &mut opts, &b, 1.0, 1.0, step).expect("labelled batch");
+        let b = make_batch(&ex, rows, clf.tokenizer.pad_id(), Device::Cpu);
+        train_step(&clf.model, &mut opts, &b, 1.0, 1.0, step).expect("labelled batch").read().expect("losses");
         done += b.size;
     }
     let dt = start.elapsed().as_secs_f64();

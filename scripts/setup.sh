@@ -6,7 +6,7 @@
 #      copied to models/all-MiniLM-L6-v2 and checked against its known sha256.
 # Options:
 #   --peer   also install the Python peer's packages (transformers 4.46.3, sentence-transformers
-#            3.3.1) into .venv, for the side-by-side benchmarks in scripts/bench.sh.
+#            3.3.1) into .venv, for the Python peer run beside `cargo bench --bench throughput`.
 # Heavy downloads are cached outside the clone, keyed by version, in
 #   ${MTT_CACHE_DIR:-$HOME/.cache/multi-task-transformer}
 # so a second clone or a re-run takes seconds. Safe to run any number of times.

@@ -1,4 +1,5 @@
-//! Model configuration read from a sentence-transformers folder, and the presets used in tests.
+//! Owns a sentence-transformers folder's settings: which files it has, the BERT, tokenizer and
+//! pooling configuration read from them, and the tiny preset used in tests.
 //!
 //! A folder holds `config.json` (the Hugging Face BERT config), the weights (`model.safetensors`
 //! or rust-bert's `rust_model.ot`), `vocab.txt`, `tokenizer_config.json`,

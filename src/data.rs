@@ -1,23 +1,25 @@
-//! Labelled data for the two tasks: TSV, CSV and JSON Lines readers, label sets, and the mixed,
-//! shuffled, dynamically padded batches the trainer consumes.
+//! Owns labelled data for the two tasks: the TSV, CSV and JSON Lines readers, label sets,
+//! tokenized examples, and where the bundled data lives. (Batching lives in `batch`.)
 //!
 //! A per-task file has columns `text` and `label`; a joint file has `text`, `label_a`, `label_b`
 //! (either label may be empty: that row then adds nothing to that task's loss). TSV has a header
 //! line and no quoting (tweets start with `"`), CSV follows RFC 4180, JSON Lines holds one object
 //! per line with the same keys. Every bad row is an error naming the file and line.
 
-use crate::batch;
-use crate::error::{invalid, Error, Result};
+use crate::error::{Error, Result};
 use crate::tokenizer::SentenceTokenizer;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use tch::{Device, Tensor};
 
-/// Label value for "no label for this task" in a batch's target tensor.
-pub const IGNORE: i64 = -100;
+/// The training and dev files bundled in `data/` (copied from shared/data: TREC-6 for Task A,
+/// SST-5 folded to 3 classes for Task B), relative to the repository root.
+pub mod bundled {
+    pub const TASK_A: &str = "data/trec6/train.tsv";
+    pub const TASK_B: &str = "data/sst5_3class/train.tsv";
+    pub const DEV_A: &str = "data/trec6/dev.tsv";
+    pub const DEV_B: &str = "data/sst5_3class/dev.tsv";
+}
 
 /// The two tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,53 +289,6 @@ pub fn examples(sources: &[Source], labels_a: &Labels, labels_b: &Labels, tok: &
     Ok(out)
 }
 
-/// A padded batch on the model's device.
-pub struct Batch {
-    /// `[batch, seq]` token ids.
-    pub ids: Tensor,
-    /// `[batch, seq]` attention mask, 1 = token.
-    pub mask: Tensor,
-    /// `[batch]` Task A targets, [`IGNORE`] where a row has none.
-    pub labels_a: Tensor,
-    /// `[batch]` Task B targets, [`IGNORE`] where a row has none.
-    pub labels_b: Tensor,
-    /// Rows with a Task A / Task B label.
-    pub n_a: usize,
-    pub n_b: usize,
-    pub size: usize,
-}
-
-/// Pads `rows` of `data` into one batch.
-pub fn make_batch(data: &[Example], rows: &[usize], pad_id: i64, device: Device) -> Batch {
-    let seqs: Vec<&[i64]> = rows.iter().map(|&i| data[i].ids.as_slice()).collect();
-    let (ids, mask) = batch::pad(&seqs, pad_id, device);
-    let target = |f: &dyn Fn(&Example) -> Option<usize>| -> (Tensor, usize) {
-        let v: Vec<i64> = rows.iter().map(|&i| f(&data[i]).map(|l| l as i64).unwrap_or(IGNORE)).collect();
-        let n = v.iter().filter(|&&l| l != IGNORE).count();
-        (Tensor::from_slice(&v).to_device(device), n)
-    };
-    let (labels_a, n_a) = target(&|e| e.label_a);
-    let (labels_b, n_b) = target(&|e| e.label_b);
-    Batch { ids, mask, labels_a, labels_b, n_a, n_b, size: rows.len() }
-}
-
-/// Row indices of one epoch, shuffled deterministically from `seed` and `epoch`, in batches.
-pub fn epoch_batches(n: usize, batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
-    order.shuffle(&mut rng);
-    order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
-}
-
-/// Rejects a batch size of 0.
-pub fn check_batch_size(b: usize) -> Result<usize> {
-    if b == 0 {
-        Err(invalid("--batch-size must be at least 1"))
-    } else {
-        Ok(b)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,14 +338,5 @@ mod tests {
             let e = read_labelled(&p, Some(Task::A)).unwrap_err().to_string();
             assert!(e.contains(want), "{name}: got {e}");
         }
-    }
-
-    #[test]
-    fn shuffling_is_deterministic_per_seed_and_epoch() {
-        assert_eq!(epoch_batches(10, 3, 7, 0), epoch_batches(10, 3, 7, 0));
-        assert_ne!(epoch_batches(10, 3, 7, 0), epoch_batches(10, 3, 7, 1));
-        let mut all: Vec<usize> = epoch_batches(10, 3, 7, 0).concat();
-        all.sort();
-        assert_eq!(all, (0..10).collect::<Vec<_>>());
     }
 }

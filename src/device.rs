@@ -1,4 +1,4 @@
-//! Device selection (`--device auto|cpu|cuda|cuda:N`) and thread settings.
+//! Owns device selection (`--device auto|cpu|cuda|cuda:N`) and thread settings.
 
 use crate::error::{invalid, Result};
 use tch::Device;

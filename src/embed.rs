@@ -1,13 +1,14 @@
-//! Task 1: sentence embeddings from a sentence-transformers folder.
+//! Owns Task 1's text-in front: [`SentenceEncoder`] = tokenizer + encoder (with its parameters),
+//! loaded from a sentence-transformers folder; text in, fixed-size vectors out.
 
-use crate::batch;
 use crate::config::{EncoderConfig, ModelFiles};
-use crate::error::{invalid, Result};
-use crate::model::{pooling, Encoder};
+use crate::error::Result;
+use crate::infer::{self, Batching};
+use crate::model::Encoder;
 use crate::params::{LoadReport, Params};
 use crate::tokenizer::SentenceTokenizer;
 use std::path::Path;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// Options of [`SentenceEncoder::encode`].
 #[derive(Debug, Clone, Copy)]
@@ -57,41 +58,14 @@ impl SentenceEncoder {
     }
 
     /// Encodes `texts` into `[n, embedding_dim]` float32 vectors on the CPU, rows in input order.
-    /// Texts are sorted by token length so each batch pads little; runs without gradients and
-    /// with dropout off.
+    /// Texts are sorted by token length so each batch pads little.
     pub fn encode<S: AsRef<str>>(&self, texts: &[S], opts: EncodeOptions) -> Result<Tensor> {
-        if opts.batch_size == 0 {
-            return Err(invalid("batch size must be at least 1"));
-        }
-        let ids = self.tokenizer.encode_all(texts);
-        self.encode_ids(&ids, opts)
+        self.encode_ids(&self.tokenizer.encode_all(texts), opts)
     }
 
     /// Like [`SentenceEncoder::encode`] for already tokenized inputs.
     pub fn encode_ids(&self, ids: &[Vec<i64>], opts: EncodeOptions) -> Result<Tensor> {
-        let dim = self.config().embedding_dim();
-        let device = self.params.device();
-        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-        let mut out = Tensor::zeros([ids.len() as i64, dim], (Kind::Float, Device::Cpu));
-        let _guard = tch::no_grad_guard();
-        for rows in batch::length_sorted_batches(&lens, opts.batch_size) {
-            let seqs: Vec<&[i64]> = rows.iter().map(|&i| ids[i].as_slice()).collect();
-            let (input, mask) = batch::pad(&seqs, self.tokenizer.pad_id(), device);
-            let mut v = self.encoder.embed_t(&input, &mask, false);
-            if opts.normalize {
-                v = pooling::l2_normalize(&v);
-            }
-            let index = Tensor::from_slice(&rows.iter().map(|&i| i as i64).collect::<Vec<_>>());
-            let _ = out.index_copy_(0, &index, &v.to_kind(Kind::Float).to_device(Device::Cpu));
-        }
-        Ok(out)
+        let b = Batching { batch_size: opts.batch_size, pad_id: self.tokenizer.pad_id() };
+        infer::embeddings(&self.encoder, ids, b, self.params.device(), opts.normalize)
     }
-}
-
-/// Rows of a `[n, d]` float tensor as vectors.
-pub fn rows(t: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let t = t.to_kind(Kind::Float).to_device(Device::Cpu).contiguous();
-    let (n, d) = t.size2()?;
-    let flat: Vec<f32> = Vec::<f32>::try_from(t.flatten(0, -1))?;
-    Ok((0..n as usize).map(|i| flat[i * d as usize..(i + 1) * d as usize].to_vec()).collect())
 }

@@ -1,4 +1,6 @@
-//! The library's error type: every variant names the file, line, field or tensor it is about.
+//! Owns the library's error type: every variant names the file, line, field or tensor it is
+//! about. No variant both prints a wrapped error and reports it as its source, so `anyhow`'s
+//! `Caused by:` never repeats a message.
 
 use std::path::PathBuf;
 
@@ -9,12 +11,8 @@ pub enum Error {
     #[error("model folder {}: missing {file}. Run scripts/setup.sh to install all-MiniLM-L6-v2 into models/, or pass --model DIR with a complete sentence-transformers folder", dir.display())]
     MissingModelFile { dir: PathBuf, file: String },
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     /// A configuration file is malformed or holds an unsupported value.
     #[error("{}: {msg}", path.display())]
     Config { path: PathBuf, msg: String },
@@ -31,19 +29,37 @@ pub enum Error {
     #[error("{0}")]
     NonFinite(String),
     #[error("libtorch: {0}")]
-    Tch(#[from] tch::TchError),
+    Tch(tch::TchError),
     #[error("rust-bert: {0}")]
-    RustBert(#[from] rust_bert::RustBertError),
+    RustBert(rust_bert::RustBertError),
     #[error("tokenizer: {0}")]
-    Tokenizer(#[from] rust_tokenizers::error::TokenizerError),
+    Tokenizer(rust_tokenizers::error::TokenizerError),
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        Error::Tch(e)
+    }
+}
+
+impl From<rust_bert::RustBertError> for Error {
+    fn from(e: rust_bert::RustBertError) -> Self {
+        Error::RustBert(e)
+    }
+}
+
+impl From<rust_tokenizers::error::TokenizerError> for Error {
+    fn from(e: rust_tokenizers::error::TokenizerError) -> Self {
+        Error::Tokenizer(e)
+    }
 }
 
 /// The library's result type.
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        Error::Io { path: path.into(), err }
     }
     pub(crate) fn config(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
         Error::Config { path: path.into(), msg: msg.into() }
@@ -56,4 +72,18 @@ impl Error {
 /// Shorthand for [`Error::Invalid`].
 pub(crate) fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_message_is_repeated_as_its_own_cause() {
+        let e = anyhow::Error::from(Error::io("out/model.safetensors", std::io::Error::other("File exists")));
+        let shown = format!("{e:?}");
+        assert_eq!(shown.matches("File exists").count(), 1, "{shown}");
+        let e = anyhow::Error::from(Error::from(tch::TchError::Kind("bad kind".into())));
+        assert_eq!(format!("{e:?}").matches("bad kind").count(), 1);
+    }
 }

@@ -1,28 +1,47 @@
 //! multi-task-transformer: sentence embeddings and multi-task sentence classification on
 //! all-MiniLM-L6-v2, in Rust on libtorch (`tch`) with rust-bert's BERT blocks.
 //!
-//! * [`embed::SentenceEncoder`]: Task 1, sentence-transformers-identical embeddings.
-//! * [`params::Params`]: the model's named parameter subsets, one `VarStore` each, for freezing,
-//!   per-subset optimizers and checkpoints under the seed's PyTorch names.
+//! Modules, lowest first (a module imports only modules above it in this list):
+//!
+//! * [`error`], [`fsutil`], [`device`]: errors that name files and lines; atomic writes and the
+//!   output-folder check; device and thread selection.
+//! * [`config`], [`tokenizer`]: a sentence-transformers folder's settings; WordPiece tokenization.
+//! * [`data`], [`metrics`]: labelled TSV/CSV/JSONL files, label sets, examples; accuracy and F1.
+//! * [`params`]: the model's parameters as named subsets, one `VarStore` each (freezing by
+//!   prefix, loading, saving under the seed's PyTorch names).
+//! * [`model`]: tensors in, tensors out: the encoder, pooling, and [`model::MultiTask`], which
+//!   owns its parameters, both heads and the checkpoint format.
+//! * [`batch`], [`infer`]: padding and batching; the one batched-inference loop (embeddings,
+//!   probabilities, evaluation).
+//! * [`embed::SentenceEncoder`], [`classifier::Classifier`]: the text-in fronts (tokenizer plus
+//!   encoder; tokenizer plus multi-task model).
+//! * [`freeze`], [`optim`], [`train`]: Task 3's scenarios, Task 4's per-subset optimizers and
+//!   schedule, and the training run.
+//! * [`cli`]: the binaries' layer (clap arguments, command bodies); the only module that prints.
 
 pub mod batch;
+pub mod classifier;
+pub mod cli;
 pub mod config;
+pub mod data;
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod freeze;
+pub mod fsutil;
+pub mod infer;
+pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod params;
+#[doc(hidden)]
+pub mod testing;
 pub mod textio;
 pub mod tokenizer;
+pub mod train;
 
+pub use classifier::Classifier;
 pub use config::{EncoderConfig, ModelFiles, PoolingConfig};
 pub use embed::{EncodeOptions, SentenceEncoder};
 pub use error::{Error, Result};
 pub use params::Params;
-pub mod cli;
-#[doc(hidden)]
-pub mod testing;
-pub mod data;
-pub mod metrics;
-pub mod optim;
-pub mod train;

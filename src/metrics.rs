@@ -1,4 +1,4 @@
-//! Classification metrics: accuracy, macro-F1 and the confusion matrix.
+//! Owns classification metrics: accuracy, macro-F1 and the confusion matrix.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,13 +25,13 @@ pub fn task_metrics(gold: &[usize], pred: &[usize], labels: &[String]) -> TaskMe
     let n = gold.len();
     let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
     let mut f1s = Vec::new();
-    for c in 0..k {
-        let support: usize = confusion[c].iter().sum();
+    for (c, row) in confusion.iter().enumerate() {
+        let support: usize = row.iter().sum();
         if support == 0 {
             continue;
         }
-        let tp = confusion[c][c];
-        let predicted: usize = (0..k).map(|r| confusion[r][c]).sum();
+        let tp = row[c];
+        let predicted: usize = confusion.iter().map(|r| r[c]).sum();
         let (fp, fn_) = (predicted - tp, support - tp);
         f1s.push(if tp == 0 { 0.0 } else { 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64 });
     }

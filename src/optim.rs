@@ -1,105 +1,51 @@
-//! Task 3 and 4: freezing scenarios and per-subset learning rates.
+//! Owns Task 4's optimisation: learning-rate plans per parameter subset (presets, per-layer
+//! decay, overrides), one `nn::Adam`/`nn::AdamW` per trainable subset, the warm-up / linear-decay
+//! schedule that scales each subset's own rate, and global-norm gradient clipping.
 //!
-//! Every parameter subset (see [`crate::params`]) is frozen as a whole or trained by its own
-//! `nn::Adam` (or AdamW) optimizer with its own rate. Warm-up and decay scale each subset's own
-//! rate; clipping uses the global gradient norm over all trainable variables.
+//! Nothing here reads a tensor back to the CPU: the clipped norm is returned as a device tensor
+//! for the trainer to check at its sync points.
 
-use crate::error::{invalid, Result};
-use crate::params::{under_prefix, Params, EMBEDDINGS, HEAD_A, HEAD_B, LAYERS};
+use crate::error::{invalid, Error, Result};
+use crate::params::{under_prefix, Params, EMBEDDINGS, LAYERS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 use tch::{nn, nn::OptimizerConfig, Tensor};
 
-/// A named freezing scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Freeze {
-    /// Everything trains.
-    None,
-    /// Nothing trains: the feature-extractor baseline (evaluation only).
-    All,
-    /// Embeddings and all layers frozen: heads only.
-    Encoder,
-    /// Only the embeddings frozen.
-    Embeddings,
-    /// Embeddings plus the first K layers frozen.
-    Layers(usize),
-    /// Task A's head frozen.
-    HeadA,
-    /// Task B's head frozen.
-    HeadB,
-}
-
-impl Freeze {
-    /// The scenario names `--freeze` accepts.
-    pub const NAMES: &'static str = "none, all, encoder, embeddings, layers:K, head-a, head-b";
-
-    /// Parses a scenario name.
-    pub fn parse(s: &str) -> Result<Freeze> {
-        let s = s.trim().to_ascii_lowercase();
-        Ok(match s.as_str() {
-            "none" => Freeze::None,
-            "all" => Freeze::All,
-            "encoder" => Freeze::Encoder,
-            "embeddings" => Freeze::Embeddings,
-            "head-a" | "head_a" => Freeze::HeadA,
-            "head-b" | "head_b" => Freeze::HeadB,
-            other => match other.strip_prefix("layers:").map(str::parse::<usize>) {
-                Some(Ok(k)) => Freeze::Layers(k),
-                _ => return Err(invalid(format!("unknown freezing scenario '{s}': expected one of {}", Self::NAMES))),
-            },
-        })
-    }
-
-    /// The name as `--freeze` takes it.
-    pub fn name(&self) -> String {
-        match self {
-            Freeze::None => "none".into(),
-            Freeze::All => "all".into(),
-            Freeze::Encoder => "encoder".into(),
-            Freeze::Embeddings => "embeddings".into(),
-            Freeze::Layers(k) => format!("layers:{k}"),
-            Freeze::HeadA => "head-a".into(),
-            Freeze::HeadB => "head-b".into(),
-        }
-    }
-
-    /// The variable-name prefixes this scenario freezes, for a model with `n_layers` layers.
-    pub fn prefixes(&self, n_layers: usize) -> Result<Vec<String>> {
-        Ok(match *self {
-            Freeze::None => vec![],
-            Freeze::All => vec!["encoder".into(), HEAD_A.into(), HEAD_B.into()],
-            Freeze::Encoder => vec!["encoder".into()],
-            Freeze::Embeddings => vec![EMBEDDINGS.into()],
-            Freeze::Layers(k) => {
-                if k > n_layers {
-                    return Err(invalid(format!("--freeze layers:{k}: the model has only {n_layers} layers")));
-                }
-                let mut v = vec![EMBEDDINGS.to_string()];
-                v.extend((0..k).map(crate::params::layer_name));
-                v
-            }
-            Freeze::HeadA => vec![HEAD_A.into()],
-            Freeze::HeadB => vec![HEAD_B.into()],
-        })
-    }
-
-    /// Freezes the scenario's variables in `params`; returns how many were frozen.
-    pub fn apply(&self, params: &Params, n_layers: usize) -> Result<usize> {
-        let mut n = 0;
-        for p in self.prefixes(n_layers)? {
-            n += params.freeze(&p)?;
-        }
-        Ok(n)
-    }
-}
-
 /// Preset rate tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LrPreset {
     /// Every subset 1e-4 (the seed's Task 3).
     Uniform,
     /// Embeddings 1e-6, encoder layers 1e-5, heads 1e-4 (the seed's Task 4).
     Layerwise,
+}
+
+impl LrPreset {
+    /// The preset names as users type them.
+    pub const NAMES: [&'static str; 2] = ["uniform", "layerwise"];
+}
+
+impl FromStr for LrPreset {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<LrPreset> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "uniform" => Ok(LrPreset::Uniform),
+            "layerwise" => Ok(LrPreset::Layerwise),
+            other => Err(invalid(format!("unknown learning-rate preset '{other}': expected uniform or layerwise"))),
+        }
+    }
+}
+
+impl fmt::Display for LrPreset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LrPreset::Uniform => "uniform",
+            LrPreset::Layerwise => "layerwise",
+        })
+    }
 }
 
 /// The seed's head rate, also the uniform rate.
@@ -109,29 +55,38 @@ pub const LAYER_LR: f64 = 1e-5;
 /// The seed's Task 4 rate for the embeddings.
 pub const EMBEDDINGS_LR: f64 = 1e-6;
 
-/// Parses `PREFIX=RATE`.
+/// Parses `PREFIX=RATE` (a rate override).
 pub fn parse_lr_override(s: &str) -> Result<(String, f64)> {
-    let (p, r) = s.split_once('=').ok_or_else(|| invalid(format!("--lr '{s}': expected PREFIX=RATE, e.g. encoder.encoder.layer=2e-5")))?;
-    let rate: f64 = r.trim().parse().map_err(|_| invalid(format!("--lr '{s}': '{r}' is not a number")))?;
-    if !rate.is_finite() || rate < 0.0 {
-        return Err(invalid(format!("--lr '{s}': the rate must be finite and >= 0")));
-    }
+    let (p, r) = s
+        .split_once('=')
+        .ok_or_else(|| invalid(format!("learning-rate override '{s}': expected PREFIX=RATE, e.g. encoder.encoder.layer=2e-5")))?;
+    let rate: f64 = r.trim().parse().map_err(|_| invalid(format!("learning-rate override '{s}': '{r}' is not a number")))?;
+    check_rate(p, rate)?;
     Ok((p.trim().trim_end_matches('.').to_string(), rate))
 }
 
+/// A rate must be finite and not negative.
+pub fn check_rate(prefix: &str, rate: f64) -> Result<()> {
+    if !rate.is_finite() || rate < 0.0 {
+        return Err(invalid(format!("learning-rate override '{prefix}={rate}': the rate must be finite and >= 0")));
+    }
+    Ok(())
+}
+
 /// The learning rate of every subset, from a preset, an optional per-layer decay and overrides
-/// applied in order (later wins). Overrides address subsets by name prefix; one that matches no
-/// subset is an error.
+/// applied in order (later wins).
 ///
-/// With `layer_decay` F and L layers, layer i (0-based) gets `head_rate * F^(L - i)` and the
-/// embeddings `head_rate * F^(L + 1)`.
+/// With `layer_decay` F and L layers, layer i (0-based) gets `HEAD_LR * F^(L - i)` and the
+/// embeddings `HEAD_LR * F^(L + 1)`. An override addresses whole subsets by name prefix; one that
+/// matches no subset, or names something inside a single subset (rates are per subset), is an
+/// error listing the subsets.
 pub fn learning_rates(
     params: &Params,
     preset: LrPreset,
     layer_decay: Option<f64>,
     overrides: &[(String, f64)],
 ) -> Result<BTreeMap<String, f64>> {
-    let n_layers = params.subsets().iter().filter(|s| under_prefix(&s.name, LAYERS)).count();
+    let n_layers = params.n_layers() as i32;
     let mut rates = BTreeMap::new();
     for s in params.subsets() {
         let name = s.name.as_str();
@@ -145,21 +100,28 @@ pub fn learning_rates(
     }
     if let Some(f) = layer_decay {
         if !(f > 0.0 && f <= 1.0) {
-            return Err(invalid(format!("--layer-decay {f}: must be in (0, 1]")));
+            return Err(invalid(format!("layer decay {f}: must be in (0, 1]")));
         }
         for (name, rate) in rates.iter_mut() {
             if let Some(i) = name.strip_prefix(&format!("{LAYERS}.")).and_then(|i| i.parse::<i32>().ok()) {
-                *rate = HEAD_LR * f.powi(n_layers as i32 - i);
+                *rate = HEAD_LR * f.powi(n_layers - i);
             } else if name == EMBEDDINGS {
-                *rate = HEAD_LR * f.powi(n_layers as i32 + 1);
+                *rate = HEAD_LR * f.powi(n_layers + 1);
             }
         }
     }
     for (prefix, rate) in overrides {
-        let hits: Vec<String> = params.matching(prefix).iter().map(|s| s.name.clone()).collect();
+        check_rate(prefix, *rate)?;
+        let hits: Vec<String> = params.under(prefix).iter().map(|s| s.name.clone()).collect();
         if hits.is_empty() {
-            let names: Vec<&str> = params.subsets().iter().map(|s| s.name.as_str()).collect();
-            return Err(invalid(format!("--lr {prefix}={rate}: prefix matches no subset (subsets: {})", names.join(", "))));
+            let why = match params.containing(prefix) {
+                Some(s) => format!(
+                    "'{prefix}' lies inside the subset {} and rates apply to whole subsets; use {} (or a coarser prefix)",
+                    s.name, s.name
+                ),
+                None => format!("'{prefix}' matches no subset"),
+            };
+            return Err(invalid(format!("learning-rate override {prefix}={rate}: {why} (subsets: {})", params.names())));
         }
         for h in hits {
             rates.insert(h, *rate);
@@ -169,7 +131,7 @@ pub fn learning_rates(
 }
 
 /// Optimizer settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OptimConfig {
     /// Use AdamW (decoupled weight decay) instead of Adam.
     pub adamw: bool,
@@ -185,6 +147,21 @@ pub struct OptimConfig {
 impl Default for OptimConfig {
     fn default() -> Self {
         OptimConfig { adamw: false, weight_decay: 0.0, warmup_steps: 0, linear_decay: false, clip_norm: None }
+    }
+}
+
+impl OptimConfig {
+    /// Checks every setting; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        if !self.weight_decay.is_finite() || self.weight_decay < 0.0 {
+            return Err(invalid(format!("weight_decay {}: must be finite and >= 0", self.weight_decay)));
+        }
+        if let Some(c) = self.clip_norm {
+            if !c.is_finite() || c <= 0.0 {
+                return Err(invalid(format!("clip_norm {c}: must be finite and > 0")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -206,6 +183,7 @@ impl Optimizers {
     /// Binds an optimizer to each subset that still has a trainable variable, at its rate.
     /// `total_steps` is the planned number of steps (for linear decay).
     pub fn new(params: &Params, rates: &BTreeMap<String, f64>, cfg: OptimConfig, total_steps: usize) -> Result<Self> {
+        cfg.validate()?;
         let mut bound = Vec::new();
         for s in params.subsets().iter().filter(|s| s.is_trainable()) {
             let rate = *rates.get(&s.name).ok_or_else(|| invalid(format!("no learning rate for subset {}", s.name)))?;
@@ -230,7 +208,7 @@ impl Optimizers {
         self.bound.iter().map(|b| (b.subset.clone(), b.rate)).collect()
     }
 
-    /// Schedule factor at `step` (0-based): linear warm-up, then optional linear decay.
+    /// Schedule factor at `step` (0-based): linear warm-up, then optional linear decay to 0.
     pub fn factor(&self, step: usize) -> f64 {
         let w = self.cfg.warmup_steps;
         if step < w {
@@ -242,10 +220,17 @@ impl Optimizers {
         1.0
     }
 
-    /// Backward pass and one step of every optimizer, each at its own scheduled rate.
-    pub fn step(&mut self, loss: &Tensor, step: usize) {
+    /// Each subset's effective rate at `step`: its base rate times the schedule factor.
+    pub fn rates_at(&self, step: usize) -> Vec<(String, f64)> {
+        let f = self.factor(step);
+        self.bound.iter().map(|b| (b.subset.clone(), b.rate * f)).collect()
+    }
+
+    /// Backward pass, optional clipping, and one step of every optimizer at its scheduled rate.
+    /// Returns the global gradient norm before clipping (a device scalar) when clipping is on.
+    pub fn step(&mut self, loss: &Tensor, step: usize) -> Option<Tensor> {
         if self.bound.is_empty() {
-            return;
+            return None;
         }
         let f = self.factor(step);
         for b in &mut self.bound {
@@ -253,45 +238,48 @@ impl Optimizers {
             b.opt.set_lr(b.rate * f);
         }
         loss.backward();
-        if let Some(max) = self.cfg.clip_norm {
-            clip_global_norm(&self.trainable, max);
-        }
+        let norm = self.cfg.clip_norm.and_then(|max| clip_global_norm(&self.trainable, max));
         for b in &mut self.bound {
             b.opt.step();
         }
+        norm
     }
 }
 
-/// Scales all gradients so that their joint L2 norm is at most `max`.
-fn clip_global_norm(vars: &[Tensor], max: f64) {
+/// Scales all gradients of `vars` so that their joint L2 norm is at most `max`, without reading
+/// anything back to the CPU. Returns the norm before clipping, or `None` when no variable has a
+/// gradient. A non-finite norm makes the gradients non-finite or zero: callers must check it.
+pub fn clip_global_norm(vars: &[Tensor], max: f64) -> Option<Tensor> {
     tch::no_grad(|| {
         let grads: Vec<Tensor> = vars.iter().map(Tensor::grad).filter(Tensor::defined).collect();
         if grads.is_empty() {
-            return;
+            return None;
         }
         let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-        let total = f64::try_from(Tensor::stack(&norms, 0).norm()).unwrap_or(f64::INFINITY);
-        let coef = max / (total + 1e-6);
-        if coef < 1.0 {
-            for mut g in grads {
-                let _ = g.g_mul_scalar_(coef);
-            }
+        let total = Tensor::stack(&norms, 0).norm();
+        // min(1, max / (total + 1e-6)); multiplying by exactly 1 leaves a gradient bitwise as is.
+        let coef = ((&total + 1e-6).reciprocal() * max).clamp_max(1.0);
+        for mut g in grads {
+            let _ = g.g_mul_(&coef);
         }
+        Some(total)
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::{HEAD_A, HEAD_B};
+    use tch::{Device, Kind};
 
-    #[test]
-    fn scenario_names_round_trip() {
-        for name in ["none", "all", "encoder", "embeddings", "layers:3", "head-a", "head-b"] {
-            assert_eq!(Freeze::parse(name).unwrap().name(), name);
+    fn heads_only() -> Params {
+        let mut p = Params::new(Device::Cpu);
+        for name in [HEAD_A, HEAD_B] {
+            let vs = p.new_store();
+            let _ = nn::linear(vs.root() / name, 4, 2, Default::default());
+            p.push(name, vs);
         }
-        assert!(Freeze::parse("heads").unwrap_err().to_string().contains("unknown freezing scenario"));
-        assert!(Freeze::Layers(7).prefixes(6).is_err());
-        assert_eq!(Freeze::Layers(2).prefixes(6).unwrap(), vec![EMBEDDINGS, "encoder.encoder.layer.0", "encoder.encoder.layer.1"]);
+        p
     }
 
     #[test]
@@ -300,5 +288,91 @@ mod tests {
         assert!(parse_lr_override("x").is_err());
         assert!(parse_lr_override("x=abc").is_err());
         assert!(parse_lr_override("x=-1").is_err());
+        assert!(parse_lr_override("x=inf").is_err());
+    }
+
+    #[test]
+    fn preset_names_round_trip() {
+        for n in LrPreset::NAMES {
+            assert_eq!(n.parse::<LrPreset>().unwrap().to_string(), n);
+        }
+        assert!("fast".parse::<LrPreset>().is_err());
+    }
+
+    #[test]
+    fn an_override_finer_than_a_subset_is_an_error_naming_the_subsets() {
+        let p = heads_only();
+        let e = learning_rates(&p, LrPreset::Uniform, None, &[("classification_head.weight".into(), 1e-3)]).unwrap_err().to_string();
+        assert!(e.contains("lies inside the subset classification_head"), "{e}");
+        assert!(e.contains("subsets: classification_head, sentiment_head"), "{e}");
+        let r = learning_rates(&p, LrPreset::Uniform, None, &[("sentiment_head".into(), 1e-3)]).unwrap();
+        assert_eq!((r[HEAD_A], r[HEAD_B]), (HEAD_LR, 1e-3));
+    }
+
+    #[test]
+    fn clipping_scales_the_global_norm_down_to_the_limit_and_leaves_smaller_ones_alone() {
+        let a = Tensor::from_slice(&[3f32, 0.0]).set_requires_grad(true);
+        let b = Tensor::from_slice(&[4f32]).set_requires_grad(true);
+        let vars = [a.shallow_clone(), b.shallow_clone()];
+        let grad_norm = |vars: &[Tensor]| {
+            let sq: f64 = vars.iter().map(|v| f64::try_from(v.grad().square().sum(Kind::Double)).unwrap()).sum();
+            sq.sqrt()
+        };
+        // loss = a·a/2 + b·b/2 has gradient (a, b): norm 5.
+        let loss = || (a.square().sum(Kind::Float) + b.square().sum(Kind::Float)) * 0.5;
+        loss().backward();
+        let before = f64::try_from(clip_global_norm(&vars, 1.0).unwrap()).unwrap();
+        assert!((before - 5.0).abs() < 1e-6);
+        assert!((grad_norm(&vars) - 1.0).abs() < 1e-5, "norm after clipping {}", grad_norm(&vars));
+        for v in &vars {
+            let _ = v.grad().zero_();
+        }
+        loss().backward();
+        let g_before: Vec<f32> = Vec::try_from(a.grad()).unwrap();
+        let _ = clip_global_norm(&vars, 10.0).unwrap();
+        assert_eq!(Vec::<f32>::try_from(a.grad()).unwrap(), g_before, "a norm under the limit must not change");
+    }
+
+    #[test]
+    fn clipping_reports_a_non_finite_norm() {
+        // sqrt at 0 has an infinite derivative: finite loss, infinite gradient norm.
+        let w = Tensor::zeros([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        w.sqrt().sum(Kind::Float).backward();
+        let n = f64::try_from(clip_global_norm(&[w.shallow_clone()], 1.0).unwrap()).unwrap();
+        assert!(n.is_infinite());
+        let _ = w.grad().zero_();
+        (w.sqrt() * 0.0).sum(Kind::Float).backward();
+        let n = f64::try_from(clip_global_norm(&[w.shallow_clone()], 1.0).unwrap()).unwrap();
+        assert!(n.is_nan());
+    }
+
+    /// One variable w = 1 with a zero loss gradient, rate 0.1, weight decay 0.5, one step.
+    fn after_one_step(adamw: bool) -> f32 {
+        let mut p = Params::new(Device::Cpu);
+        let vs = p.new_store();
+        let w = (vs.root() / HEAD_A).ones("w", &[3]);
+        p.push(HEAD_A, vs);
+        let rates = BTreeMap::from([(HEAD_A.to_string(), 0.1)]);
+        let cfg = OptimConfig { adamw, weight_decay: 0.5, ..Default::default() };
+        let mut opts = Optimizers::new(&p, &rates, cfg, 1).unwrap();
+        opts.step(&(&w * 0.0).sum(Kind::Float), 0);
+        f32::try_from(w.get(0)).unwrap()
+    }
+
+    #[test]
+    fn adamw_decays_weights_decoupled_from_the_adam_update() {
+        // AdamW: w <- w * (1 - lr * wd) = 0.95; the zero gradient adds no Adam move.
+        assert!((after_one_step(true) - 0.95).abs() < 1e-6, "{}", after_one_step(true));
+        // Adam's L2 decay goes through the gradient (wd * w = 0.5), which Adam's first step
+        // normalises to a move of about lr: w -> 0.9.
+        assert!((after_one_step(false) - 0.9).abs() < 1e-5, "{}", after_one_step(false));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let c = OptimConfig { clip_norm: Some(0.0), ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().starts_with("clip_norm 0"));
+        let c = OptimConfig { weight_decay: f64::NAN, ..Default::default() };
+        assert!(c.validate().unwrap_err().to_string().starts_with("weight_decay NaN"));
     }
 }

@@ -1,4 +1,5 @@
-//! Named parameter subsets, each in its own `VarStore`.
+//! Owns the model's parameters as named subsets, each in its own `VarStore`: building them,
+//! freezing by name prefix, loading weights files (with name mapping) and saving safetensors.
 //!
 //! Every subset is one unit of the model that can be frozen and given its own learning rate:
 //! `encoder.embeddings`, `encoder.encoder.layer.{i}` (one per transformer layer),
@@ -7,10 +8,13 @@
 //! Prefixes match whole name components: `encoder.encoder.layer.1` never matches `...layer.10`.
 
 use crate::error::{invalid, Error, Result};
+use crate::fsutil::write_atomic_with;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{nn, Device, Tensor};
 
+/// Name of the encoder: every encoder variable is `encoder.` plus its Hugging Face BERT name.
+pub const ENCODER: &str = "encoder";
 /// Subset name of the embeddings.
 pub const EMBEDDINGS: &str = "encoder.embeddings";
 /// Name prefix shared by all transformer layers.
@@ -19,6 +23,10 @@ pub const LAYERS: &str = "encoder.encoder.layer";
 pub const HEAD_A: &str = "classification_head";
 /// Subset name of Task B's head (sentiment).
 pub const HEAD_B: &str = "sentiment_head";
+/// Both heads' subset names.
+pub const HEADS: [&str; 2] = [HEAD_A, HEAD_B];
+/// Top-level modules of a Hugging Face `BertModel` (what follows `encoder.` in our names).
+const BERT_MODULES: [&str; 3] = ["embeddings", "encoder", "pooler"];
 
 /// Subset name of transformer layer `i`.
 pub fn layer_name(i: usize) -> String {
@@ -103,12 +111,24 @@ impl Params {
         self.subsets.iter().find(|s| s.name == name)
     }
 
-    /// The subsets lying under `prefix` (or, for a prefix finer than a subset, containing it).
-    pub fn matching(&self, prefix: &str) -> Vec<&Subset> {
-        self.subsets
-            .iter()
-            .filter(|s| under_prefix(&s.name, prefix) || under_prefix(prefix, &s.name))
-            .collect()
+    /// The subsets lying wholly under `prefix`.
+    pub fn under(&self, prefix: &str) -> Vec<&Subset> {
+        self.subsets.iter().filter(|s| under_prefix(&s.name, prefix)).collect()
+    }
+
+    /// The subset that contains `prefix` when `prefix` names something inside one subset.
+    pub fn containing(&self, prefix: &str) -> Option<&Subset> {
+        self.subsets.iter().find(|s| s.name != prefix && under_prefix(prefix, &s.name))
+    }
+
+    /// The subset names, in model order, joined for messages.
+    pub fn names(&self) -> String {
+        self.subsets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Number of transformer layers (subsets under [`LAYERS`]).
+    pub fn n_layers(&self) -> usize {
+        self.subsets.iter().filter(|s| under_prefix(&s.name, LAYERS)).count()
     }
 
     /// Every variable with its full name, sorted by name.
@@ -134,8 +154,7 @@ impl Params {
             }
         }
         if n == 0 {
-            let names: Vec<&str> = self.subsets.iter().map(|s| s.name.as_str()).collect();
-            return Err(invalid(format!("freeze: prefix '{prefix}' matches no variable (subsets: {})", names.join(", "))));
+            return Err(invalid(format!("freeze: prefix '{prefix}' matches no variable (subsets: {})", self.names())));
         }
         Ok(n)
     }
@@ -209,39 +228,31 @@ impl Params {
             .into_iter()
             .map(|(n, t)| (n, t.detach().to_device(Device::Cpu).contiguous()))
             .collect();
-        let tmp = tmp_path(path);
-        Tensor::write_safetensors(&vars, &tmp).map_err(|e| Error::Weights { path: tmp.clone(), msg: e.to_string() })?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        write_atomic_with(path, |tmp| {
+            Tensor::write_safetensors(&vars, tmp).map_err(|e| Error::Weights { path: tmp.to_path_buf(), msg: e.to_string() })
+        })
     }
 }
 
-/// `path` with `.tmp` appended to the file name, in the same folder.
-pub(crate) fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes `bytes` to `path` atomically (temporary file, then rename).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
-/// Maps a weights-file tensor name onto the seed's naming scheme.
+/// Maps a weights-file tensor name onto the seed's naming scheme: a head's name or `encoder.`
+/// plus a BERT module name is ours already; anything else is a bare Hugging Face BERT name
+/// (optionally behind `bert.`) and gets the `encoder.` prefix.
 pub fn canonical_name(file_name: &str) -> String {
-    let ours = ["encoder.embeddings.", "encoder.encoder.", "encoder.pooler.", "classification_head.", "sentiment_head."];
-    if ours.iter().any(|p| file_name.starts_with(p)) {
+    let is_ours = HEADS.iter().any(|h| under_prefix(file_name, h))
+        || file_name
+            .strip_prefix(ENCODER)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .is_some_and(|rest| BERT_MODULES.iter().any(|m| under_prefix(rest, m)));
+    if is_ours {
         return file_name.to_string();
     }
     let bare = file_name.strip_prefix("bert.").unwrap_or(file_name);
-    format!("encoder.{bare}")
+    format!("{ENCODER}.{bare}")
 }
 
-/// Tensors a mean-pooling encoder leaves unused on purpose: the pooler and position-id buffers.
+/// Tensors a pooling encoder leaves unused on purpose: the pooler and position-id buffers.
 fn expected_unused(name: &str) -> bool {
-    under_prefix(name, "encoder.pooler") || name.ends_with("position_ids")
+    under_prefix(name, &format!("{ENCODER}.pooler")) || name.ends_with("position_ids")
 }
 
 #[cfg(test)]
@@ -267,6 +278,7 @@ mod tests {
         assert_eq!(canonical_name("pooler.dense.weight"), "encoder.pooler.dense.weight");
         assert!(expected_unused("encoder.pooler.dense.weight"));
         assert!(expected_unused("encoder.embeddings.position_ids"));
+        assert_eq!(canonical_name("encoder.pooler.dense.bias"), "encoder.pooler.dense.bias");
     }
 
     #[test]
@@ -279,5 +291,9 @@ mod tests {
         assert!(!p.get(HEAD_A).unwrap().is_trainable());
         let e = p.freeze("sentiment").unwrap_err().to_string();
         assert!(e.contains("matches no variable"), "{e}");
+        assert_eq!(p.under("").len(), 1);
+        assert_eq!(p.containing("classification_head.weight").map(|s| s.name.as_str()), Some(HEAD_A));
+        assert!(p.containing(HEAD_A).is_none());
+        assert_eq!(p.n_layers(), 0);
     }
 }

@@ -1,5 +1,5 @@
-//! Helpers for tests and examples: a complete tiny sentence-transformers folder with random
-//! weights, so fast tests exercise the real loading path without the real model.
+//! Owns test fixtures: a complete tiny sentence-transformers folder with random weights, so fast
+//! tests exercise the real loading path without the real model.
 
 use crate::config::EncoderConfig;
 use crate::embed::SentenceEncoder;

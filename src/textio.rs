@@ -1,4 +1,4 @@
-//! Reading texts one per line, and writing JSON Lines.
+//! Owns reading texts one per line (the input of `embed` and `predict`).
 
 use crate::error::{Error, Result};
 use std::io::Read;

@@ -1,17 +1,18 @@
-//! WordPiece tokenization with `rust_tokenizers`' `BertTokenizer`, set up as the model folder's
+//! Owns text-to-token-ids: WordPiece tokenization with `rust_tokenizers`' `BertTokenizer`, set up as the model folder's
 //! `tokenizer_config.json` says, truncating to `max_seq_length` with `[CLS]`/`[SEP]` kept.
 
 use crate::config::TokenizerConfig;
 use crate::error::{Error, Result};
 use rust_tokenizers::tokenizer::{BertTokenizer, Tokenizer, TruncationStrategy};
 use rust_tokenizers::vocab::{BertVocab, Vocab};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A BERT tokenizer bound to a maximum sequence length.
 pub struct SentenceTokenizer {
     inner: BertTokenizer,
     max_len: usize,
     pad_id: i64,
+    vocab_path: PathBuf,
 }
 
 impl SentenceTokenizer {
@@ -26,7 +27,7 @@ impl SentenceTokenizer {
             }
         }
         let inner = BertTokenizer::from_existing_vocab(vocab, cfg.do_lower_case, cfg.strips_accents());
-        Ok(SentenceTokenizer { inner, max_len, pad_id })
+        Ok(SentenceTokenizer { inner, max_len, pad_id, vocab_path: vocab_path.to_path_buf() })
     }
 
     /// Token ids of one text: `[CLS] ... [SEP]`, at most `max_len` of them.
@@ -42,6 +43,11 @@ impl SentenceTokenizer {
     /// The `[PAD]` id used for padding batches.
     pub fn pad_id(&self) -> i64 {
         self.pad_id
+    }
+
+    /// The `vocab.txt` this tokenizer was read from (copied into checkpoints).
+    pub fn vocab_path(&self) -> &Path {
+        &self.vocab_path
     }
 
     /// The truncation length.

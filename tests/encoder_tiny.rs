@@ -3,7 +3,7 @@
 
 mod common;
 
-use multi_task_transformer::embed::rows;
+use multi_task_transformer::infer::rows;
 use multi_task_transformer::testing::write_tiny_model_folder;
 use multi_task_transformer::{EncodeOptions, SentenceEncoder};
 use std::io::Write;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use multi_task_transformer::embed::rows;
+use multi_task_transformer::infer::rows;
 use multi_task_transformer::{EncodeOptions, SentenceEncoder};
 use serde::Deserialize;
 use tch::Device;

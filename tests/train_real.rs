@@ -3,7 +3,7 @@
 mod common;
 
 use multi_task_transformer::optim::LrPreset;
-use multi_task_transformer::train::{train, TrainConfig};
+use multi_task_transformer::train::{train, Progress, TrainConfig};
 use std::path::PathBuf;
 
 #[test]
@@ -18,7 +18,7 @@ fn short_real_run_loss_falls() {
     c.batch_size = 16;
     c.max_steps = Some(40);
     c.device = "cpu".into();
-    let run = train(&c, false, &mut |l: &str| eprintln!("{l}")).unwrap();
+    let run = train(&c, Progress::Off, &mut |l: &str| eprintln!("{l}")).unwrap();
     let losses = &run.metrics.step_losses;
     assert_eq!(losses.len(), 40);
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;

@@ -1,16 +1,22 @@
-//! Tasks 2-4 on a tiny random BERT (no model files): freezing, per-subset optimizers, the
-//! training loop, checkpoints and the `mtt eval` / `mtt predict` commands.
+//! Tasks 2-4 on a tiny random BERT (no model files): freezing, per-subset optimizers and their
+//! schedule, the training loop and its edge cases, checkpoints, and the `mtt train` / `eval` /
+//! `predict` commands.
 
 mod common;
 
-use multi_task_transformer::data::{self, Labels, Task};
+use multi_task_transformer::batch::make_batch;
+use multi_task_transformer::data::{self, Example, Labels, Task};
+use multi_task_transformer::freeze::Freeze;
+use multi_task_transformer::infer;
 use multi_task_transformer::model::MultiTask;
-use multi_task_transformer::optim::{learning_rates, Freeze, LrPreset, OptimConfig, Optimizers};
-use multi_task_transformer::params::{under_prefix, HEAD_A, HEAD_B};
+use multi_task_transformer::optim::{learning_rates, LrPreset, OptimConfig, Optimizers};
+use multi_task_transformer::params::{under_prefix, EMBEDDINGS, HEAD_A, HEAD_B};
 use multi_task_transformer::testing::write_tiny_model_folder;
-use multi_task_transformer::train::{train, train_step, TrainConfig};
-use multi_task_transformer::SentenceEncoder;
+use multi_task_transformer::train::{train, train_step, Progress, RunMetrics, TrainConfig, TrainOutcome};
+use multi_task_transformer::Classifier;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tch::{Device, Tensor};
 
 /// Task A: question type from the question word; Task B: sentiment from the adjective.
@@ -55,96 +61,156 @@ fn config(f: &Fixture, out: &str) -> TrainConfig {
 }
 
 /// A model with heads, the mixed examples, and the label sets.
-fn model_and_data(f: &Fixture) -> (MultiTask, Vec<data::Example>) {
+fn model_and_data(f: &Fixture) -> (Classifier, Vec<Example>) {
     tch::manual_seed(5);
     let sources = vec![
         data::read_labelled(&f.task_a, Some(Task::A)).unwrap(),
         data::read_labelled(&f.task_b, Some(Task::B)).unwrap(),
     ];
     let (la, lb) = (Labels::collect(&sources, Task::A), Labels::collect(&sources, Task::B));
-    let (base, _) = SentenceEncoder::load(&f.model, Device::Cpu).unwrap();
-    let model = MultiTask::new(base, la.clone(), lb.clone(), 0.0).unwrap();
-    let ex = data::examples(&sources, &la, &lb, &model.base.tokenizer).unwrap();
-    (model, ex)
+    let (clf, _) = Classifier::from_base(&f.model, la, lb, 0.0, Device::Cpu).unwrap();
+    let ex = clf.examples(&sources).unwrap();
+    (clf, ex)
 }
 
 fn changed(before: &Tensor, after: &Tensor) -> bool {
     !before.equal(after)
 }
 
-#[test]
-fn every_freezing_scenario_keeps_frozen_bitwise_and_trains_the_rest() {
-    let f = fixture();
-    for scenario in ["none", "encoder", "embeddings", "layers:1", "head-a", "head-b", "all"] {
-        let (model, ex) = model_and_data(&f);
-        let freeze = Freeze::parse(scenario).unwrap();
-        freeze.apply(&model.base.params, 2).unwrap();
-        let frozen_prefixes = freeze.prefixes(2).unwrap();
-        let rates = learning_rates(&model.base.params, LrPreset::Uniform, None, &[]).unwrap();
-        let mut opts = Optimizers::new(&model.base.params, &rates, OptimConfig::default(), 3).unwrap();
-        let before = model.base.params.snapshot();
-        let all: Vec<usize> = (0..ex.len()).collect();
-        for step in 0..3 {
-            let b = data::make_batch(&ex, &all, model.base.tokenizer.pad_id(), Device::Cpu);
-            train_step(&model, &mut opts, &b, 1.0, 1.0, step).unwrap();
-        }
-        let after = model.base.params.snapshot();
-        for (name, b) in &before {
-            let is_frozen = frozen_prefixes.iter().any(|p| under_prefix(name, p));
-            if is_frozen {
-                assert!(!changed(b, &after[name]), "{scenario}: frozen {name} changed");
-            } else if !name.contains("token_type_embeddings") && !name.contains("position_embeddings") {
-                // (rows of these tables that no token uses get no gradient; checked below)
-                assert!(changed(b, &after[name]), "{scenario}: trainable {name} did not change");
-            }
-        }
-        assert_eq!(opts.is_empty(), scenario == "all", "{scenario}");
-        // A frozen encoder builds no autograd graph: the pooled vector needs no gradient.
-        let b = data::make_batch(&ex, &[0, 1], model.base.tokenizer.pad_id(), Device::Cpu);
-        let pooled = model.pooled_t(&b.ids, &b.mask, true);
-        assert_eq!(pooled.requires_grad(), !matches!(scenario, "encoder" | "all"), "{scenario}");
-    }
+fn run(c: &TrainConfig) -> (TrainOutcome, Vec<String>) {
+    let mut lines = Vec::new();
+    let out = train(c, Progress::Off, &mut |l: &str| lines.push(l.to_string())).unwrap_or_else(|e| panic!("{e}\n{lines:?}"));
+    (out, lines)
 }
 
-#[test]
-fn first_adam_step_moves_each_subset_by_its_own_rate() {
-    let f = fixture();
-    let (model, ex) = model_and_data(&f);
-    let rates = learning_rates(&model.base.params, LrPreset::Layerwise, None, &[]).unwrap();
-    let mut opts = Optimizers::new(&model.base.params, &rates, OptimConfig::default(), 1).unwrap();
-    let before = model.base.params.snapshot();
-    let all: Vec<usize> = (0..ex.len()).collect();
-    let b = data::make_batch(&ex, &all, model.base.tokenizer.pad_id(), Device::Cpu);
-    train_step(&model, &mut opts, &b, 1.0, 1.0, 0).unwrap();
-    let after = model.base.params.snapshot();
-    for s in model.base.params.subsets() {
-        // Adam's first step moves every element that got a gradient by about the rate; elements
-        // with no gradient (embedding rows of unused tokens) do not move at all.
+/// Median |change| of the elements of each subset that moved, after one step from `before`.
+fn median_moves(clf: &Classifier, before: &BTreeMap<String, Tensor>) -> BTreeMap<String, f64> {
+    let after = clf.model.params().snapshot();
+    let mut out = BTreeMap::new();
+    for s in clf.model.params().subsets() {
         let mut deltas: Vec<f64> = Vec::new();
         for (name, b) in before.iter().filter(|(n, _)| under_prefix(n, &s.name)) {
             let d = Vec::<f64>::try_from((&after[name] - b).abs().flatten(0, -1).to_kind(tch::Kind::Double)).unwrap();
             deltas.extend(d.into_iter().filter(|&x| x > 0.0));
         }
         deltas.sort_by(f64::total_cmp);
-        let median = deltas[deltas.len() / 2];
-        let rate = rates[&s.name];
-        assert!((median - rate).abs() <= 0.05 * rate, "{}: median |delta| {median:e} vs rate {rate:e}", s.name);
+        out.insert(s.name.clone(), deltas[deltas.len() / 2]);
+    }
+    out
+}
+
+/// Adam's first step moves every element that got a gradient by about the rate (elements with
+/// no gradient, embedding rows of unused tokens, do not move): so one step from a fresh model
+/// shows each subset's effective rate.
+fn assert_first_step_rates(clf: &Classifier, ex: &[Example], opts: &mut Optimizers, step: usize, want: &BTreeMap<String, f64>) {
+    let before = clf.model.params().snapshot();
+    let all: Vec<usize> = (0..ex.len()).collect();
+    let b = make_batch(ex, &all, clf.tokenizer.pad_id(), Device::Cpu);
+    train_step(&clf.model, opts, &b, 1.0, 1.0, step).unwrap();
+    for (name, median) in median_moves(clf, &before) {
+        let rate = want[&name];
+        assert!((median - rate).abs() <= 0.05 * rate, "step {step}, {name}: median |delta| {median:e} vs rate {rate:e}");
     }
 }
 
 #[test]
-fn a_batch_with_only_task_a_labels_leaves_the_sentiment_head_untouched() {
+fn every_freezing_scenario_keeps_frozen_bitwise_and_trains_the_rest() {
     let f = fixture();
-    let (model, ex) = model_and_data(&f);
-    let rates = learning_rates(&model.base.params, LrPreset::Uniform, None, &[]).unwrap();
-    let mut opts = Optimizers::new(&model.base.params, &rates, OptimConfig::default(), 1).unwrap();
+    for scenario in ["none", "encoder", "embeddings", "layers:1", "head-a", "head-b", "all"] {
+        let (clf, ex) = model_and_data(&f);
+        let params = clf.model.params();
+        let freeze: Freeze = scenario.parse().unwrap();
+        freeze.apply(params).unwrap();
+        let frozen_prefixes = freeze.prefixes(2).unwrap();
+        let rates = learning_rates(params, LrPreset::Uniform, None, &[]).unwrap();
+        let mut opts = Optimizers::new(params, &rates, OptimConfig::default(), 3).unwrap();
+        let before = params.snapshot();
+        let all: Vec<usize> = (0..ex.len()).collect();
+        for step in 0..3 {
+            let b = make_batch(&ex, &all, clf.tokenizer.pad_id(), Device::Cpu);
+            train_step(&clf.model, &mut opts, &b, 1.0, 1.0, step).unwrap();
+        }
+        let after = params.snapshot();
+        for (name, b) in &before {
+            let is_frozen = frozen_prefixes.iter().any(|p| under_prefix(name, p));
+            if is_frozen {
+                assert!(!changed(b, &after[name]), "{scenario}: frozen {name} changed");
+            } else if !name.contains("token_type_embeddings") && !name.contains("position_embeddings") {
+                // (rows of these tables that no token uses get no gradient)
+                assert!(changed(b, &after[name]), "{scenario}: trainable {name} did not change");
+            }
+        }
+        assert_eq!(opts.is_empty(), scenario == "all", "{scenario}");
+        // A frozen encoder builds no autograd graph: the pooled vector needs no gradient.
+        let b = make_batch(&ex, &[0, 1], clf.tokenizer.pad_id(), Device::Cpu);
+        let pooled = clf.model.pooled_t(&b.ids, &b.mask, true);
+        assert_eq!(pooled.requires_grad(), !freeze.freezes_encoder(), "{scenario}");
+    }
+}
+
+#[test]
+fn first_adam_step_moves_each_subset_by_its_own_rate() {
+    let f = fixture();
+    let (clf, ex) = model_and_data(&f);
+    let rates = learning_rates(clf.model.params(), LrPreset::Layerwise, None, &[]).unwrap();
+    assert_eq!((rates[EMBEDDINGS], rates["encoder.encoder.layer.1"], rates[HEAD_B]), (1e-6, 1e-5, 1e-4));
+    let mut opts = Optimizers::new(clf.model.params(), &rates, OptimConfig::default(), 1).unwrap();
+    assert_first_step_rates(&clf, &ex, &mut opts, 0, &rates);
+}
+
+#[test]
+fn warmup_and_linear_decay_scale_each_subsets_own_rate() {
+    let f = fixture();
+    let cfg = OptimConfig { warmup_steps: 4, linear_decay: true, ..Default::default() };
+    // 10 planned steps: warm-up (k+1)/4 for k < 4, then (10-k)/6.
+    for (step, factor) in [(0usize, 0.25), (3, 1.0), (7, 0.5), (9, 1.0 / 6.0)] {
+        let (clf, ex) = model_and_data(&f);
+        // Distinct rates, all large enough that float32 resolves a sixth of them (at |w| ~ 1).
+        let overrides = [(EMBEDDINGS.to_string(), 2e-4), ("encoder.encoder.layer".to_string(), 5e-5)];
+        let rates = learning_rates(clf.model.params(), LrPreset::Layerwise, None, &overrides).unwrap();
+        let mut opts = Optimizers::new(clf.model.params(), &rates, cfg.clone(), 10).unwrap();
+        let want: BTreeMap<String, f64> = rates.iter().map(|(n, r)| (n.clone(), r * factor)).collect();
+        for (name, r) in opts.rates_at(step) {
+            assert!((r - want[&name]).abs() < 1e-18, "step {step} {name}: {r:e}");
+        }
+        // And the optimizers really use it: the first update at that step moves by that rate.
+        assert_first_step_rates(&clf, &ex, &mut opts, step, &want);
+    }
+}
+
+#[test]
+fn layer_decay_gives_each_layer_its_power_of_the_factor() {
+    let f = fixture();
+    let (clf, ex) = model_and_data(&f);
+    let rates = learning_rates(clf.model.params(), LrPreset::Uniform, Some(0.5), &[]).unwrap();
+    // 2 layers: layer i gets 1e-4 * 0.5^(2-i), the embeddings 1e-4 * 0.5^3.
+    let want = [(EMBEDDINGS, 1.25e-5), ("encoder.encoder.layer.0", 2.5e-5), ("encoder.encoder.layer.1", 5e-5), (HEAD_A, 1e-4), (HEAD_B, 1e-4)];
+    for (name, r) in want {
+        assert!((rates[name] - r).abs() < 1e-18, "{name}: {:e}", rates[name]);
+    }
+    let mut opts = Optimizers::new(clf.model.params(), &rates, OptimConfig::default(), 1).unwrap();
+    assert_first_step_rates(&clf, &ex, &mut opts, 0, &rates);
+}
+
+#[test]
+fn a_task_a_only_batch_after_a_mixed_batch_leaves_the_sentiment_head_untouched() {
+    let f = fixture();
+    let (clf, ex) = model_and_data(&f);
+    let rates = learning_rates(clf.model.params(), LrPreset::Uniform, None, &[]).unwrap();
+    let mut opts = Optimizers::new(clf.model.params(), &rates, OptimConfig::default(), 2).unwrap();
+    let all: Vec<usize> = (0..ex.len()).collect();
+    let mixed = make_batch(&ex, &all, clf.tokenizer.pad_id(), Device::Cpu);
+    train_step(&clf.model, &mut opts, &mixed, 1.0, 1.0, 0).unwrap();
+    // The mixed step gave sentiment_head Adam moments; a step without Task B labels must not
+    // move it by momentum.
     let only_a: Vec<usize> = (0..ex.len()).filter(|&i| ex[i].label_a.is_some()).collect();
-    let b = data::make_batch(&ex, &only_a, model.base.tokenizer.pad_id(), Device::Cpu);
+    let b = make_batch(&ex, &only_a, clf.tokenizer.pad_id(), Device::Cpu);
     assert_eq!((b.n_a, b.n_b), (8, 0));
-    let before = model.base.params.snapshot();
-    let losses = train_step(&model, &mut opts, &b, 1.0, 1.0, 0).unwrap();
-    assert!(losses.loss_b.is_none() && losses.total.is_finite());
-    let after = model.base.params.snapshot();
+    let before = clf.model.params().snapshot();
+    let losses = train_step(&clf.model, &mut opts, &b, 1.0, 1.0, 1).unwrap();
+    let (a, bl, total) = losses.read().unwrap();
+    assert!(a.is_some() && bl.is_none() && total.is_finite());
+    let after = clf.model.params().snapshot();
     for (name, t) in &before {
         if under_prefix(name, HEAD_B) {
             assert!(!changed(t, &after[name]), "{name} changed");
@@ -155,16 +221,19 @@ fn a_batch_with_only_task_a_labels_leaves_the_sentiment_head_untouched() {
     }
 }
 
-#[test]
-fn overfits_eight_examples_to_full_accuracy() {
-    let f = fixture();
-    let mut c = config(&f, "overfit");
+fn overfit_config(f: &Fixture, out: &str) -> TrainConfig {
+    let mut c = config(f, out);
     c.lr_plan = LrPreset::Uniform;
     c.lr_overrides = vec![("".into(), 3e-3)];
     c.epochs = 60;
     c.batch_size = 8;
-    let mut lines = Vec::new();
-    let out = train(&c, false, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    c
+}
+
+#[test]
+fn overfits_eight_examples_to_full_accuracy() {
+    let f = fixture();
+    let (out, lines) = run(&overfit_config(&f, "overfit"));
     let last = out.metrics.epochs.last().unwrap();
     assert_eq!(last.dev["task_a"].accuracy, 1.0, "{lines:?}");
     assert_eq!(last.dev["task_b"].accuracy, 1.0, "{lines:?}");
@@ -175,25 +244,73 @@ fn overfits_eight_examples_to_full_accuracy() {
 }
 
 #[test]
+fn save_best_keeps_the_best_dev_epoch() {
+    let f = fixture();
+    let mut c = overfit_config(&f, "best");
+    c.save_best = true;
+    let (out, lines) = run(&c);
+    let m = &out.metrics;
+    let score = |e: usize| m.epochs[e - 1].dev.values().map(|d| d.accuracy).sum::<f64>() / 2.0;
+    // The first epoch with the highest mean dev accuracy (ties do not replace it).
+    let best = (1..=m.epochs.len()).fold(1, |b, e| if score(e) > score(b) { e } else { b });
+    assert_eq!(m.saved_epoch, Some(best));
+    assert!(best < 60, "the run should reach its best before the end (best {best})");
+    assert!(lines.iter().any(|l| l.ends_with(&format!("epoch {best}: checkpoint kept)"))), "{lines:?}");
+    // The folder holds that epoch's weights: evaluating them gives that epoch's dev metrics.
+    let dir = f.root.join("best");
+    let (loaded, _) = Classifier::load(&dir, Device::Cpu).unwrap();
+    let dev = loaded.examples(&[data::read_labelled(&f.task_a, Some(Task::A)).unwrap(), data::read_labelled(&f.task_b, Some(Task::B)).unwrap()]).unwrap();
+    let got = infer::evaluate(&loaded.model, &dev, loaded.batching(64)).unwrap();
+    assert_eq!(got, m.epochs[best - 1].dev);
+    let on_disk: RunMetrics = serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!((on_disk.saved_epoch, on_disk.epochs.len()), (Some(best), 60));
+}
+
+#[test]
+fn max_steps_on_an_epoch_boundary_stops_right_there() {
+    let f = fixture();
+    // 16 rows, batch 4: 4 steps per epoch.
+    let mut c = config(&f, "limit");
+    c.epochs = 3;
+    c.max_steps = Some(4);
+    let (out, lines) = run(&c);
+    let m = &out.metrics;
+    assert_eq!(m.epochs.len(), 1, "{lines:?}");
+    assert_eq!((m.epochs[0].steps, m.step_losses.len(), m.saved_epoch, m.stopped_early), (4, 4, Some(1), true));
+    assert!(m.epochs[0].loss_a.is_finite() && m.epochs[0].loss_b.is_finite());
+    assert!(!lines.iter().any(|l| l.contains("NaN")), "{lines:?}");
+    assert!(lines.iter().any(|l| l.contains("stopped at the step limit (4 optimizer steps)")), "{lines:?}");
+    // A limit equal to the whole plan is not an early stop.
+    c.max_steps = Some(12);
+    let (out, _) = run(&c);
+    assert_eq!((out.metrics.epochs.len(), out.metrics.step_losses.len(), out.metrics.stopped_early), (3, 12, false));
+    // A limit inside an epoch ends that epoch early and saves it.
+    c.max_steps = Some(6);
+    let (out, _) = run(&c);
+    let steps: Vec<usize> = out.metrics.epochs.iter().map(|e| e.steps).collect();
+    assert_eq!((steps, out.metrics.saved_epoch), (vec![4, 2], Some(2)));
+}
+
+#[test]
 fn same_seed_gives_identical_losses_and_another_seed_does_not() {
     let f = fixture();
-    let run = |seed: u64, out: &str| {
+    let losses = |seed: u64, out: &str| {
         let mut c = config(&f, out);
         c.seed = seed;
         c.epochs = 2;
-        c.head_dropout = 0.1;
-        train(&c, false, &mut |_: &str| {}).unwrap().metrics.step_losses
+        c.head_dropout = Some(0.1);
+        run(&c).0.metrics.step_losses
     };
-    let (a, b, other) = (run(7, "s1"), run(7, "s2"), run(8, "s3"));
+    let (a, b, other) = (losses(7, "s1"), losses(7, "s2"), losses(8, "s3"));
     assert_eq!(a, b);
     assert_ne!(a, other);
 }
 
-fn logits_of(model: &MultiTask, texts: &[&str]) -> (Tensor, Tensor) {
-    let ids = model.base.tokenizer.encode_all(texts);
+fn logits_of(clf: &Classifier, texts: &[&str]) -> (Tensor, Tensor) {
+    let ids = clf.tokenizer.encode_all(texts);
     let seqs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
-    let (x, m) = multi_task_transformer::batch::pad(&seqs, model.base.tokenizer.pad_id(), Device::Cpu);
-    let l = tch::no_grad(|| model.forward_t(&x, &m, false));
+    let (x, m) = multi_task_transformer::batch::pad(&seqs, clf.tokenizer.pad_id(), Device::Cpu);
+    let l = tch::no_grad(|| clf.model.forward_t(&x, &m, false));
     (l.a, l.b)
 }
 
@@ -202,16 +319,17 @@ fn save_then_load_gives_identical_logits_and_seed_names() {
     let f = fixture();
     let mut c = config(&f, "ckpt");
     c.max_steps = Some(3);
-    let out = train(&c, false, &mut |_: &str| {}).unwrap();
+    let (out, _) = run(&c);
     assert!(out.metrics.stopped_early);
     let dir = f.root.join("ckpt");
     for file in ["model.safetensors", "config.json", "vocab.txt", "metrics.json"] {
         assert!(dir.join(file).is_file(), "{file} missing");
     }
-    let (loaded, report) = MultiTask::load(&dir, Device::Cpu).unwrap();
+    assert!(MultiTask::is_checkpoint(&dir) && !MultiTask::is_checkpoint(&f.model));
+    let (loaded, report) = Classifier::load(&dir, Device::Cpu).unwrap();
     assert!(report.unexpected.is_empty() && report.missing.is_empty());
     let texts = ["what is the city ?", "i love this film !", "a"];
-    let (a1, b1) = logits_of(&out.model, &texts);
+    let (a1, b1) = logits_of(&out.classifier, &texts);
     let (a2, b2) = logits_of(&loaded, &texts);
     assert!(a1.equal(&a2) && b1.equal(&b2));
     let names: Vec<String> = Tensor::read_safetensors(dir.join("model.safetensors")).unwrap().into_iter().map(|(n, _)| n).collect();
@@ -222,16 +340,40 @@ fn save_then_load_gives_identical_logits_and_seed_names() {
 }
 
 #[test]
+fn continuing_from_a_checkpoint_honours_head_dropout() {
+    let f = fixture();
+    let mut c = config(&f, "drop1");
+    c.max_steps = Some(2);
+    c.head_dropout = Some(0.1);
+    run(&c);
+    let first = f.root.join("drop1");
+    assert_eq!(MultiTask::read_config(&first).unwrap().head_dropout, 0.1);
+    // Not given: the checkpoint's own value carries on.
+    let mut cont = config(&f, "drop2");
+    cont.model = first.clone();
+    cont.max_steps = Some(2);
+    run(&cont);
+    assert_eq!(MultiTask::read_config(&f.root.join("drop2")).unwrap().head_dropout, 0.1);
+    // Given: it replaces the checkpoint's.
+    cont.head_dropout = Some(0.3);
+    cont.out = f.root.join("drop3");
+    run(&cont);
+    assert_eq!(MultiTask::read_config(&f.root.join("drop3")).unwrap().head_dropout, 0.3);
+}
+
+#[test]
 fn non_finite_loss_stops_with_an_error_and_keeps_the_last_checkpoint() {
     let f = fixture();
     let c = config(&f, "nan");
-    train(&c, false, &mut |_: &str| {}).unwrap();
+    run(&c);
     let weights = f.root.join("nan/model.safetensors");
     let saved = std::fs::read(&weights).unwrap();
+    // An absurd rate sends the weights to ~1e30 after one step; the next loss is not finite.
     let mut bad = config(&f, "nan");
-    bad.weight_a = f64::NAN;
-    let e = train(&bad, false, &mut |_: &str| {}).err().expect("NaN must stop training").to_string();
-    assert!(e.contains("loss became NaN"), "{e}");
+    bad.lr_overrides = vec![("".into(), 1e30)];
+    let e = train(&bad, Progress::Off, &mut |_: &str| {}).err().expect("a non-finite loss must stop training").to_string();
+    assert!(e.contains("loss became NaN") || e.contains("loss became inf"), "{e}");
+    assert!(e.contains("the last checkpoint in") && e.contains("is left as it was"), "{e}");
     assert_eq!(std::fs::read(&weights).unwrap(), saved, "checkpoint was modified");
 }
 
@@ -240,35 +382,63 @@ fn freeze_all_evaluates_without_training() {
     let f = fixture();
     let mut c = config(&f, "all");
     c.freeze = Freeze::All;
-    let mut lines = Vec::new();
-    let out = train(&c, false, &mut |l: &str| lines.push(l.to_string())).unwrap();
+    let (out, lines) = run(&c);
     assert!(out.metrics.step_losses.is_empty());
     assert!(lines.iter().any(|l| l.contains("evaluation only")), "{lines:?}");
     assert!(f.root.join("all/model.safetensors").is_file());
 }
 
 #[test]
-fn unseen_eval_label_and_unknown_lr_prefix_are_errors() {
+fn bad_settings_fail_before_any_training() {
     let f = fixture();
     let mut c = config(&f, "err");
     let dev = f.root.join("dev.tsv");
     std::fs::write(&dev, "text\tlabel\nwhat is it ?\tENTY\nwho ?\tDESC\n").unwrap();
     c.dev_a = Some(dev);
-    let e = train(&c, false, &mut |_: &str| {}).err().unwrap().to_string();
+    let e = train(&c, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
     assert!(e.contains("dev.tsv:3: task_a label 'DESC' was never seen in training"), "{e}");
     let mut c = config(&f, "err2");
     c.lr_overrides = vec![("encoder.decoder".into(), 1e-3)];
-    let e = train(&c, false, &mut |_: &str| {}).err().unwrap().to_string();
-    assert!(e.contains("prefix matches no subset"), "{e}");
+    let e = train(&c, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
+    assert!(e.contains("'encoder.decoder' matches no subset"), "{e}");
+    c.lr_overrides = vec![("encoder.encoder.layer.0.attention".into(), 1e-3)];
+    let e = train(&c, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
+    assert!(e.contains("lies inside the subset encoder.encoder.layer.0"), "{e}");
+    // An output path that is a file is refused before the model is even loaded.
+    let taken = f.root.join("taken");
+    std::fs::write(&taken, "x").unwrap();
+    let mut c = config(&f, "taken");
+    let mut lines = Vec::new();
+    let e = train(&c, Progress::Off, &mut |l: &str| lines.push(l.to_string())).err().unwrap().to_string();
+    assert!(e.contains("taken exists and is not a folder"), "{e}");
+    assert!(lines.is_empty(), "{lines:?}");
+    c.out = f.root.join("fine");
+    c.batch_size = 0;
+    assert!(train(&c, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string().contains("batch_size must be at least 1"));
 }
 
-fn mtt(args: &[&str], stdin: Option<&str>) -> String {
+#[test]
+fn progress_lines_are_logged_when_no_bar_is_shown() {
+    let f = fixture();
+    let c = config(&f, "lines");
+    let mut lines = Vec::new();
+    train(&c, Progress::Lines(Duration::ZERO), &mut |l: &str| lines.push(l.to_string())).unwrap();
+    let progress: Vec<&String> = lines.iter().filter(|l| l.starts_with("  epoch 1/1 step ")).collect();
+    assert_eq!(progress.len(), 4, "{lines:?}");
+    assert!(progress[3].starts_with("  epoch 1/1 step 4/4: loss ") && progress[3].contains("sentences/s, epoch ETA 0s"), "{}", progress[3]);
+}
+
+fn mtt_output(args: &[&str], stdin: Option<&str>) -> std::process::Output {
     use std::io::Write;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mtt"));
     cmd.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).stdin(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn mtt(args: &[&str], stdin: Option<&str>) -> String {
+    let out = mtt_output(args, stdin);
     assert!(out.status.success(), "mtt {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -281,7 +451,9 @@ fn p(x: &Path) -> &str {
 fn mtt_train_eval_and_predict_agree() {
     let f = fixture();
     let out = f.root.join("cli");
-    mtt(&["train", "--model", p(&f.model), "--task-a", p(&f.task_a), "--task-b", p(&f.task_b), "--out", p(&out), "--max-steps", "4", "--batch-size", "4", "--device", "cpu"], None);
+    let log = mtt(&["train", "--model", p(&f.model), "--task-a", p(&f.task_a), "--task-b", p(&f.task_b), "--out", p(&out), "--max-steps", "4", "--batch-size", "4", "--device", "cpu", "--progress-every", "0"], None);
+    // Off a terminal, plain progress lines stand in for the bar.
+    assert!(log.contains("  epoch 1/1 step 4/4: loss "), "{log}");
     let eval: serde_json::Value = serde_json::from_str(&mtt(&["eval", "--model", p(&out), "--task-a", p(&f.task_a), "--task-b", p(&f.task_b)], None)).unwrap();
     for (task, file, key) in [("task_a", TASK_A, "task_a"), ("task_b", TASK_B, "task_b")] {
         let rows: Vec<(&str, &str)> = file.lines().skip(1).map(|l| l.split_once('\t').unwrap()).collect();
@@ -294,5 +466,26 @@ fn mtt_train_eval_and_predict_agree() {
         assert_eq!(m["accuracy"].as_f64().unwrap(), correct as f64 / rows.len() as f64, "{task}");
         let sum: f64 = preds[0][key]["probs"].as_object().unwrap().values().map(|v| v.as_f64().unwrap()).sum();
         assert!((sum - 1.0).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn mtt_train_errors_are_clear_and_said_once() {
+    let f = fixture();
+    let help = mtt(&["train", "--help"], None);
+    assert!(help.contains("[possible values: none, all, encoder, embeddings, layers:K, head-a, head-b]"), "{help}");
+    assert!(help.contains("[possible values: uniform, layerwise]"), "{help}");
+    let taken = f.root.join("taken");
+    std::fs::write(&taken, "x").unwrap();
+    let args = ["train", "--model", p(&f.model), "--task-a", p(&f.task_a), "--task-b", p(&f.task_b), "--device", "cpu", "--out", p(&taken)];
+    let out = mtt_output(&args, None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.matches("exists and is not a folder").count(), 1, "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("training on"), "trained before checking --out");
+    for (flag, value, want) in [("--freeze", "heads", "unknown freezing scenario 'heads'"), ("--batch-size", "0", "must be at least 1"), ("--head-dropout", "1.5", "must be in [0, 1)")] {
+        let out = mtt_output(&["train", "--task-a", p(&f.task_a), "--out", "x", flag, value], None);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(flag) && err.contains(want), "{flag}: {err}");
     }
 }

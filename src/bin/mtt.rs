@@ -2,7 +2,6 @@
 
 use clap::{Parser, Subcommand};
 use multi_task_transformer::cli;
-use multi_task_transformer::optim::LrPreset;
 
 #[derive(Parser)]
 #[command(name = "mtt", version, about = "Sentence embeddings and multi-task classification with all-MiniLM-L6-v2 on libtorch")]
@@ -18,7 +17,7 @@ enum Command {
     /// Show libtorch, CUDA, threads and whether the model folder is complete.
     Doctor(cli::DoctorArgs),
     /// Train the multi-task model (Task A + Task B heads on the shared encoder).
-    Train(cli::TrainArgs),
+    Train(Box<cli::TrainArgs>),
     /// Evaluate a checkpoint: one JSON object with accuracy, macro-F1, n and confusion per task.
     Eval(cli::EvalArgs),
     /// Predict both tasks for texts (one per line): JSON Lines in input order.
@@ -29,10 +28,7 @@ fn main() -> anyhow::Result<()> {
     match Mtt::parse().command {
         Command::Embed(a) => cli::run_embed(&a),
         Command::Doctor(a) => cli::run_doctor(&a),
-        Command::Train(a) => {
-            let d = cli::TrainDefaults { out: None, freeze: "none", lr_plan: LrPreset::Layerwise, epochs: 1, limit: None, bundled_data: false };
-            cli::run_train(&a, &d, "mtt train")
-        }
+        Command::Train(a) => cli::run_train(&a, &cli::TrainDefaults::MTT, "mtt train"),
         Command::Eval(a) => cli::run_eval(&a),
         Command::Predict(a) => cli::run_predict(&a),
     }

@@ -5,7 +5,6 @@
 
 use clap::Parser;
 use multi_task_transformer::cli;
-use multi_task_transformer::optim::LrPreset;
 
 /// Task 3: multi-task training with a freezing scenario (uniform 1e-4 rates).
 #[derive(Parser)]
@@ -16,13 +15,5 @@ struct Task3 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let d = cli::TrainDefaults {
-        out: Some("runs/task3"),
-        freeze: "none",
-        lr_plan: LrPreset::Uniform,
-        epochs: cli::DEFAULT_EPOCHS,
-        limit: cli::DEFAULT_LIMIT,
-        bundled_data: true,
-    };
-    cli::run_train(&Task3::parse().args, &d, "Task 3: training with freezing (uniform learning rate 1e-4)")
+    cli::run_train(&Task3::parse().args, &cli::TrainDefaults::TASK3, "Task 3: training with freezing (uniform learning rate 1e-4)")
 }

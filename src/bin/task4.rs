@@ -5,7 +5,6 @@
 
 use clap::Parser;
 use multi_task_transformer::cli;
-use multi_task_transformer::optim::LrPreset;
 
 /// Task 4: multi-task training with layer-wise learning rates.
 #[derive(Parser)]
@@ -16,13 +15,5 @@ struct Task4 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let d = cli::TrainDefaults {
-        out: Some("runs/task4"),
-        freeze: "none",
-        lr_plan: LrPreset::Layerwise,
-        epochs: cli::DEFAULT_EPOCHS,
-        limit: cli::DEFAULT_LIMIT,
-        bundled_data: true,
-    };
-    cli::run_train(&Task4::parse().args, &d, "Task 4: layer-wise learning rates (embeddings 1e-6, layers 1e-5, heads 1e-4)")
+    cli::run_train(&Task4::parse().args, &cli::TrainDefaults::TASK4, "Task 4: layer-wise learning rates (embeddings 1e-6, layers 1e-5, heads 1e-4)")
 }

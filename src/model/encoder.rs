@@ -1,13 +1,14 @@
-//! The BERT encoder: rust-bert's `BertEmbeddings`, then [`Layer`]s (rust-bert's `BertLayer` on
-//! fused kernels), one parameter subset (one `VarStore`) for the embeddings and one per layer.
+//! Owns the BERT encoder: rust-bert's `BertEmbeddings`, then [`Layer`]s (our re-implementation of
+//! a BERT layer on fused kernels, with the same variables as rust-bert's `BertLayer`), one
+//! parameter subset (one `VarStore`) for the embeddings and one per layer, and pooling.
 //!
 //! Mirrors Hugging Face `BertModel` (SDPA attention) without its pooler: padding gets an additive
 //! mask of the float minimum.
 
 use crate::config::EncoderConfig;
+use crate::model::layer::Layer;
 use crate::model::pooling;
 use crate::params::{layer_name, Params, EMBEDDINGS};
-use crate::model::layer::Layer;
 use rust_bert::bert::{BertEmbedding, BertEmbeddings};
 use tch::Tensor;
 

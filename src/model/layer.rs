@@ -1,4 +1,4 @@
-//! One BERT transformer layer on libtorch's fused kernels.
+//! Owns one BERT transformer layer: our re-implementation on libtorch's fused kernels.
 //!
 //! Same variables, names and mathematics as rust-bert's `BertLayer` (and Hugging Face's
 //! `BertLayer` with SDPA attention, transformers 4.46): self-attention through

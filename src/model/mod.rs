@@ -1,10 +1,10 @@
-//! Model pieces: the BERT encoder, pooling, and the multi-task model on top.
+//! Owns the network itself, tensors in and tensors out: the BERT encoder and its layers, pooling,
+//! and the multi-task model on top. Nothing here tokenizes text or reads data files.
 
 pub mod encoder;
 pub mod layer;
+pub mod multitask;
 pub mod pooling;
 
 pub use encoder::Encoder;
-pub mod multitask;
-
 pub use multitask::{Logits, MultiTask, MultiTaskConfig};

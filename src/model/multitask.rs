@@ -1,13 +1,15 @@
-//! Task 2: the multi-task model. The shared encoder, mask-aware pooling, optional dropout, then
-//! two `nn::Linear` heads: `classification_head` (Task A) and `sentiment_head` (Task B).
+//! Owns Task 2's model: the shared encoder plus two `nn::Linear` heads, `classification_head`
+//! (Task A) and `sentiment_head` (Task B), with all of their parameters, and the checkpoint
+//! format (`model.safetensors` + `config.json`) it is saved in and recognised by.
+//!
 //! Variable names are the seed's PyTorch `named_parameters()`; there is no pooler.
 
 use crate::config::EncoderConfig;
 use crate::data::Labels;
-use crate::embed::SentenceEncoder;
-use crate::error::{Error, Result};
-use crate::params::{write_atomic, LoadReport, HEAD_A, HEAD_B};
-use crate::tokenizer::SentenceTokenizer;
+use crate::error::{invalid, Error, Result};
+use crate::fsutil::write_atomic;
+use crate::model::Encoder;
+use crate::params::{LoadReport, Params, HEAD_A, HEAD_B, HEADS};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::{nn, nn::Module, Device, Tensor};
@@ -28,6 +30,10 @@ pub struct MultiTaskConfig {
 
 /// Tag in `config.json` that marks a multi-task checkpoint folder.
 pub const FORMAT: &str = "multi-task-transformer/v1";
+/// The weights file of a checkpoint folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The model description of a checkpoint folder.
+pub const CONFIG_FILE: &str = "config.json";
 
 /// A linear layer initialised as PyTorch's `nn.Linear` is: weight and bias uniform in
 /// ±1/sqrt(fan_in). (tch's default weight init is Kaiming-uniform for ReLU, √6 times wider.)
@@ -43,76 +49,120 @@ pub struct Logits {
     pub b: Tensor,
 }
 
-/// Encoder plus two heads.
+/// Encoder plus two heads, owning every parameter (as subsets of one [`Params`]).
 pub struct MultiTask {
-    pub base: SentenceEncoder,
+    params: Params,
+    encoder: Encoder,
     head_a: nn::Linear,
     head_b: nn::Linear,
     pub config: MultiTaskConfig,
 }
 
 impl MultiTask {
-    /// Adds freshly initialised heads to `base`, initialised like PyTorch's `nn.Linear`.
-    pub fn new(mut base: SentenceEncoder, labels_a: Labels, labels_b: Labels, head_dropout: f64) -> Result<Self> {
+    /// A randomly initialised model on `device`: the encoder first, then both heads (initialised
+    /// like PyTorch's `nn.Linear`), so a given `tch::manual_seed` always draws the same heads.
+    pub fn new(encoder: &EncoderConfig, labels_a: Labels, labels_b: Labels, head_dropout: f64, device: Device) -> Result<Self> {
         if labels_a.is_empty() || labels_b.is_empty() {
-            return Err(crate::error::invalid("each task needs at least one label"));
+            return Err(invalid("each task needs at least one label"));
         }
-        let dim = base.config().embedding_dim();
-        let vs = base.params.new_store();
-        let head_a = torch_linear(vs.root() / HEAD_A, dim, labels_a.len() as i64);
-        base.params.push(HEAD_A, vs);
-        let vs = base.params.new_store();
-        let head_b = torch_linear(vs.root() / HEAD_B, dim, labels_b.len() as i64);
-        base.params.push(HEAD_B, vs);
-        let config = MultiTaskConfig {
-            format: FORMAT.into(),
-            encoder: base.config().clone(),
-            labels_a,
-            labels_b,
-            head_dropout,
-            training: None,
+        if !(0.0..1.0).contains(&head_dropout) {
+            return Err(invalid(format!("head_dropout {head_dropout}: must be in [0, 1)")));
+        }
+        let mut params = Params::new(device);
+        let enc = Encoder::new(&mut params, encoder);
+        let dim = encoder.embedding_dim();
+        let mut head = |name: &str, n: usize| {
+            let vs = params.new_store();
+            let l = torch_linear(vs.root() / name, dim, n as i64);
+            params.push(name, vs);
+            l
         };
-        Ok(MultiTask { base, head_a, head_b, config })
+        let head_a = head(HEAD_A, labels_a.len());
+        let head_b = head(HEAD_B, labels_b.len());
+        let config = MultiTaskConfig { format: FORMAT.into(), encoder: encoder.clone(), labels_a, labels_b, head_dropout, training: None };
+        Ok(MultiTask { params, encoder: enc, head_a, head_b, config })
     }
 
-    /// Pooled vectors `[batch, dim]`, with dropout when training.
+    /// Fills the encoder from a base model's weights file; the heads keep their initial values.
+    pub fn load_encoder_weights(&self, path: &Path) -> Result<LoadReport> {
+        self.params.load(path, &HEADS)
+    }
+
+    /// All parameters, as named subsets.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The shared encoder.
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> Device {
+        self.params.device()
+    }
+
+    /// Sets the pooled-vector dropout used when training.
+    pub fn set_head_dropout(&mut self, p: f64) -> Result<()> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(invalid(format!("head_dropout {p}: must be in [0, 1)")));
+        }
+        self.config.head_dropout = p;
+        Ok(())
+    }
+
+    /// Pooled sentence vectors `[batch, dim]` (dropout inside the encoder when training).
     pub fn pooled_t(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        self.base.encoder.embed_t(ids, mask, train).dropout(self.config.head_dropout, train)
+        self.encoder.embed_t(ids, mask, train)
+    }
+
+    /// Both heads on pooled vectors, with the pooled-vector dropout when training.
+    pub fn heads_t(&self, pooled: &Tensor, train: bool) -> Logits {
+        let x = pooled.dropout(self.config.head_dropout, train);
+        Logits { a: self.head_a.forward(&x), b: self.head_b.forward(&x) }
     }
 
     /// Both tasks' logits; `train` turns dropout on.
     pub fn forward_t(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Logits {
-        let pooled = self.pooled_t(ids, mask, train);
-        Logits { a: self.head_a.forward(&pooled), b: self.head_b.forward(&pooled) }
+        self.heads_t(&self.pooled_t(ids, mask, train), train)
     }
 
-    /// Writes `model.safetensors`, `config.json` and the tokenizer files into `dir`, each atomically.
-    pub fn save(&self, dir: &Path, vocab_src: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        self.base.params.save(&dir.join("model.safetensors"))?;
-        let vocab = std::fs::read(vocab_src).map_err(|e| Error::io(vocab_src, e))?;
-        if vocab_src != dir.join("vocab.txt") {
-            write_atomic(&dir.join("vocab.txt"), &vocab)?;
-        }
-        let json = serde_json::to_vec_pretty(&self.config).expect("config serialises");
-        write_atomic(&dir.join("config.json"), &json)
+    /// Whether `dir` holds a multi-task checkpoint: a `config.json` whose `format` is [`FORMAT`].
+    pub fn is_checkpoint(dir: &Path) -> bool {
+        std::fs::read_to_string(dir.join(CONFIG_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v.get("format").and_then(|f| f.as_str()) == Some(FORMAT))
     }
 
-    /// Loads a folder written by [`MultiTask::save`].
-    pub fn load(dir: &Path, device: Device) -> Result<(Self, LoadReport)> {
-        let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    /// Reads and checks a checkpoint's `config.json`.
+    pub fn read_config(dir: &Path) -> Result<MultiTaskConfig> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
         let config: MultiTaskConfig = serde_json::from_str(&text)
-            .map_err(|e| Error::config(&cfg_path, format!("not a multi-task checkpoint config ({e}); train one with `mtt train`")))?;
+            .map_err(|e| Error::config(&path, format!("not a multi-task checkpoint config ({e}); train one with `mtt train`")))?;
         if config.format != FORMAT {
-            return Err(Error::config(&cfg_path, format!("format '{}' is not {FORMAT}", config.format)));
+            return Err(Error::config(&path, format!("format '{}' is not {FORMAT}", config.format)));
         }
-        let tok = SentenceTokenizer::from_vocab(&dir.join("vocab.txt"), &config.encoder.tokenizer, config.encoder.max_seq_length)?;
-        let base = SentenceEncoder::random(&config.encoder, tok, device);
-        let mut model = MultiTask::new(base, config.labels_a.clone(), config.labels_b.clone(), config.head_dropout)?;
+        Ok(config)
+    }
+
+    /// Loads the model of a checkpoint folder written by [`MultiTask::save`].
+    pub fn load(dir: &Path, device: Device) -> Result<(Self, LoadReport)> {
+        let config = Self::read_config(dir)?;
+        let mut model = MultiTask::new(&config.encoder, config.labels_a.clone(), config.labels_b.clone(), config.head_dropout, device)?;
         model.config = config;
-        let report = model.base.params.load(&dir.join("model.safetensors"), &[])?;
+        let report = model.params.load(&dir.join(WEIGHTS_FILE), &[])?;
         Ok((model, report))
+    }
+
+    /// Writes `model.safetensors` and `config.json` into `dir`, each atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        self.params.save(&dir.join(WEIGHTS_FILE))?;
+        let json = serde_json::to_vec_pretty(&self.config).expect("config serialises");
+        write_atomic(&dir.join(CONFIG_FILE), &json)
     }
 }
 
@@ -129,5 +179,20 @@ mod tests {
         let max = f64::try_from(l.ws.abs().max()).unwrap();
         assert!(max <= bound && max > 0.9 * bound, "max |w| {max} vs bound {bound}");
         assert!(f64::try_from(l.bs.unwrap().abs().max()).unwrap() <= bound);
+    }
+
+    #[test]
+    fn checkpoint_detection_reads_the_format_field_not_the_text() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(!MultiTask::is_checkpoint(d.path()));
+        std::fs::write(d.path().join(CONFIG_FILE), format!(r#"{{"note": "{FORMAT}"}}"#)).unwrap();
+        assert!(!MultiTask::is_checkpoint(d.path()), "a mention of the tag is not a checkpoint");
+        let labels = |v: &[&str]| Labels(v.iter().map(|s| s.to_string()).collect());
+        let m = MultiTask::new(&EncoderConfig::tiny(40), labels(&["x", "y"]), labels(&["p"]), 0.0, Device::Cpu).unwrap();
+        m.save(d.path()).unwrap();
+        assert!(MultiTask::is_checkpoint(d.path()));
+        let (back, report) = MultiTask::load(d.path(), Device::Cpu).unwrap();
+        assert!(report.missing.is_empty() && report.unexpected.is_empty());
+        assert_eq!(back.params().names(), m.params().names());
     }
 }

@@ -1,4 +1,4 @@
-//! Sentence pooling and L2 normalisation, as pure functions on tensors.
+//! Owns sentence pooling and L2 normalisation, as pure functions on tensors.
 //!
 //! Mirrors sentence-transformers' `models.Pooling` (v3.3.1) and `models.Normalize`: padding never
 //! counts; `[CLS]` and `[SEP]` do, as they carry attention mask 1.

@@ -1,0 +1,73 @@
+//! Owns the multi-task text-in front: [`Classifier`] = tokenizer + [`MultiTask`]. Builds one from
+//! a base sentence-transformers folder (fresh heads) or loads a checkpoint folder, saves the
+//! checkpoint with its vocabulary, and turns texts into both tasks' probabilities.
+
+use crate::config::ModelFiles;
+use crate::data::{self, Example, Labels, Source};
+use crate::error::{Error, Result};
+use crate::fsutil::write_atomic;
+use crate::infer::{self, Batching};
+use crate::model::MultiTask;
+use crate::params::LoadReport;
+use crate::tokenizer::SentenceTokenizer;
+use std::path::Path;
+use tch::{Device, Tensor};
+
+/// The vocabulary file of a checkpoint folder.
+pub const VOCAB_FILE: &str = "vocab.txt";
+
+/// A tokenizer plus the multi-task model.
+pub struct Classifier {
+    pub tokenizer: SentenceTokenizer,
+    pub model: MultiTask,
+}
+
+impl Classifier {
+    /// The encoder of the sentence-transformers folder `dir` with freshly initialised heads for
+    /// `labels_a` / `labels_b` (draws from libtorch's generator: seed it first).
+    pub fn from_base(dir: &Path, labels_a: Labels, labels_b: Labels, head_dropout: f64, device: Device) -> Result<(Self, LoadReport)> {
+        let files = ModelFiles::locate(dir)?;
+        let config = files.encoder_config()?;
+        let tokenizer = SentenceTokenizer::from_vocab(&files.vocab, &config.tokenizer, config.max_seq_length)?;
+        let model = MultiTask::new(&config, labels_a, labels_b, head_dropout, device)?;
+        let report = model.load_encoder_weights(&files.weights)?;
+        Ok((Classifier { tokenizer, model }, report))
+    }
+
+    /// Loads a checkpoint folder (see [`MultiTask::is_checkpoint`]).
+    pub fn load(dir: &Path, device: Device) -> Result<(Self, LoadReport)> {
+        let (model, report) = MultiTask::load(dir, device)?;
+        let enc = &model.config.encoder;
+        let tokenizer = SentenceTokenizer::from_vocab(&dir.join(VOCAB_FILE), &enc.tokenizer, enc.max_seq_length)?;
+        Ok((Classifier { tokenizer, model }, report))
+    }
+
+    /// Writes the model (`model.safetensors`, `config.json`) and `vocab.txt` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.model.save(dir)?;
+        let dst = dir.join(VOCAB_FILE);
+        let src = self.tokenizer.vocab_path();
+        let same = matches!((src.canonicalize(), dst.canonicalize()), (Ok(a), Ok(b)) if a == b);
+        if !same {
+            let vocab = std::fs::read(src).map_err(|e| Error::io(src, e))?;
+            write_atomic(&dst, &vocab)?;
+        }
+        Ok(())
+    }
+
+    /// The rows of labelled files as examples: tokenized, labels mapped to this model's indices
+    /// (a label the model does not know is an error naming the file and line).
+    pub fn examples(&self, sources: &[Source]) -> Result<Vec<Example>> {
+        data::examples(sources, &self.model.config.labels_a, &self.model.config.labels_b, &self.tokenizer)
+    }
+
+    /// How inputs are batched for inference.
+    pub fn batching(&self, batch_size: usize) -> Batching {
+        Batching { batch_size, pad_id: self.tokenizer.pad_id() }
+    }
+
+    /// Both tasks' class probabilities for `texts`, rows in input order: `[n, k_a]`, `[n, k_b]`.
+    pub fn probabilities<S: AsRef<str>>(&self, texts: &[S], batch_size: usize) -> Result<(Tensor, Tensor)> {
+        infer::probabilities(&self.model, &self.tokenizer.encode_all(texts), self.batching(batch_size))
+    }
+}

@@ -1,0 +1,161 @@
+//! `mtt embed`, `task1` and `mtt doctor`: arguments and command bodies.
+
+use super::{at_least_one, warn_unexpected, RunArgs};
+use crate::config::{folder_report, ModelFiles, DEFAULT_MODEL_DIR};
+use crate::device::{device_name, libtorch_lib, libtorch_version};
+use crate::embed::{EncodeOptions, SentenceEncoder};
+use crate::infer::rows;
+use crate::textio::read_texts;
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use tch::Device;
+
+/// Arguments of `mtt embed` (and `task1`).
+#[derive(Args, Debug, Clone)]
+pub struct EmbedArgs {
+    /// Sentence-transformers model folder.
+    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    pub model: PathBuf,
+    /// Texts, one per line (default: standard input; `-` also means standard input).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// L2-normalise the vectors (sentence-transformers does for this model; the seed's Task 1 did not).
+    #[arg(long)]
+    pub normalize: bool,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Loads the encoder, warning on stderr about file tensors nothing uses.
+pub fn load_encoder(model: &Path, device: Device) -> Result<SentenceEncoder> {
+    let (enc, report) = SentenceEncoder::load(model, device).with_context(|| format!("loading model {}", model.display()))?;
+    warn_unexpected(&report);
+    Ok(enc)
+}
+
+#[derive(Serialize)]
+struct EmbeddingLine<'a> {
+    text: &'a str,
+    embedding: &'a [f32],
+}
+
+/// `mtt embed`: JSON Lines `{"text", "embedding"}` on stdout, in input order.
+pub fn run_embed(args: &EmbedArgs) -> Result<()> {
+    let device = args.run.setup()?;
+    let texts = read_texts(args.input.as_deref())?;
+    let enc = load_encoder(&args.model, device)?;
+    let opts = EncodeOptions { batch_size: args.batch_size, normalize: args.normalize };
+    let vectors = rows(&enc.encode(&texts, opts)?)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (text, v) in texts.iter().zip(&vectors) {
+        serde_json::to_writer(&mut out, &EmbeddingLine { text, embedding: v })?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The seed's Task 1 sample sentences.
+pub const TASK1_SENTENCES: [&str; 3] = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Deep learning models are powerful.",
+    "Machine learning is transforming industries.",
+];
+
+/// `task1`: each sentence with its embedding's shape and first five values, as the seed printed.
+pub fn run_task1(args: &EmbedArgs) -> Result<()> {
+    let device = args.run.setup()?;
+    let texts = match &args.input {
+        Some(_) => read_texts(args.input.as_deref())?,
+        None => TASK1_SENTENCES.iter().map(|s| s.to_string()).collect(),
+    };
+    let enc = load_encoder(&args.model, device)?;
+    let opts = EncodeOptions { batch_size: args.batch_size, normalize: args.normalize };
+    let vectors = rows(&enc.encode(&texts, opts)?)?;
+    println!(
+        "Task 1: sentence embeddings with {} ({} pooling{}, device {})",
+        args.model.display(),
+        enc.config().pooling.describe(),
+        if args.normalize { ", L2-normalised" } else { "" },
+        device_name(device)
+    );
+    for (text, v) in texts.iter().zip(&vectors) {
+        let head: Vec<String> = v.iter().take(5).map(|x| format!("{x:.4}")).collect();
+        println!("\nSentence: {text}");
+        println!("Embedding shape: [1, {}]", v.len());
+        println!("First 5 values: [{}]", head.join(", "));
+    }
+    Ok(())
+}
+
+/// Arguments of `mtt doctor`.
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// Model folder to check.
+    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    pub model: PathBuf,
+}
+
+/// `mtt doctor`: what libtorch, devices and model folder this binary sees. Fails when the model
+/// folder is unusable.
+pub fn run_doctor(args: &DoctorArgs) -> Result<()> {
+    tch::maybe_init_cuda();
+    println!("multi-task-transformer {}", env!("CARGO_PKG_VERSION"));
+    println!("libtorch: {} (linked from {})", libtorch_version(), libtorch_lib());
+    let n_cuda = tch::Cuda::device_count();
+    println!(
+        "CUDA: {} ({} device(s)), cuDNN: {}",
+        if tch::Cuda::is_available() { "available" } else { "not available" },
+        n_cuda,
+        if tch::Cuda::cudnn_is_available() { "yes" } else { "no" }
+    );
+    println!("default device (--device auto): {}", device_name(Device::cuda_if_available()));
+    println!("threads: {} intra-op, {} inter-op", tch::get_num_threads(), tch::get_num_interop_threads());
+    println!("model folder: {}", args.model.display());
+    let mut ok = true;
+    for (file, present) in folder_report(&args.model) {
+        println!("  [{}] {file}", if present { "ok" } else { "MISSING" });
+        ok &= present;
+    }
+    if !ok {
+        println!("status: model folder incomplete; run scripts/setup.sh (installs all-MiniLM-L6-v2) or pass --model DIR");
+        anyhow::bail!("model folder {} is incomplete", args.model.display());
+    }
+    let files = ModelFiles::locate(&args.model)?;
+    let cfg = files.encoder_config()?;
+    println!(
+        "  model: BERT, {} layers, hidden {}, {} heads, vocab {}",
+        cfg.bert.num_hidden_layers, cfg.bert.hidden_size, cfg.bert.num_attention_heads, cfg.bert.vocab_size
+    );
+    println!("  pooling: {}, embedding dim {}, max_seq_length {}", cfg.pooling.describe(), cfg.embedding_dim(), cfg.max_seq_length);
+    println!("  tokenizer: lower-case {}, strip accents {}", cfg.tokenizer.do_lower_case, cfg.tokenizer.strips_accents());
+    if cfg.normalize {
+        println!("  normalize: modules.json lists Normalize, so sentence-transformers L2-normalises; `mtt embed` does only with --normalize");
+    } else {
+        println!("  normalize: not in modules.json; `mtt embed --normalize` L2-normalises");
+    }
+    let (enc, report) = SentenceEncoder::load(&args.model, Device::Cpu)?;
+    println!(
+        "  weights: {} tensors loaded ({} parameters) from {}",
+        report.loaded,
+        enc.params.numel(),
+        files.weights.file_name().unwrap_or_default().to_string_lossy()
+    );
+    if !report.ignored.is_empty() {
+        println!("  ignored (unused by pooling): {}", report.ignored.join(", "));
+    }
+    if !report.unexpected.is_empty() {
+        println!("  UNEXPECTED tensors (no matching variable): {}", report.unexpected.join(", "));
+    }
+    let v = enc.encode(&["hello world"], EncodeOptions::default())?;
+    println!("  smoke test: encoded 1 sentence to {:?}", v.size());
+    println!("status: OK");
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! `mtt eval`, `mtt predict` and `task2`: arguments and command bodies.
+
+use super::{at_least_one, load_checkpoint, warn_unexpected, RunArgs};
+use crate::classifier::Classifier;
+use crate::config::DEFAULT_MODEL_DIR;
+use crate::data::{self as ds, Labels, Task};
+use crate::infer::{self, argmax, rows};
+use crate::textio::read_texts;
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Arguments of `mtt eval`.
+#[derive(Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Multi-task checkpoint folder written by `mtt train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Task A evaluation file.
+    #[arg(long)]
+    pub task_a: Option<PathBuf>,
+    /// Task B evaluation file.
+    #[arg(long)]
+    pub task_b: Option<PathBuf>,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `mtt eval`: one JSON object with accuracy, macro-F1, n and the confusion matrix per task.
+pub fn run_eval(args: &EvalArgs) -> Result<()> {
+    let device = args.run.setup()?;
+    if args.task_a.is_none() && args.task_b.is_none() {
+        anyhow::bail!("nothing to evaluate: pass --task-a FILE and/or --task-b FILE");
+    }
+    let clf = load_checkpoint(&args.model, device)?;
+    let mut sources = Vec::new();
+    for (p, t) in [(&args.task_a, Task::A), (&args.task_b, Task::B)] {
+        if let Some(p) = p {
+            sources.push(ds::read_labelled(p, Some(t))?);
+        }
+    }
+    let ex = clf.examples(&sources)?;
+    let m = infer::evaluate(&clf.model, &ex, clf.batching(args.batch_size))?;
+    println!("{}", serde_json::to_string(&m)?);
+    Ok(())
+}
+
+/// Arguments of `mtt predict`.
+#[derive(Args, Debug, Clone)]
+pub struct PredictArgs {
+    /// Multi-task checkpoint folder written by `mtt train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Texts, one per line (default: standard input).
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Sentences per forward pass.
+    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Serialize)]
+struct TaskPrediction<'a> {
+    label: &'a str,
+    probs: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct PredictionLine<'a> {
+    text: &'a str,
+    task_a: TaskPrediction<'a>,
+    task_b: TaskPrediction<'a>,
+}
+
+fn task_prediction<'a>(labels: &'a Labels, probs: &[f32]) -> TaskPrediction<'a> {
+    let probs_map = labels.0.iter().zip(probs).map(|(l, &p)| (l.clone(), serde_json::json!(p))).collect();
+    TaskPrediction { label: &labels.0[argmax(probs)], probs: probs_map }
+}
+
+/// `mtt predict`: JSON Lines with each task's label and class probabilities, in input order.
+pub fn run_predict(args: &PredictArgs) -> Result<()> {
+    let device = args.run.setup()?;
+    let texts = read_texts(args.input.as_deref())?;
+    let clf = load_checkpoint(&args.model, device)?;
+    let (pa, pb) = clf.probabilities(&texts, args.batch_size)?;
+    let (pa, pb) = (rows(&pa)?, rows(&pb)?);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let c = &clf.model.config;
+    for (i, text) in texts.iter().enumerate() {
+        let line = PredictionLine { text, task_a: task_prediction(&c.labels_a, &pa[i]), task_b: task_prediction(&c.labels_b, &pb[i]) };
+        serde_json::to_writer(&mut out, &line)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// The seed's Task 2 sample sentences.
+pub const TASK2_SENTENCES: [&str; 3] = [
+    "I absolutely love the taste of this pizza!",
+    "The service was terrible, I am very disappointed.",
+    "What is the capital of France?",
+];
+
+/// Arguments of `task2`.
+#[derive(Args, Debug, Clone)]
+pub struct Task2Args {
+    /// Base sentence-transformers folder (heads are freshly initialised).
+    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    pub model: PathBuf,
+    /// A trained multi-task checkpoint to run instead of fresh heads.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Seed for the fresh heads.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// `task2`: both heads' logits, probabilities and predicted labels for the sample sentences.
+pub fn run_task2(args: &Task2Args) -> Result<()> {
+    let device = args.run.setup()?;
+    let clf = match &args.checkpoint {
+        Some(dir) => load_checkpoint(dir, device)?,
+        None => {
+            tch::manual_seed(args.seed as i64);
+            let names = |v: &[&str]| Labels(v.iter().map(|s| s.to_string()).collect());
+            let la = names(&["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]);
+            let lb = names(&["negative", "neutral", "positive"]);
+            let (clf, report) =
+                Classifier::from_base(&args.model, la, lb, 0.0, device).with_context(|| format!("loading model {}", args.model.display()))?;
+            warn_unexpected(&report);
+            clf
+        }
+    };
+    let ids = clf.tokenizer.encode_all(&TASK2_SENTENCES);
+    let seqs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
+    let (x, m) = crate::batch::pad(&seqs, clf.tokenizer.pad_id(), device);
+    let (pooled, logits) = tch::no_grad(|| {
+        let pooled = clf.model.pooled_t(&x, &m, false);
+        let logits = clf.model.heads_t(&pooled, false);
+        (pooled, logits)
+    });
+    println!(
+        "Task 2: multi-task model ({}), shared encoder + {} pooling {:?} -> classification_head {:?}, sentiment_head {:?}",
+        match &args.checkpoint {
+            Some(c) => format!("checkpoint {}", c.display()),
+            None => format!("{} with untrained heads, seed {}", args.model.display(), args.seed),
+        },
+        clf.model.config.encoder.pooling.describe(),
+        pooled.size(),
+        logits.a.size(),
+        logits.b.size()
+    );
+    let c = &clf.model.config;
+    let heads = [("Task A (sentence classification)", &logits.a, &c.labels_a), ("Task B (sentiment)", &logits.b, &c.labels_b)];
+    let fmt = |v: &[f32]| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", ");
+    for (i, text) in TASK2_SENTENCES.iter().enumerate() {
+        println!("\nSentence: {text}");
+        for (name, l, labels) in heads {
+            let row = l.get(i as i64);
+            let probs = Vec::<f32>::try_from(row.softmax(-1, tch::Kind::Float))?;
+            let lv = Vec::<f32>::try_from(&row)?;
+            println!("  {name}: logits [{}] probs [{}] -> {}", fmt(&lv), fmt(&probs), labels.0[argmax(&probs)]);
+        }
+    }
+    Ok(())
+}

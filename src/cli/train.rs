@@ -1,0 +1,220 @@
+//! `mtt train`, `task3` and `task4`: flags, their defaults per binary, and the mapping of flags to
+//! [`TrainConfig`] fields (each flag is its field's name in kebab case).
+
+use super::{at_least_one, RunArgs};
+use crate::config::DEFAULT_MODEL_DIR;
+use crate::data::bundled;
+use crate::device::set_threads;
+use crate::freeze::Freeze;
+use crate::optim::{parse_lr_override, LrPreset, OptimConfig};
+use crate::train::{train, Progress, TrainConfig};
+use anyhow::Result;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::Args;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// clap parser for `--freeze`: any [`Freeze`] name; `--help` lists them.
+#[derive(Clone, Copy, Debug)]
+pub struct FreezeParser;
+
+impl TypedValueParser for FreezeParser {
+    type Value = Freeze;
+
+    fn parse_ref(&self, cmd: &clap::Command, arg: Option<&clap::Arg>, value: &std::ffi::OsStr) -> Result<Freeze, clap::Error> {
+        let flag = arg.map(|a| a.to_string()).unwrap_or_else(|| "--freeze".into());
+        let text = value.to_string_lossy();
+        text.parse::<Freeze>().map_err(|e| {
+            clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("invalid value '{text}' for '{flag}': {e}\n")).with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(Freeze::NAMES.iter().map(PossibleValue::new)))
+    }
+}
+
+fn lr_preset_parser() -> impl TypedValueParser<Value = LrPreset> {
+    PossibleValuesParser::new(LrPreset::NAMES).map(|s| s.parse::<LrPreset>().expect("a listed preset"))
+}
+
+fn dropout(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err("must be in [0, 1)".into())
+    }
+}
+
+fn lr_override(s: &str) -> Result<(String, f64), String> {
+    parse_lr_override(s).map_err(|e| e.to_string())
+}
+
+/// Arguments of `mtt train`, `task3` and `task4`.
+#[derive(Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Task A (sentence classification) training file: TSV/CSV with `text` and `label`, or JSON Lines.
+    #[arg(long)]
+    pub task_a: Option<PathBuf>,
+    /// Task B (sentiment) training file.
+    #[arg(long)]
+    pub task_b: Option<PathBuf>,
+    /// Joint training file with `text`, `label_a`, `label_b` (repeatable).
+    #[arg(long = "train")]
+    pub joint: Vec<PathBuf>,
+    /// Task A dev file (accuracy and macro-F1 after each epoch).
+    #[arg(long)]
+    pub dev_a: Option<PathBuf>,
+    /// Task B dev file.
+    #[arg(long)]
+    pub dev_b: Option<PathBuf>,
+    /// Joint dev file (repeatable).
+    #[arg(long = "dev")]
+    pub dev_joint: Vec<PathBuf>,
+    /// Output folder: model.safetensors, config.json, vocab.txt, metrics.json (checked before training).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Base model: a sentence-transformers folder, or a multi-task checkpoint to continue from.
+    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    pub model: PathBuf,
+    /// Freezing scenario (layers:K freezes the embeddings and the first K layers).
+    #[arg(long, value_name = "SCENARIO", value_parser = FreezeParser)]
+    pub freeze: Option<Freeze>,
+    /// Learning-rate preset: uniform (1e-4 everywhere) or layerwise (1e-6 / 1e-5 / 1e-4).
+    #[arg(long, value_parser = lr_preset_parser())]
+    pub lr_plan: Option<LrPreset>,
+    /// Rate of the subsets under a name prefix, e.g. encoder.encoder.layer=2e-5 (repeatable, later
+    /// wins). Rates are per subset: a prefix inside one subset is an error.
+    #[arg(long = "lr", value_name = "PREFIX=RATE", value_parser = lr_override)]
+    pub lr: Vec<(String, f64)>,
+    /// Per-layer decay F in (0, 1]: layer i gets head_rate*F^(L-i), embeddings head_rate*F^(L+1).
+    #[arg(long)]
+    pub layer_decay: Option<f64>,
+    /// Use AdamW with this weight decay instead of Adam.
+    #[arg(long, value_name = "WEIGHT_DECAY")]
+    pub adamw: Option<f64>,
+    /// Linear warm-up over this many steps (each subset warms up to its own rate).
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    /// Decay each subset's rate linearly to 0 at the last step.
+    #[arg(long)]
+    pub linear_decay: bool,
+    /// Clip the global gradient L2 norm at this value.
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
+    /// Epochs over the training data.
+    #[arg(long, value_parser = at_least_one)]
+    pub epochs: Option<usize>,
+    /// Training batch size.
+    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
+    pub batch_size: usize,
+    /// Seed for head initialisation, dropout and shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop right after this many optimizer steps (the output folder is still written).
+    #[arg(long, value_parser = at_least_one)]
+    pub max_steps: Option<usize>,
+    /// Use only the first N rows of each training file.
+    #[arg(long, value_parser = at_least_one)]
+    pub limit: Option<usize>,
+    /// Weight of Task A's loss in the sum.
+    #[arg(long, default_value_t = 1.0)]
+    pub weight_a: f64,
+    /// Weight of Task B's loss in the sum.
+    #[arg(long, default_value_t = 1.0)]
+    pub weight_b: f64,
+    /// Dropout on the pooled vector before the heads (default 0, or the checkpoint's own value
+    /// when --model is a checkpoint).
+    #[arg(long, value_parser = dropout)]
+    pub head_dropout: Option<f64>,
+    /// Keep the checkpoint of the best dev epoch (mean dev accuracy) instead of the last.
+    #[arg(long)]
+    pub save_best: bool,
+    /// Seconds between plain progress lines when stderr is not a terminal (a bar is shown otherwise).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub progress_every: u64,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Defaults that differ between `mtt train`, `task3` and `task4`.
+pub struct TrainDefaults {
+    pub out: Option<&'static str>,
+    pub freeze: Freeze,
+    pub lr_plan: LrPreset,
+    pub epochs: usize,
+    /// Fill in the bundled data when no training file is given.
+    pub bundled_data: bool,
+}
+
+impl TrainDefaults {
+    /// `mtt train`: everything explicit.
+    pub const MTT: TrainDefaults = TrainDefaults { out: None, freeze: Freeze::None, lr_plan: LrPreset::Layerwise, epochs: 1, bundled_data: false };
+    /// `task3`: the seed's Task 3 (uniform 1e-4) on the bundled data.
+    pub const TASK3: TrainDefaults =
+        TrainDefaults { out: Some("runs/task3"), freeze: Freeze::None, lr_plan: LrPreset::Uniform, epochs: 1, bundled_data: true };
+    /// `task4`: the seed's Task 4 (layer-wise rates) on the bundled data.
+    pub const TASK4: TrainDefaults =
+        TrainDefaults { out: Some("runs/task4"), freeze: Freeze::None, lr_plan: LrPreset::Layerwise, epochs: 1, bundled_data: true };
+}
+
+impl TrainArgs {
+    /// The library's training configuration (validated when training starts).
+    pub fn to_config(&self, d: &TrainDefaults) -> Result<TrainConfig> {
+        let out = match (&self.out, d.out) {
+            (Some(o), _) => o.clone(),
+            (None, Some(o)) => PathBuf::from(o),
+            (None, None) => anyhow::bail!("--out DIR is required"),
+        };
+        let mut c = TrainConfig::new(self.model.clone(), out);
+        let no_train = self.task_a.is_none() && self.task_b.is_none() && self.joint.is_empty();
+        let bundled = d.bundled_data && no_train;
+        if !bundled && no_train {
+            anyhow::bail!("no training data: pass --task-a FILE and --task-b FILE (or --train JOINT_FILE)");
+        }
+        let pick = |given: &Option<PathBuf>, default: &str| given.clone().or_else(|| bundled.then(|| PathBuf::from(default)));
+        c.task_a = pick(&self.task_a, bundled::TASK_A);
+        c.task_b = pick(&self.task_b, bundled::TASK_B);
+        c.joint = self.joint.clone();
+        let no_dev = self.dev_a.is_none() && self.dev_b.is_none() && self.dev_joint.is_empty();
+        let bundled_dev = bundled && no_dev;
+        c.dev_a = self.dev_a.clone().or_else(|| bundled_dev.then(|| PathBuf::from(bundled::DEV_A)));
+        c.dev_b = self.dev_b.clone().or_else(|| bundled_dev.then(|| PathBuf::from(bundled::DEV_B)));
+        c.dev_joint = self.dev_joint.clone();
+        c.freeze = self.freeze.unwrap_or(d.freeze);
+        c.lr_plan = self.lr_plan.unwrap_or(d.lr_plan);
+        c.lr_overrides = self.lr.clone();
+        c.layer_decay = self.layer_decay;
+        c.optim = OptimConfig {
+            adamw: self.adamw.is_some(),
+            weight_decay: self.adamw.unwrap_or(0.0),
+            warmup_steps: self.warmup_steps,
+            linear_decay: self.linear_decay,
+            clip_norm: self.clip_norm,
+        };
+        c.epochs = self.epochs.unwrap_or(d.epochs);
+        c.batch_size = self.batch_size;
+        c.seed = self.seed;
+        c.max_steps = self.max_steps;
+        c.limit = self.limit;
+        c.weight_a = self.weight_a;
+        c.weight_b = self.weight_b;
+        c.head_dropout = self.head_dropout;
+        c.save_best = self.save_best;
+        c.device = self.run.device.clone();
+        Ok(c)
+    }
+}
+
+/// `mtt train` / `task3` / `task4`: a bar on a terminal, plain progress lines otherwise.
+pub fn run_train(args: &TrainArgs, defaults: &TrainDefaults, title: &str) -> Result<()> {
+    set_threads(args.run.threads);
+    let cfg = args.to_config(defaults)?;
+    cfg.validate()?;
+    println!("{title}");
+    let progress = if std::io::stderr().is_terminal() { Progress::Bar } else { Progress::Lines(Duration::from_secs(args.progress_every)) };
+    train(&cfg, progress, &mut |line: &str| println!("{line}"))?;
+    Ok(())
+}

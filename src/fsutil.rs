@@ -1,0 +1,74 @@
+//! Owns how the project writes files it must never leave half-written: atomic writes (a
+//! temporary file in the same folder, then a rename) and the up-front check of an output folder.
+
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// `path` with `.tmp` appended to the file name, in the same folder (so the rename is atomic).
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes `bytes` to `path` atomically: readers see the old file or the new one, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Runs `write` on a temporary path next to `path`, then renames it into place. On failure the
+/// temporary file is removed and `path` is left as it was.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = tmp_path(path);
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Makes sure results can be written into folder `dir` before any long work starts: creates it
+/// if needed, refuses a path that is a file, and proves it writable with a probe file.
+pub fn prepare_output_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Invalid(format!("output folder {} exists and is not a folder", dir.display())));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| Error::io(&probe, e))?;
+    std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_failed_write_keeps_old_one() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f.json");
+        write_atomic(&p, b"old").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        let e = write_atomic_with(&p, |tmp| {
+            std::fs::write(tmp, b"half").unwrap();
+            Err(Error::Invalid("disk full".into()))
+        });
+        assert!(e.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert!(!tmp_path(&p).exists());
+    }
+
+    #[test]
+    fn output_dir_that_is_a_file_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("taken");
+        std::fs::write(&f, b"x").unwrap();
+        let e = prepare_output_dir(&f).unwrap_err().to_string();
+        assert!(e.contains("exists and is not a folder"), "{e}");
+        prepare_output_dir(&d.path().join("new/sub")).unwrap();
+        assert!(d.path().join("new/sub").is_dir());
+    }
+}
