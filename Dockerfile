@@ -1,37 +1,57 @@
-# multi-task-transformer: build and run image, mirroring scripts/setup.sh.
-#   docker build -t multi_task_transformer .
-#   docker run --rm multi_task_transformer            # Task 4 (layer-wise learning rates)
-#   docker run --rm multi_task_transformer task1      # Task 1 (or task2, task3, mtt ...)
-#   docker run --rm --gpus all multi_task_transformer task4 --device cuda
-# The runtime stage bundles libtorch 2.4.0 (PyPI wheel torch==2.4.0, CUDA 12.1 runtime included)
-# and the all-MiniLM-L6-v2 folder, so it needs no network at run time.
+# syntax=docker/dockerfile:1
+# multi-task-transformer: the binaries, libtorch 2.4.0 and all-MiniLM-L6-v2 in one image.
+#   docker build -t multi-task-transformer .                               # VARIANT=cuda (default)
+#   docker build -t multi-task-transformer:cpu --build-arg VARIANT=cpu .   # no CUDA libraries
+#   docker run --rm -v "$PWD/runs:/app/runs" --user "$(id -u):$(id -g)" multi-task-transformer
+#                                       # task4; the checkpoint lands in ./runs/task4 on the host
+#   docker run --rm multi-task-transformer task1        # or task2, task3, mtt ..., embed ..., doctor
+#   docker run --rm --gpus all multi-task-transformer task4 --device cuda     # cuda variant
+# cuda: the PyPI wheel's CUDA 12.1 runtime libraries, for --gpus all. cpu: binaries linked
+# without libtorch_cuda, and only the two small CUDA files libtorch_cpu.so itself needs.
+# No network is needed at run time.
+ARG VARIANT=cuda
 
-FROM rust:1-slim-bookworm AS build
+FROM docker.io/library/rust:1-slim-bookworm AS build
+ARG VARIANT
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv python3-pip g++ ca-certificates \
+ && apt-get install -y --no-install-recommends python3 python3-pip g++ ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-# libtorch and the model first, so code changes do not redo the 2.5 GB download.
-COPY scripts/setup.sh scripts/setup.sh
-RUN bash scripts/setup.sh
+# Downloads are cached in build-cache mounts, never in a layer; pip keeps no cache of its own.
+ENV CARGO_HOME=/usr/local/cargo MTT_CACHE_DIR=/var/cache/mtt PIP_NO_CACHE_DIR=1 \
+    LIBTORCH=/opt/libtorch-${VARIANT}/torch LIBTORCH_CXX11_ABI=0
+# libtorch and the model first: a code change reuses these layers.
+COPY scripts/libtorch-site.sh scripts/setup.sh scripts/
+RUN --mount=type=cache,target=/var/cache/mtt \
+    bash scripts/libtorch-site.sh "$VARIANT" "/opt/libtorch-$VARIANT" \
+ && bash scripts/setup.sh --model-only
 COPY . .
-RUN cargo build --release --bins \
- && mkdir -p /dist/bin /dist/site \
- && cp target/release/mtt target/release/task1 target/release/task2 target/release/task3 target/release/task4 /dist/bin/ \
- && site="$(dirname "$(readlink -f .libtorch)")" \
- && mkdir -p /dist/site/torch \
- && cp -a "$site/torch/lib" /dist/site/torch/lib \
- && cp -a "$site/nvidia" /dist/site/nvidia
+# /dist mirrors the runtime image's file system: binaries, libtorch's libraries at the path the
+# binaries' rpath names, the model.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/var/cache/mtt-target \
+    CARGO_TARGET_DIR="/var/cache/mtt-target/$VARIANT" cargo build --release --locked --bins \
+ && mkdir -p /dist/usr/local/bin "/dist/opt/libtorch-$VARIANT/torch" /dist/app \
+ && for b in mtt task1 task2 task3 task4; do cp "/var/cache/mtt-target/$VARIANT/release/$b" /dist/usr/local/bin/; done \
+ && cp scripts/docker-entrypoint.sh /dist/usr/local/bin/mtt-entrypoint \
+ && cp -a "/opt/libtorch-$VARIANT/torch/lib" "/opt/libtorch-$VARIANT/torch/build-version" "/dist/opt/libtorch-$VARIANT/torch/" \
+ && cp -a "/opt/libtorch-$VARIANT/nvidia" "/dist/opt/libtorch-$VARIANT/" \
+ && cp -a models data /dist/app/
 
-FROM debian:bookworm-slim
+FROM docker.io/library/debian:bookworm-slim
+ARG VARIANT
+LABEL org.opencontainers.image.title="multi-task-transformer ($VARIANT)" \
+      org.opencontainers.image.description="Sentence embeddings and multi-task classification (all-MiniLM-L6-v2) on libtorch 2.4.0"
+# libgomp1: torch-sys links the system's OpenMP runtime (libtorch brings its own copy as well).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libstdc++6 libgomp1 ca-certificates \
- && rm -rf /var/lib/apt/lists/*
-# torch/lib finds the CUDA libraries through its rpath ($ORIGIN/../../nvidia/...): keep that layout.
-COPY --from=build /dist/site /opt/site
-COPY --from=build /dist/bin /usr/local/bin
-COPY --from=build /app/models /app/models
-COPY --from=build /app/data /app/data
-ENV LD_LIBRARY_PATH=/opt/site/torch/lib
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --create-home --home-dir /home/mtt mtt \
+ && mkdir -p /app/runs \
+ && chown mtt:mtt /app/runs
+COPY --from=build /dist/ /
 WORKDIR /app
-CMD ["task4"]
+# Training output (runs/task3, runs/task4, mtt train --out runs/...) outlives the container.
+VOLUME ["/app/runs"]
+USER 10001:10001
+ENTRYPOINT ["mtt-entrypoint"]

@@ -17,7 +17,8 @@ fn main() {
     };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     println!("cargo:rustc-env=MTT_LIBTORCH_LIB={lib}");
-    println!("cargo:rustc-env=MTT_LIBTORCH_VERSION={}", libtorch_version(&lib));
+    let root = std::path::Path::new(&lib).parent().unwrap_or(std::path::Path::new(&lib));
+    println!("cargo:rustc-env=MTT_LIBTORCH_VERSION={}", libtorch_version_at(root).unwrap_or_else(|| "unknown".into()));
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     if os == "linux" && std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
@@ -26,18 +27,4 @@ fn main() {
     }
 }
 
-/// The version libtorch declares: `build-version` in an official zip, `version.py` in a wheel.
-fn libtorch_version(lib: &str) -> String {
-    let root = std::path::Path::new(lib).parent().unwrap_or(std::path::Path::new(lib));
-    if let Ok(v) = std::fs::read_to_string(root.join("build-version")) {
-        return v.trim().to_string();
-    }
-    if let Ok(py) = std::fs::read_to_string(root.join("version.py")) {
-        for line in py.lines() {
-            if let Some(v) = line.strip_prefix("__version__ = ") {
-                return v.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
-            }
-        }
-    }
-    "unknown".to_string()
-}
+include!("src/torch_version.rs");

