@@ -26,16 +26,14 @@ RUN --mount=type=cache,target=/var/cache/mtt \
     bash scripts/libtorch-site.sh "$VARIANT" "/opt/libtorch-$VARIANT" \
  && bash scripts/setup.sh --model-only
 COPY . .
-# /dist mirrors the runtime image's file system: binaries, libtorch's libraries at the path the
-# binaries' rpath names, the model.
+# /dist mirrors the runtime image's small files: binaries, entry point, model, data. libtorch's
+# libraries are copied straight from /opt (never duplicated inside this stage).
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/var/cache/mtt-target \
     CARGO_TARGET_DIR="/var/cache/mtt-target/$VARIANT" cargo build --release --locked --bins \
- && mkdir -p /dist/usr/local/bin "/dist/opt/libtorch-$VARIANT/torch" /dist/app \
+ && mkdir -p /dist/usr/local/bin /dist/app \
  && for b in mtt task1 task2 task3 task4; do cp "/var/cache/mtt-target/$VARIANT/release/$b" /dist/usr/local/bin/; done \
  && cp scripts/docker-entrypoint.sh /dist/usr/local/bin/mtt-entrypoint \
- && cp -a "/opt/libtorch-$VARIANT/torch/lib" "/opt/libtorch-$VARIANT/torch/build-version" "/dist/opt/libtorch-$VARIANT/torch/" \
- && cp -a "/opt/libtorch-$VARIANT/nvidia" "/dist/opt/libtorch-$VARIANT/" \
  && cp -a models data /dist/app/
 
 FROM docker.io/library/debian:bookworm-slim
@@ -49,6 +47,10 @@ RUN apt-get update \
  && useradd --system --uid 10001 --user-group --create-home --home-dir /home/mtt mtt \
  && mkdir -p /app/runs \
  && chown mtt:mtt /app/runs
+# libtorch at the path the binaries' rpath names (torch/lib finds nvidia/ through its own rpath).
+COPY --from=build /opt/libtorch-${VARIANT}/torch/lib /opt/libtorch-${VARIANT}/torch/lib
+COPY --from=build /opt/libtorch-${VARIANT}/torch/build-version /opt/libtorch-${VARIANT}/torch/
+COPY --from=build /opt/libtorch-${VARIANT}/nvidia /opt/libtorch-${VARIANT}/nvidia
 COPY --from=build /dist/ /
 WORKDIR /app
 # Training output (runs/task3, runs/task4, mtt train --out runs/...) outlives the container.

@@ -59,8 +59,9 @@ make_base() { # name tag packages [extra setup hook]
     mmdebstrap "${args[@]}" bookworm "$tar.tmp" "${sources[@]}"
     mv "$tar.tmp" "$tar"
   fi
-  if ! podman image exists "$tag"; then
-    podman import --change 'CMD ["/bin/bash"]' "$tar" "$tag" >/dev/null
+  # Re-import when the tag holds another build of the base (a changed package list or key).
+  if [ "$(podman image inspect --format '{{index .Labels "mtt.base.key"}}' "$tag" 2>/dev/null || true)" != "$key" ]; then
+    podman import --change 'CMD ["/bin/bash"]' --change "LABEL mtt.base.key=$key" "$tar" "$tag" >/dev/null
   fi
   say "$tag ready"
 }
