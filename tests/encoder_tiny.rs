@@ -138,3 +138,30 @@ fn task1_prints_shape_and_first_values() {
     assert!(out.contains("Sentence: The quick brown fox jumps over the lazy dog."));
     assert_eq!(out.matches("First 5 values: [").count(), 3);
 }
+
+/// A reader that stops early (`mtt embed | head -1`) ends the process by SIGPIPE, quietly, not with
+/// a panic from `println!` or a Broken-pipe error.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_mtt_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = tiny();
+    let m = d.path().join("m");
+    for args in [vec!["doctor", "--model", m.to_str().unwrap()], vec!["embed", "--model", m.to_str().unwrap()]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mtt"))
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close our end of stdout before the program has written anything.
+        drop(child.stdout.take());
+        let text: String = (0..200).map(|i| format!("what is the city {i} ?\n")).collect();
+        let _ = child.stdin.take().unwrap().write_all(text.as_bytes());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {err}", out.status);
+    }
+}

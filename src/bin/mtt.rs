@@ -25,6 +25,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    cli::restore_sigpipe();
     match Mtt::parse().command {
         Command::Embed(a) => cli::run_embed(&a),
         Command::Doctor(a) => cli::run_doctor(&a),

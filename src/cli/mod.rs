@@ -41,6 +41,17 @@ impl RunArgs {
     }
 }
 
+/// Restores the default action of SIGPIPE, which Rust programs ignore: then `mtt embed | head`
+/// ends quietly as Unix tools do, instead of `println!` panicking on the closed pipe. Every
+/// binary calls it first.
+pub fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called at the start of main, before any thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Prints a warning for tensors of a weights file that no variable took.
 pub fn warn_unexpected(report: &LoadReport) {
     if !report.unexpected.is_empty() {
