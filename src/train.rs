@@ -493,6 +493,11 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
                 break;
             }
         }
+        // Whatever a skipped, label-less last batch left unread (a no-op otherwise).
+        if let Err(e) = pending.flush(epoch, &mut metrics, &mut sums, &cfg.out) {
+            ui.bar.finish_and_clear();
+            return Err(e);
+        }
         ui.bar.finish_and_clear();
         let seconds = start.elapsed().as_secs_f64();
         let mean = |s: f64, n: usize| if n == 0 { f64::NAN } else { s / n as f64 };

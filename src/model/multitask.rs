@@ -43,6 +43,15 @@ pub fn torch_linear(p: nn::Path, in_dim: i64, out_dim: i64) -> nn::Linear {
     nn::linear(p, in_dim, out_dim, nn::LinearConfig { ws_init: init, bs_init: Some(init), bias: true })
 }
 
+/// A pooled-vector dropout probability must lie in [0, 1).
+fn check_dropout(p: f64) -> Result<()> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(invalid(format!("head_dropout {p}: must be in [0, 1)")))
+    }
+}
+
 /// Both tasks' logits: `[batch, n_labels_a]` and `[batch, n_labels_b]`.
 pub struct Logits {
     pub a: Tensor,
@@ -65,9 +74,7 @@ impl MultiTask {
         if labels_a.is_empty() || labels_b.is_empty() {
             return Err(invalid("each task needs at least one label"));
         }
-        if !(0.0..1.0).contains(&head_dropout) {
-            return Err(invalid(format!("head_dropout {head_dropout}: must be in [0, 1)")));
-        }
+        check_dropout(head_dropout)?;
         let mut params = Params::new(device);
         let enc = Encoder::new(&mut params, encoder);
         let dim = encoder.embedding_dim();
@@ -105,9 +112,7 @@ impl MultiTask {
 
     /// Sets the pooled-vector dropout used when training.
     pub fn set_head_dropout(&mut self, p: f64) -> Result<()> {
-        if !(0.0..1.0).contains(&p) {
-            return Err(invalid(format!("head_dropout {p}: must be in [0, 1)")));
-        }
+        check_dropout(p)?;
         self.config.head_dropout = p;
         Ok(())
     }
