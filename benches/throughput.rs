@@ -10,13 +10,13 @@
 //! The peer runs with `.venv/bin/python` (install it with `scripts/setup.sh --peer`) and
 //! `../shared/peer/python_peer.py`, or MTT_PEER / MTT_PEER_PYTHON; `--no-peer` skips it.
 
-use multi_task_transformer::batch::{epoch_batches, make_batch};
+use multi_task_transformer::batch::{epoch_batches, make_batch, Draw, Source};
 use multi_task_transformer::config::DEFAULT_MODEL_DIR as MODEL;
 use multi_task_transformer::data::bundled::{TASK_A, TASK_B};
 use multi_task_transformer::data::{self, Labels, Task};
 use multi_task_transformer::freeze::Freeze;
 use multi_task_transformer::optim::{learning_rates, LrPreset, OptimConfig, Optimizers};
-use multi_task_transformer::train::train_step;
+use multi_task_transformer::train::{train_step, LossMix};
 use multi_task_transformer::{Classifier, EncodeOptions, SentenceEncoder};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -130,8 +130,8 @@ fn bench_train(o: &Opts) {
             start = Instant::now();
             done = 0;
         }
-        let b = make_batch(&ex, rows, clf.tokenizer.pad_id(), Device::Cpu);
-        train_step(&clf.model, &mut opts, &b, 1.0, 1.0, step).expect("labelled batch").read().expect("losses");
+        let b = make_batch(&ex, &Draw { rows: rows.clone(), task: None }, Source::Tokens { pad_id: clf.tokenizer.pad_id() }, Device::Cpu);
+        train_step(&clf.model, &mut opts, &b, &LossMix::fixed(1.0, 1.0), !freeze.freezes_encoder(), step).expect("labelled batch").read().expect("losses");
         done += b.size;
     }
     let dt = start.elapsed().as_secs_f64();

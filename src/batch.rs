@@ -1,10 +1,15 @@
 //! Owns batching, for inference and training alike: dynamic padding (each batch padded only to
-//! its own longest sequence), length-sorted inference batches, the shuffled per-epoch order, and
-//! the padded, labelled training [`Batch`].
+//! its own longest sequence), length-sorted inference batches, the shuffled per-epoch order under
+//! each task-sampling scheme, and the labelled training [`Batch`] (token ids, or cached pooled
+//! vectors when the encoder is frozen).
 
-use crate::data::Example;
+use crate::data::{Example, Task};
+use crate::error::{invalid, Error, Result};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
 use tch::{Device, Tensor};
 
 /// Label value for "no label for this task" in a batch's target tensor.
@@ -43,12 +48,149 @@ pub fn epoch_batches(n: usize, batch_size: usize, seed: u64, epoch: usize) -> Ve
     order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
 }
 
-/// A padded training batch on the model's device.
+/// How a training epoch draws its batches from the two tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum TaskSampling {
+    /// All rows shuffled together: each batch mixes the tasks in proportion to their data.
+    Proportional,
+    /// Each batch from one task, alternating A, B, A, ...
+    RoundRobin,
+    /// Each batch from one task, drawn with probability proportional to `n_task^(1/T)`: T = 1 is
+    /// proportional to the data, large T approaches equal shares.
+    Temperature(f64),
+}
+
+impl TaskSampling {
+    /// The names users type.
+    pub const NAMES: [&'static str; 3] = ["proportional", "round-robin", "temperature:T"];
+}
+
+impl FromStr for TaskSampling {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "proportional" => Ok(TaskSampling::Proportional),
+            "round-robin" => Ok(TaskSampling::RoundRobin),
+            _ => {
+                let t = s.strip_prefix("temperature:").and_then(|t| t.parse::<f64>().ok()).ok_or_else(|| {
+                    invalid(format!("task sampling '{s}': expected proportional, round-robin or temperature:T (T > 0)"))
+                })?;
+                if !(t.is_finite() && t > 0.0) {
+                    return Err(invalid(format!("task sampling temperature {t}: must be finite and > 0")));
+                }
+                Ok(TaskSampling::Temperature(t))
+            }
+        }
+    }
+}
+
+impl fmt::Display for TaskSampling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskSampling::Proportional => f.write_str("proportional"),
+            TaskSampling::RoundRobin => f.write_str("round-robin"),
+            TaskSampling::Temperature(t) => write!(f, "temperature:{t}"),
+        }
+    }
+}
+
+impl From<TaskSampling> for String {
+    fn from(s: TaskSampling) -> String {
+        s.to_string()
+    }
+}
+
+impl TryFrom<String> for TaskSampling {
+    type Error = Error;
+
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+/// One training batch's rows, and the task it was drawn for (`None`: mixed, every label counts).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draw {
+    pub rows: Vec<usize>,
+    pub task: Option<Task>,
+}
+
+/// A task's rows, shuffled and dealt out in batches, reshuffled whenever they run out (so a
+/// smaller task is revisited within an epoch).
+struct Pool {
+    rows: Vec<usize>,
+    next: usize,
+}
+
+impl Pool {
+    fn take(&mut self, n: usize, rng: &mut impl Rng) -> Vec<usize> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n.min(self.rows.len()) {
+            if self.next == self.rows.len() {
+                self.rows.shuffle(rng);
+                self.next = 0;
+            }
+            let k = (n - out.len()).min(self.rows.len() - self.next);
+            out.extend_from_slice(&self.rows[self.next..self.next + k]);
+            self.next += k;
+        }
+        out
+    }
+}
+
+/// One epoch's batches under `sampling`, deterministic in `seed` and `epoch`. `labelled[i]` says
+/// which tasks row `i` has a label for. Every scheme yields as many batches as the mixed one
+/// (`ceil(n / batch_size)`); per-task schemes take a batch's rows from one task only.
+pub fn sampled_batches(labelled: &[(bool, bool)], batch_size: usize, seed: u64, epoch: usize, sampling: TaskSampling) -> Vec<Draw> {
+    if sampling == TaskSampling::Proportional {
+        return epoch_batches(labelled.len(), batch_size, seed, epoch).into_iter().map(|rows| Draw { rows, task: None }).collect();
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) ^ 0x5eed);
+    let mut pool = |pick: fn(&(bool, bool)) -> bool| {
+        let mut rows: Vec<usize> = (0..labelled.len()).filter(|&i| pick(&labelled[i])).collect();
+        rows.shuffle(&mut rng);
+        Pool { rows, next: 0 }
+    };
+    let mut pools = [pool(|l| l.0), pool(|l| l.1)];
+    let sizes = [pools[0].rows.len() as f64, pools[1].rows.len() as f64];
+    let n_batches = labelled.len().div_ceil(batch_size.max(1));
+    let mut out = Vec::with_capacity(n_batches);
+    for i in 0..n_batches {
+        let t = if sizes[0] == 0.0 {
+            1
+        } else if sizes[1] == 0.0 {
+            0
+        } else {
+            match sampling {
+                TaskSampling::RoundRobin => i % 2,
+                TaskSampling::Temperature(temp) => {
+                    let (wa, wb) = (sizes[0].powf(1.0 / temp), sizes[1].powf(1.0 / temp));
+                    usize::from(rng.gen::<f64>() >= wa / (wa + wb))
+                }
+                TaskSampling::Proportional => unreachable!("handled above"),
+            }
+        };
+        let rows = pools[t].take(batch_size.max(1), &mut rng);
+        if !rows.is_empty() {
+            out.push(Draw { rows, task: Some(if t == 0 { Task::A } else { Task::B }) });
+        }
+    }
+    out
+}
+
+/// What a training batch feeds the model.
+pub enum Inputs {
+    /// `[batch, seq]` token ids and attention mask (1 = token).
+    Tokens { ids: Tensor, mask: Tensor },
+    /// `[batch, dim]` pooled vectors from a frozen encoder's cache.
+    Pooled(Tensor),
+}
+
+/// A training batch on the model's device.
 pub struct Batch {
-    /// `[batch, seq]` token ids.
-    pub ids: Tensor,
-    /// `[batch, seq]` attention mask, 1 = token.
-    pub mask: Tensor,
+    pub inputs: Inputs,
     /// `[batch]` Task A targets, [`IGNORE`] where a row has none.
     pub labels_a: Tensor,
     /// `[batch]` Task B targets, [`IGNORE`] where a row has none.
@@ -59,18 +201,39 @@ pub struct Batch {
     pub size: usize,
 }
 
-/// Pads `rows` of `data` into one batch.
-pub fn make_batch(data: &[Example], rows: &[usize], pad_id: i64, device: Device) -> Batch {
-    let seqs: Vec<&[i64]> = rows.iter().map(|&i| data[i].ids.as_slice()).collect();
-    let (ids, mask) = pad(&seqs, pad_id, device);
-    let target = |f: &dyn Fn(&Example) -> Option<usize>| -> (Tensor, usize) {
-        let v: Vec<i64> = rows.iter().map(|&i| f(&data[i]).map(|l| l as i64).unwrap_or(IGNORE)).collect();
+/// Where a training batch's inputs come from.
+#[derive(Clone, Copy)]
+pub enum Source<'a> {
+    /// Token ids, padded with this `[PAD]` id.
+    Tokens { pad_id: i64 },
+    /// Cached pooled vectors, `[n_examples, dim]` on the model's device.
+    Cache(&'a Tensor),
+}
+
+/// The batch of `draw`'s rows of `data`: padded token ids or cached vectors, and the targets
+/// (only the drawn task's labels when the draw is for one task).
+pub fn make_batch(data: &[Example], draw: &Draw, source: Source, device: Device) -> Batch {
+    let rows = &draw.rows;
+    let inputs = match source {
+        Source::Tokens { pad_id } => {
+            let seqs: Vec<&[i64]> = rows.iter().map(|&i| data[i].ids.as_slice()).collect();
+            let (ids, mask) = pad(&seqs, pad_id, device);
+            Inputs::Tokens { ids, mask }
+        }
+        Source::Cache(all) => {
+            let index = Tensor::from_slice(&rows.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(all.device());
+            Inputs::Pooled(all.index_select(0, &index))
+        }
+    };
+    let target = |task: Task, f: &dyn Fn(&Example) -> Option<usize>| -> (Tensor, usize) {
+        let keep = draw.task.map_or(true, |t| t == task);
+        let v: Vec<i64> = rows.iter().map(|&i| f(&data[i]).filter(|_| keep).map(|l| l as i64).unwrap_or(IGNORE)).collect();
         let n = v.iter().filter(|&&l| l != IGNORE).count();
         (Tensor::from_slice(&v).to_device(device), n)
     };
-    let (labels_a, n_a) = target(&|e| e.label_a);
-    let (labels_b, n_b) = target(&|e| e.label_b);
-    Batch { ids, mask, labels_a, labels_b, n_a, n_b, size: rows.len() }
+    let (labels_a, n_a) = target(Task::A, &|e| e.label_a);
+    let (labels_b, n_b) = target(Task::B, &|e| e.label_b);
+    Batch { inputs, labels_a, labels_b, n_a, n_b, size: rows.len() }
 }
 
 #[cfg(test)]
@@ -104,9 +267,55 @@ mod tests {
     fn training_batches_mark_missing_labels() {
         let ex = |a: Option<usize>, b: Option<usize>| Example { text: String::new(), ids: vec![2, 9, 3], label_a: a, label_b: b };
         let data = vec![ex(Some(1), None), ex(None, Some(2)), ex(Some(0), Some(0))];
-        let b = make_batch(&data, &[0, 1, 2], 0, Device::Cpu);
+        let tokens = Source::Tokens { pad_id: 0 };
+        let b = make_batch(&data, &Draw { rows: vec![0, 1, 2], task: None }, tokens, Device::Cpu);
         assert_eq!((b.n_a, b.n_b, b.size), (2, 2, 3));
         assert_eq!(Vec::<i64>::try_from(&b.labels_a).unwrap(), vec![1, IGNORE, 0]);
         assert_eq!(Vec::<i64>::try_from(&b.labels_b).unwrap(), vec![IGNORE, 2, 0]);
+        // A draw for Task A ignores the Task B label of a joint row.
+        let b = make_batch(&data, &Draw { rows: vec![2, 0], task: Some(Task::A) }, tokens, Device::Cpu);
+        assert_eq!((b.n_a, b.n_b), (2, 0));
+        assert_eq!(Vec::<i64>::try_from(&b.labels_b).unwrap(), vec![IGNORE, IGNORE]);
+        // Cached vectors: the rows' vectors in draw order.
+        let cache = Tensor::from_slice(&[0f32, 1., 2.]).view([3, 1]);
+        let b = make_batch(&data, &Draw { rows: vec![2, 0], task: None }, Source::Cache(&cache), Device::Cpu);
+        let Inputs::Pooled(p) = &b.inputs else { panic!("cached batch") };
+        assert_eq!(Vec::<f32>::try_from(p.flatten(0, -1)).unwrap(), vec![2., 0.]);
+    }
+
+    #[test]
+    fn task_sampling_schemes() {
+        // 30 rows: 20 Task A only, 10 Task B only.
+        let labelled: Vec<(bool, bool)> = (0..30).map(|i| (i < 20, i >= 20)).collect();
+        let mixed = sampled_batches(&labelled, 4, 1, 0, TaskSampling::Proportional);
+        assert_eq!(mixed.len(), 8);
+        assert!(mixed.iter().all(|d| d.task.is_none()));
+        let rr = sampled_batches(&labelled, 4, 1, 0, TaskSampling::RoundRobin);
+        assert_eq!(rr.len(), 8);
+        for (i, d) in rr.iter().enumerate() {
+            let want = if i % 2 == 0 { Task::A } else { Task::B };
+            assert_eq!(d.task, Some(want));
+            assert_eq!(d.rows.len(), 4);
+            assert!(d.rows.iter().all(|&r| (r < 20) == (want == Task::A)), "rows of the drawn task only");
+        }
+        // Task B (10 rows) was dealt 16: every row at least once, then reshuffled.
+        let b_rows: std::collections::BTreeSet<usize> = rr.iter().filter(|d| d.task == Some(Task::B)).flat_map(|d| d.rows.clone()).collect();
+        assert_eq!(b_rows.len(), 10);
+        assert_eq!(rr, sampled_batches(&labelled, 4, 1, 0, TaskSampling::RoundRobin), "deterministic");
+        // Temperature: T = 1 follows the data (2:1), a large T approaches 1:1.
+        let share_a = |t: f64| {
+            let n: usize = (0..200).map(|e| sampled_batches(&labelled, 4, 3, e, TaskSampling::Temperature(t)).iter().filter(|d| d.task == Some(Task::A)).count()).sum();
+            n as f64 / (200.0 * 8.0)
+        };
+        let (p1, p100) = (share_a(1.0), share_a(100.0));
+        assert!((p1 - 2.0 / 3.0).abs() < 0.04, "T=1 share of A {p1}");
+        assert!((p100 - 0.5).abs() < 0.04, "T=100 share of A {p100}");
+        // One task without rows: every batch from the other.
+        let only_a: Vec<(bool, bool)> = (0..9).map(|_| (true, false)).collect();
+        assert!(sampled_batches(&only_a, 4, 0, 0, TaskSampling::RoundRobin).iter().all(|d| d.task == Some(Task::A)));
+        assert_eq!("temperature:2".parse::<TaskSampling>().unwrap(), TaskSampling::Temperature(2.0));
+        assert_eq!(TaskSampling::Temperature(2.0).to_string(), "temperature:2");
+        assert!("temperature:0".parse::<TaskSampling>().is_err());
+        assert!("roundrobin".parse::<TaskSampling>().unwrap_err().to_string().contains("round-robin"));
     }
 }

@@ -32,6 +32,18 @@ impl PoolingConfig {
     /// Mask-aware mean pooling only (all-MiniLM-L6-v2).
     pub const MEAN: PoolingConfig = PoolingConfig { cls: false, max: false, mean: true, mean_sqrt_len: false };
 
+    /// One pooling mode by name: `mean`, `max`, `cls` or `mean_sqrt_len`.
+    pub fn from_name(name: &str) -> Result<PoolingConfig> {
+        let off = PoolingConfig { cls: false, max: false, mean: false, mean_sqrt_len: false };
+        Ok(match name {
+            "mean" => PoolingConfig { mean: true, ..off },
+            "max" => PoolingConfig { max: true, ..off },
+            "cls" => PoolingConfig { cls: true, ..off },
+            "mean_sqrt_len" => PoolingConfig { mean_sqrt_len: true, ..off },
+            _ => return Err(Error::Invalid(format!("pooling '{name}': expected mean, max, cls or mean_sqrt_len"))),
+        })
+    }
+
     /// How many hidden-size blocks the pooled vector has.
     pub fn n_modes(&self) -> i64 {
         [self.cls, self.max, self.mean, self.mean_sqrt_len].iter().filter(|&&m| m).count() as i64

@@ -13,12 +13,15 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// The training and dev files bundled in `data/` (copied from shared/data: TREC-6 for Task A,
-/// SST-5 folded to 3 classes for Task B), relative to the repository root.
+/// SST-5 folded to 3 classes for Task B, TweetEval sentiment as an out-of-domain Task B check),
+/// relative to the repository root.
 pub mod bundled {
     pub const TASK_A: &str = "data/trec6/train.tsv";
     pub const TASK_B: &str = "data/sst5_3class/train.tsv";
     pub const DEV_A: &str = "data/trec6/dev.tsv";
     pub const DEV_B: &str = "data/sst5_3class/dev.tsv";
+    /// Tweets (TweetEval sentiment, validation split): Task B out of domain, never trained on.
+    pub const OOD_B: &str = "data/tweet_sentiment/dev.tsv";
 }
 
 /// The two tasks.

@@ -73,8 +73,29 @@ pub fn probabilities(model: &MultiTask, ids: &[Vec<i64>], b: Batching) -> Result
 pub fn evaluate(model: &MultiTask, examples: &[Example], b: Batching) -> Result<BTreeMap<String, TaskMetrics>> {
     let ids: Vec<Vec<i64>> = examples.iter().map(|e| e.ids.clone()).collect();
     let (pa, pb) = probabilities(model, &ids, b)?;
+    task_scores(model, examples, &pa, &pb)
+}
+
+/// [`evaluate`] from the examples' pooled vectors `[n, dim]` (a frozen encoder's cache): only the
+/// heads run, `batch_size` rows at a time.
+pub fn evaluate_pooled(model: &MultiTask, examples: &[Example], pooled: &Tensor, batch_size: usize) -> Result<BTreeMap<String, TaskMetrics>> {
+    if batch_size == 0 {
+        return Err(invalid("batch size must be at least 1"));
+    }
+    let _guard = tch::no_grad_guard();
+    let (mut pa, mut pb) = (Vec::new(), Vec::new());
+    for chunk in pooled.split(batch_size as i64, 0) {
+        let l = model.heads_t(&chunk, false);
+        pa.push(l.a.to_device(Device::Cpu));
+        pb.push(l.b.to_device(Device::Cpu));
+    }
+    task_scores(model, examples, &Tensor::cat(&pa, 0), &Tensor::cat(&pb, 0))
+}
+
+/// Per-task metrics from both tasks' scores (probabilities or logits: only the argmax counts).
+fn task_scores(model: &MultiTask, examples: &[Example], pa: &Tensor, pb: &Tensor) -> Result<BTreeMap<String, TaskMetrics>> {
     let argmax = |p: &Tensor| -> Result<Vec<i64>> { Ok(Vec::<i64>::try_from(p.argmax(-1, false))?) };
-    let (ya, yb) = (argmax(&pa)?, argmax(&pb)?);
+    let (ya, yb) = (argmax(pa)?, argmax(pb)?);
     let mut out = BTreeMap::new();
     for (task, pred, labels) in [(Task::A, &ya, &model.config.labels_a), (Task::B, &yb, &model.config.labels_b)] {
         let (gold, p): (Vec<usize>, Vec<usize>) = examples

@@ -15,11 +15,15 @@
 //!   probabilities, evaluation).
 //! * [`embed::SentenceEncoder`], [`classifier::Classifier`]: the text-in fronts (tokenizer plus
 //!   encoder; tokenizer plus multi-task model).
+//! * [`cache`]: a frozen encoder's pooled vectors, computed once (in memory or on disk).
 //! * [`freeze`], [`optim`], [`train`]: Task 3's scenarios, Task 4's per-subset optimizers and
 //!   schedule, and the training run.
+//! * [`plot`], [`experiment`]: PNG charts; grids of training runs over seeds, the tuned-recipe
+//!   searches and the results page.
 //! * [`cli`]: the binaries' layer (clap arguments, command bodies); the only module that prints.
 
 pub mod batch;
+pub mod cache;
 pub mod classifier;
 pub mod cli;
 pub mod config;
@@ -27,10 +31,12 @@ pub mod data;
 pub mod device;
 pub mod embed;
 pub mod error;
+pub mod experiment;
 pub mod freeze;
 pub mod fsutil;
 pub mod infer;
 pub mod metrics;
+pub mod plot;
 pub mod model;
 pub mod optim;
 pub mod params;

@@ -198,6 +198,15 @@ impl Optimizers {
         Ok(Optimizers { bound, cfg, total_steps, trainable })
     }
 
+    /// Binds one more Adam optimizer, at `rate` and on the same schedule, to variables that live
+    /// outside the model's parameters (uncertainty weighting's log-variances).
+    pub fn bind_extra(&mut self, name: &str, vs: &nn::VarStore, rate: f64) -> Result<()> {
+        check_rate(name, rate)?;
+        let opt = nn::Adam::default().build(vs, rate)?;
+        self.bound.push(Bound { subset: name.to_string(), rate, opt });
+        Ok(())
+    }
+
     /// Whether anything trains.
     pub fn is_empty(&self) -> bool {
         self.bound.is_empty()

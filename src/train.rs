@@ -1,32 +1,98 @@
 //! Owns Tasks 3 and 4's training run: [`TrainConfig`] and its validation (every rule lives in
 //! [`TrainConfig::validate`]), the loop (cross-entropy per task over the rows that carry its
-//! label, weighted sum, one optimizer per trainable subset), per-epoch dev evaluation,
-//! `metrics.json` and the checkpoint folder.
+//! label, combined with fixed weights or learned uncertainty weights, one optimizer per trainable
+//! subset, batches drawn by the chosen task-sampling scheme), per-epoch dev evaluation, early
+//! stopping, `metrics.json` and the checkpoint folder.
+//!
+//! When nothing in the encoder trains, the encoder runs with dropout off (a frozen encoder is a
+//! fixed feature extractor), and by default its pooled vectors are computed once
+//! ([`crate::cache`]) and the heads train on them.
 //!
 //! Losses and gradient norms stay on the device and are read back at sync points (every step on
 //! the CPU, where reading costs nothing; every [`CUDA_SYNC_EVERY`] steps on a GPU), where a
 //! non-finite value stops the run without saving anything.
 
-use crate::batch::{self, Batch, IGNORE};
+use crate::batch::{self, Batch, Inputs, TaskSampling, IGNORE};
+use crate::cache::FeatureCache;
 use crate::classifier::Classifier;
-use crate::data::{self, Labels, Source, Task};
+use crate::config::PoolingConfig;
+use crate::data::{self, Example, Labels, Source, Task};
 use crate::device::{device_name, parse_device};
 use crate::error::{invalid, Error, Result};
 use crate::freeze::Freeze;
 use crate::fsutil::{prepare_output_dir, write_atomic};
-use crate::infer;
+use crate::infer::{self, Batching};
 use crate::metrics::TaskMetrics;
 use crate::model::MultiTask;
 use crate::optim::{check_rate, learning_rates, LrPreset, OptimConfig, Optimizers};
+use crate::params::ENCODER;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
-use tch::{Device, Kind, Reduction, Tensor};
+use tch::{nn, Device, Kind, Reduction, Tensor};
 
 /// Steps between reads of the losses on a CUDA device (each read waits for the GPU).
 pub const CUDA_SYNC_EVERY: usize = 32;
+
+/// Default learning rate of uncertainty weighting's log-variances (their own Adam optimizer).
+pub const LOSS_WEIGHTING_LR: f64 = 1e-2;
+
+/// How the two tasks' losses are combined into the one that is minimised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossWeighting {
+    /// `weight_a * loss_a + weight_b * loss_b`.
+    Fixed,
+    /// Kendall, Gal and Cipolla (2018): `sum_t exp(-s_t) * weight_t * loss_t + s_t / 2`, with the
+    /// log-variances `s_a`, `s_b` learned alongside the model.
+    Uncertainty,
+}
+
+impl LossWeighting {
+    /// The names users type.
+    pub const NAMES: [&'static str; 2] = ["fixed", "uncertainty"];
+}
+
+impl FromStr for LossWeighting {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fixed" => Ok(LossWeighting::Fixed),
+            "uncertainty" => Ok(LossWeighting::Uncertainty),
+            _ => Err(invalid(format!("loss weighting '{s}': expected fixed or uncertainty"))),
+        }
+    }
+}
+
+impl fmt::Display for LossWeighting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossWeighting::Fixed => "fixed",
+            LossWeighting::Uncertainty => "uncertainty",
+        })
+    }
+}
+
+fn default_sampling() -> TaskSampling {
+    TaskSampling::Proportional
+}
+
+fn default_loss_weighting() -> LossWeighting {
+    LossWeighting::Fixed
+}
+
+fn default_loss_weighting_lr() -> f64 {
+    LOSS_WEIGHTING_LR
+}
+
+fn yes() -> bool {
+    true
+}
 
 /// Everything that defines a training run; saved in the checkpoint's `config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +126,34 @@ pub struct TrainConfig {
     pub head_dropout: Option<f64>,
     pub save_best: bool,
     pub device: String,
+    /// Pooling the heads read (`mean`, `max`, `cls`); `None`: the model folder's own.
+    #[serde(default)]
+    pub pooling: Option<String>,
+    /// How batches are drawn from the two tasks.
+    #[serde(default = "default_sampling")]
+    pub sampling: TaskSampling,
+    #[serde(default = "default_loss_weighting")]
+    pub loss_weighting: LossWeighting,
+    /// Learning rate of the uncertainty log-variances.
+    #[serde(default = "default_loss_weighting_lr")]
+    pub loss_weighting_lr: f64,
+    /// Stop after this many epochs without a better mean dev accuracy.
+    #[serde(default)]
+    pub patience: Option<usize>,
+    /// Train the heads on cached pooled vectors when nothing in the encoder trains.
+    #[serde(default = "yes")]
+    pub cache: bool,
+    /// Keep cached vectors on disk here (shared between runs); `None`: in memory only.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// An extra Task B file evaluated after each epoch and never used to pick a checkpoint
+    /// (out-of-domain check).
+    #[serde(default)]
+    pub ood_b: Option<PathBuf>,
+    /// Train one task only: the other task's rows are left out (its head keeps its initial
+    /// weights). The single-task baseline for "does sharing the encoder help?".
+    #[serde(default)]
+    pub only_task: Option<Task>,
 }
 
 impl TrainConfig {
@@ -90,6 +184,15 @@ impl TrainConfig {
             head_dropout: None,
             save_best: false,
             device: "auto".into(),
+            pooling: None,
+            sampling: TaskSampling::Proportional,
+            loss_weighting: LossWeighting::Fixed,
+            loss_weighting_lr: LOSS_WEIGHTING_LR,
+            patience: None,
+            cache: true,
+            cache_dir: None,
+            ood_b: None,
+            only_task: None,
         }
     }
 
@@ -131,6 +234,18 @@ impl TrainConfig {
             return Err(invalid("weight_a and weight_b are both 0: nothing would be learned"));
         }
         self.optim.validate()?;
+        if let Some(p) = &self.pooling {
+            PoolingConfig::from_name(p)?;
+        }
+        if let Some(p) = self.patience {
+            at_least_1("patience", p)?;
+            if self.dev_a.is_none() && self.dev_b.is_none() && self.dev_joint.is_empty() {
+                return Err(invalid("patience needs dev data (dev_a, dev_b or a joint dev file) to watch"));
+            }
+        }
+        if !(self.loss_weighting_lr.is_finite() && self.loss_weighting_lr > 0.0) {
+            return Err(invalid(format!("loss_weighting_lr {}: must be finite and > 0", self.loss_weighting_lr)));
+        }
         if self.out.as_os_str().is_empty() {
             return Err(invalid("out: an output folder is required"));
         }
@@ -143,12 +258,26 @@ impl TrainConfig {
 pub struct EpochRecord {
     pub epoch: usize,
     pub steps: usize,
-    /// Mean Task A / Task B loss over the batches that had labels for that task.
+    /// Mean Task A / Task B loss over the batches that had labels for that task (NaN, written
+    /// as `null`, when there were none).
+    #[serde(deserialize_with = "nan_if_null")]
     pub loss_a: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub loss_b: f64,
     pub seconds: f64,
     pub sentences_per_s: f64,
     pub dev: BTreeMap<String, TaskMetrics>,
+    /// Out-of-domain Task B evaluation (`ood_b`), keyed `b`.
+    #[serde(default)]
+    pub ood: BTreeMap<String, TaskMetrics>,
+    /// Uncertainty weighting's log-variances (Task A, Task B) at the end of the epoch.
+    #[serde(default)]
+    pub loss_log_vars: Option<[f64; 2]>,
+}
+
+/// JSON has no NaN: serde_json writes it as `null`, read back here as NaN.
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// `metrics.json`: the whole run.
@@ -159,11 +288,31 @@ pub struct RunMetrics {
     pub saved_epoch: Option<usize>,
     /// Every step's summed loss, in order.
     pub step_losses: Vec<f64>,
+    /// Every step's Task A / Task B loss (`None` where the batch had no label for the task).
+    #[serde(default)]
+    pub step_losses_a: Vec<Option<f64>>,
+    #[serde(default)]
+    pub step_losses_b: Vec<Option<f64>>,
     pub trainable_subsets: Vec<(String, f64)>,
     pub frozen_subsets: Vec<String>,
     pub train_rows: usize,
     /// The step limit ended the run before the planned epochs were done.
     pub stopped_early: bool,
+    /// Parameters that received updates.
+    #[serde(default)]
+    pub trainable_params: usize,
+    /// The heads trained on cached pooled vectors (frozen encoder).
+    #[serde(default)]
+    pub cached: bool,
+    /// Time spent computing (or loading) the cached vectors of the training, dev and ood sets.
+    #[serde(default)]
+    pub cache_seconds: f64,
+    /// `patience` ended the run after this epoch.
+    #[serde(default)]
+    pub early_stopped_epoch: Option<usize>,
+    /// Wall time of the whole run: loading, caching, training, evaluation, saving.
+    #[serde(default)]
+    pub wall_seconds: f64,
 }
 
 /// How a run shows its progress.
@@ -203,6 +352,9 @@ fn build_classifier(cfg: &TrainConfig, labels_a: Labels, labels_b: Labels, devic
     if !report.unexpected.is_empty() {
         log(&format!("warning: tensors in the weights file that match no variable were ignored: {}", report.unexpected.join(", ")));
     }
+    if let Some(p) = &cfg.pooling {
+        clf.model.set_pooling(PoolingConfig::from_name(p)?)?;
+    }
     clf.model.config.training = Some(serde_json::to_value(cfg).expect("config serialises"));
     Ok(clf)
 }
@@ -223,6 +375,22 @@ fn read_sources(per_task: &[(Option<&PathBuf>, Task)], joint: &[PathBuf], limit:
         }
     }
     Ok(out)
+}
+
+/// Optimizer steps in one epoch of `cfg` (training rows of the kept tasks over the batch size),
+/// from the files alone: for schedules that are set in steps.
+pub fn steps_per_epoch(cfg: &TrainConfig) -> Result<usize> {
+    let sources = read_sources(&[(cfg.task_a.as_ref(), Task::A), (cfg.task_b.as_ref(), Task::B)], &cfg.joint, cfg.limit)?;
+    let rows = sources
+        .iter()
+        .flat_map(|s| &s.rows)
+        .filter(|r| match cfg.only_task {
+            Some(Task::A) => r.label_a.is_some(),
+            Some(Task::B) => r.label_b.is_some(),
+            None => true,
+        })
+        .count();
+    Ok(rows.div_ceil(cfg.batch_size.max(1)))
 }
 
 /// One task's mean cross-entropy over the rows that have its label, or `None` if none has.
@@ -248,18 +416,49 @@ impl StepLosses {
     }
 }
 
-/// One optimisation step on `b`: forward with dropout, per-task cross-entropy over the rows that
-/// have that task's label, weighted sum, backward and every optimizer's step. Returns `None`
-/// (and changes nothing) when the batch has no label at all. Reads nothing back from the device,
-/// so it does not check the loss: the caller does, at its sync points.
-pub fn train_step(model: &MultiTask, opts: &mut Optimizers, b: &Batch, weight_a: f64, weight_b: f64, step: usize) -> Option<StepLosses> {
-    let logits = model.forward_t(&b.ids, &b.mask, true);
+/// How one step combines the two tasks' losses.
+#[derive(Clone, Copy)]
+pub struct LossMix<'a> {
+    pub weight_a: f64,
+    pub weight_b: f64,
+    /// Uncertainty weighting's `[2]` log-variances, when it is on.
+    pub log_vars: Option<&'a Tensor>,
+}
+
+impl LossMix<'_> {
+    /// Fixed weights.
+    pub fn fixed(weight_a: f64, weight_b: f64) -> LossMix<'static> {
+        LossMix { weight_a, weight_b, log_vars: None }
+    }
+
+    fn term(&self, loss: &Tensor, task: i64) -> Tensor {
+        let w = if task == 0 { self.weight_a } else { self.weight_b };
+        match self.log_vars {
+            None => loss * w,
+            Some(s) => {
+                let s = s.get(task);
+                loss * w * (-&s).exp() + s * 0.5
+            }
+        }
+    }
+}
+
+/// One optimisation step on `b`: forward (dropout in the heads, and in the encoder when
+/// `encoder_dropout`), per-task cross-entropy over the rows that have that task's label, combined
+/// by `mix`, backward and every optimizer's step. Returns `None` (and changes nothing) when the
+/// batch has no label at all. Reads nothing back from the device, so it does not check the loss:
+/// the caller does, at its sync points.
+pub fn train_step(model: &MultiTask, opts: &mut Optimizers, b: &Batch, mix: &LossMix, encoder_dropout: bool, step: usize) -> Option<StepLosses> {
+    let logits = match &b.inputs {
+        Inputs::Tokens { ids, mask } => model.heads_t(&model.pooled_t(ids, mask, encoder_dropout), true),
+        Inputs::Pooled(p) => model.heads_t(p, true),
+    };
     let la = task_loss(&logits.a, &b.labels_a, b.n_a);
     let lb = task_loss(&logits.b, &b.labels_b, b.n_b);
     let total = match (&la, &lb) {
-        (Some(a), Some(b)) => a * weight_a + b * weight_b,
-        (Some(a), None) => a * weight_a,
-        (None, Some(b)) => b * weight_b,
+        (Some(a), Some(b)) => mix.term(a, 0) + mix.term(b, 1),
+        (Some(a), None) => mix.term(a, 0),
+        (None, Some(b)) => mix.term(b, 1),
         (None, None) => return None,
     };
     let grad_norm = opts.step(&total, step);
@@ -273,6 +472,9 @@ struct Pending {
     totals: Vec<Tensor>,
     a: Vec<Tensor>,
     b: Vec<Tensor>,
+    /// Whether each pending step had a Task A / Task B loss.
+    has_a: Vec<bool>,
+    has_b: Vec<bool>,
     norms: Vec<(usize, Tensor)>,
 }
 
@@ -290,6 +492,8 @@ impl Pending {
     fn push(&mut self, step: usize, s: StepLosses) {
         self.steps.push(step);
         self.totals.push(s.total);
+        self.has_a.push(s.loss_a.is_some());
+        self.has_b.push(s.loss_b.is_some());
         self.a.extend(s.loss_a);
         self.b.extend(s.loss_b);
         if let Some(n) = s.grad_norm {
@@ -326,6 +530,10 @@ impl Pending {
             return Err(stop("gradient norm", v, *step));
         }
         metrics.step_losses.extend_from_slice(totals);
+        for (has, values, out) in [(&self.has_a, a, &mut metrics.step_losses_a), (&self.has_b, b, &mut metrics.step_losses_b)] {
+            let mut v = values.iter();
+            out.extend(has.iter().map(|&h| if h { v.next().copied() } else { None }));
+        }
         sums.sum_a += a.iter().sum::<f64>();
         sums.n_a += a.len();
         sums.sum_b += b.iter().sum::<f64>();
@@ -413,6 +621,7 @@ pub struct TrainOutcome {
 
 /// Trains as `cfg` says, reporting through `log`, and writes the output folder.
 pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -> Result<TrainOutcome> {
+    let started = Instant::now();
     cfg.validate()?;
     prepare_output_dir(&cfg.out)?;
     let device = parse_device(&cfg.device)?;
@@ -425,64 +634,141 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
             return Err(invalid(format!("no {} labels in the training data: give a {what}", t.key())));
         }
     }
-    let clf = build_classifier(cfg, labels_a.clone(), labels_b.clone(), device, log)?;
-    let train_ex = data::examples(&train_sources, &labels_a, &labels_b, &clf.tokenizer)?;
+    let mut clf = build_classifier(cfg, labels_a.clone(), labels_b.clone(), device, log)?;
+    let mut train_ex = data::examples(&train_sources, &labels_a, &labels_b, &clf.tokenizer)?;
+    if let Some(task) = cfg.only_task {
+        for e in &mut train_ex {
+            match task {
+                Task::A => e.label_b = None,
+                Task::B => e.label_a = None,
+            }
+        }
+        train_ex.retain(|e| e.label_a.is_some() || e.label_b.is_some());
+        log(&format!("single-task run: training {} only ({} rows)", task.key(), train_ex.len()));
+    }
     let dev_ex = data::examples(&dev_sources, &labels_a, &labels_b, &clf.tokenizer)?;
+    let ood_ex = match &cfg.ood_b {
+        Some(p) => data::examples(&[data::read_labelled(p, Some(Task::B))?], &labels_a, &labels_b, &clf.tokenizer)?,
+        None => vec![],
+    };
     let params = clf.model.params();
     cfg.freeze.apply(params)?;
+    let encoder_trains = params.under(ENCODER).iter().any(|s| s.is_trainable());
     let rates = learning_rates(params, cfg.lr_plan, cfg.layer_decay, &cfg.lr_overrides)?;
     let steps_per_epoch = train_ex.len().div_ceil(cfg.batch_size);
     let full = steps_per_epoch * cfg.epochs;
     let planned = cfg.max_steps.map_or(full, |m| m.min(full));
     let mut opts = Optimizers::new(params, &rates, cfg.optim.clone(), planned)?;
-    let dev_batching = clf.batching(cfg.eval_batch_size);
-
+    let eval_batching = clf.batching(cfg.eval_batch_size);
     let mut metrics = RunMetrics {
         trainable_subsets: opts.subsets(),
         frozen_subsets: params.subsets().iter().filter(|s| !s.is_trainable()).map(|s| s.name.clone()).collect(),
         train_rows: train_ex.len(),
+        trainable_params: params.subsets().iter().filter(|s| s.is_trainable()).map(|s| s.numel()).sum(),
         ..Default::default()
     };
+    // Uncertainty weighting: two log-variances (from the checkpoint when continuing from one).
+    let uncertainty = match cfg.loss_weighting {
+        LossWeighting::Fixed => None,
+        LossWeighting::Uncertainty => {
+            let vs = nn::VarStore::new(device);
+            let init = clf.model.config.loss_log_vars.unwrap_or([0.0, 0.0]);
+            let s = vs.root().var_copy("log_vars", &Tensor::from_slice(&init).to_kind(Kind::Float));
+            opts.bind_extra("loss_weighting", &vs, cfg.loss_weighting_lr)?;
+            metrics.trainable_params += 2;
+            metrics.trainable_subsets = opts.subsets();
+            Some((vs, s))
+        }
+    };
+    let mix = LossMix { weight_a: cfg.weight_a, weight_b: cfg.weight_b, log_vars: uncertainty.as_ref().map(|(_, s)| s) };
     log(&format!(
-        "training on {} rows ({} Task A labels, {} Task B labels), {} steps/epoch, device {}, freeze '{}'",
+        "training on {} rows ({} Task A labels, {} Task B labels), {} steps/epoch, device {}, freeze '{}', {} trainable parameters",
         train_ex.len(),
         train_ex.iter().filter(|e| e.label_a.is_some()).count(),
         train_ex.iter().filter(|e| e.label_b.is_some()).count(),
         steps_per_epoch,
         device_name(device),
-        cfg.freeze
+        cfg.freeze,
+        metrics.trainable_params,
     ));
+
+    // A frozen encoder's pooled vectors, computed once, when nothing in it trains.
+    let cache = if !encoder_trains && cfg.cache {
+        let t0 = Instant::now();
+        let fc = FeatureCache::new(&clf.model, cfg.cache_dir.as_deref())?;
+        let mut hits = 0;
+        let mut get = |ex: &[Example]| -> Result<Tensor> {
+            let (t, hit) = fc.pooled(&clf.model, ex, eval_batching, log)?;
+            hits += usize::from(hit);
+            Ok(t)
+        };
+        let sets = (get(&train_ex)?, get(&dev_ex)?, get(&ood_ex)?);
+        metrics.cached = true;
+        metrics.cache_seconds = t0.elapsed().as_secs_f64();
+        log(&format!(
+            "frozen encoder: pooled vectors of {} texts {} in {} (--no-cache recomputes the encoder every step)",
+            train_ex.len() + dev_ex.len() + ood_ex.len(),
+            if hits == 3 { "loaded from the cache" } else { "computed once" },
+            fmt_duration(metrics.cache_seconds)
+        ));
+        Some(sets)
+    } else {
+        None
+    };
+    let eval_all = |model: &MultiTask, log: &mut dyn FnMut(&str)| -> Result<(BTreeMap<String, TaskMetrics>, BTreeMap<String, TaskMetrics>)> {
+        let dev = evaluate(model, &dev_ex, cache.as_ref().map(|c| &c.1), eval_batching)?;
+        report_dev("dev", &dev, log);
+        let ood = evaluate(model, &ood_ex, cache.as_ref().map(|c| &c.2), eval_batching)?;
+        report_dev("ood", &ood, log);
+        Ok((dev, ood))
+    };
     if opts.is_empty() {
         log("nothing is trainable (freeze 'all'): the feature-extractor baseline; evaluation only, no training steps");
-        let dev = infer::evaluate(&clf.model, &dev_ex, dev_batching)?;
-        report_dev(&dev, log);
-        metrics.epochs.push(EpochRecord { epoch: 0, steps: 0, loss_a: f64::NAN, loss_b: f64::NAN, seconds: 0.0, sentences_per_s: 0.0, dev });
+        let (dev, ood) = eval_all(&clf.model, log)?;
+        metrics.epochs.push(EpochRecord {
+            epoch: 0,
+            steps: 0,
+            loss_a: f64::NAN,
+            loss_b: f64::NAN,
+            seconds: 0.0,
+            sentences_per_s: 0.0,
+            dev,
+            ood,
+            loss_log_vars: None,
+        });
         metrics.saved_epoch = Some(0);
+        metrics.wall_seconds = started.elapsed().as_secs_f64();
         save(&clf, &cfg.out, &metrics)?;
         return Ok(TrainOutcome { metrics, classifier: clf });
     }
     for (name, rate) in opts.subsets() {
         log(&format!("  optimizer for {name}: lr {rate:e}"));
     }
+    let source = match &cache {
+        Some((t, _, _)) => batch::Source::Cache(t),
+        None => batch::Source::Tokens { pad_id: clf.tokenizer.pad_id() },
+    };
+    let labelled: Vec<(bool, bool)> = train_ex.iter().map(|e| (e.label_a.is_some(), e.label_b.is_some())).collect();
     let sync_every = if device.is_cuda() { CUDA_SYNC_EVERY } else { 1 };
     let mut step = 0usize;
     let mut best: Option<f64> = None;
+    let mut since_best = 0usize;
     for epoch in 0..cfg.epochs {
-        let batches = batch::epoch_batches(train_ex.len(), cfg.batch_size, cfg.seed, epoch);
-        let mut ui = EpochProgress::new(progress, batches.len(), epoch, cfg.epochs);
+        let draws = batch::sampled_batches(&labelled, cfg.batch_size, cfg.seed, epoch, cfg.sampling);
+        let mut ui = EpochProgress::new(progress, draws.len(), epoch, cfg.epochs);
         let start = Instant::now();
         let (mut pending, mut sums) = (Pending::default(), EpochSums::default());
         let (mut steps_this_epoch, mut seen) = (0usize, 0usize);
         let mut at_limit = false;
-        for (i, rows) in batches.iter().enumerate() {
-            let b = batch::make_batch(&train_ex, rows, clf.tokenizer.pad_id(), device);
-            let Some(out) = train_step(&clf.model, &mut opts, &b, cfg.weight_a, cfg.weight_b, step) else { continue };
+        for (i, draw) in draws.iter().enumerate() {
+            let b = batch::make_batch(&train_ex, draw, source, device);
+            let Some(out) = train_step(&clf.model, &mut opts, &b, &mix, encoder_trains, step) else { continue };
             step += 1;
             steps_this_epoch += 1;
             seen += b.size;
             pending.push(step, out);
             at_limit = cfg.max_steps == Some(step);
-            if pending.len() >= sync_every || ui.due() || at_limit || i + 1 == batches.len() {
+            if pending.len() >= sync_every || ui.due() || at_limit || i + 1 == draws.len() {
                 if let Err(e) = pending.flush(epoch, &mut metrics, &mut sums, &cfg.out) {
                     ui.bar.finish_and_clear();
                     return Err(e);
@@ -503,8 +789,16 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
         let mean = |s: f64, n: usize| if n == 0 { f64::NAN } else { s / n as f64 };
         let (loss_a, loss_b) = (mean(sums.sum_a, sums.n_a), mean(sums.sum_b, sums.n_b));
         log(&format!("Epoch [{}/{}], Loss Task A: {loss_a:.4}, Loss Task B: {loss_b:.4}", epoch + 1, cfg.epochs));
-        let dev = infer::evaluate(&clf.model, &dev_ex, dev_batching)?;
-        report_dev(&dev, log);
+        let log_vars = match &mix.log_vars {
+            Some(s) => {
+                let v = Vec::<f64>::try_from(s.to_kind(Kind::Double).to_device(Device::Cpu))?;
+                log(&format!("  uncertainty weighting: log-variance A {:.4}, B {:.4}", v[0], v[1]));
+                Some([v[0], v[1]])
+            }
+            None => None,
+        };
+        clf.model.config.loss_log_vars = log_vars;
+        let (dev, ood) = eval_all(&clf.model, log)?;
         let score = (!dev.is_empty()).then(|| dev.values().map(|m| m.accuracy).sum::<f64>() / dev.len() as f64);
         metrics.epochs.push(EpochRecord {
             epoch: epoch + 1,
@@ -514,14 +808,26 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
             seconds,
             sentences_per_s: seen as f64 / seconds.max(1e-9),
             dev,
+            ood,
+            loss_log_vars: log_vars,
         });
         metrics.stopped_early = at_limit && step < full;
         let improved = match (score, best) {
             (Some(s), Some(b)) => s > b,
             _ => true,
         };
-        if !cfg.save_best || improved {
+        if improved {
             best = score.or(best);
+            since_best = 0;
+        } else {
+            since_best += 1;
+        }
+        let patience_over = cfg.patience.is_some_and(|p| since_best >= p) && epoch + 1 < cfg.epochs;
+        if patience_over {
+            metrics.early_stopped_epoch = Some(epoch + 1);
+        }
+        metrics.wall_seconds = started.elapsed().as_secs_f64();
+        if !cfg.save_best || improved {
             metrics.saved_epoch = Some(epoch + 1);
             save(&clf, &cfg.out, &metrics)?;
         } else {
@@ -534,14 +840,27 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
             }
             break;
         }
+        if patience_over {
+            log(&format!("early stop: mean dev accuracy has not improved for {since_best} epoch(s) (patience {})", cfg.patience.unwrap_or(0)));
+            break;
+        }
     }
     log(&format!("saved to {}", cfg.out.display()));
     Ok(TrainOutcome { metrics, classifier: clf })
 }
 
-fn report_dev(dev: &BTreeMap<String, TaskMetrics>, log: &mut dyn FnMut(&str)) {
+/// Metrics of `ex` from cached pooled vectors when there are, else through the whole model.
+fn evaluate(model: &MultiTask, ex: &[Example], cached: Option<&Tensor>, b: Batching) -> Result<BTreeMap<String, TaskMetrics>> {
+    match cached {
+        _ if ex.is_empty() => Ok(BTreeMap::new()),
+        Some(p) => infer::evaluate_pooled(model, ex, p, b.batch_size),
+        None => infer::evaluate(model, ex, b),
+    }
+}
+
+fn report_dev(set: &str, dev: &BTreeMap<String, TaskMetrics>, log: &mut dyn FnMut(&str)) {
     for (task, m) in dev {
-        log(&format!("  dev {task}: accuracy {:.4}, macro-F1 {:.4} (n={})", m.accuracy, m.macro_f1, m.n));
+        log(&format!("  {set} {task}: accuracy {:.4}, macro-F1 {:.4} (n={})", m.accuracy, m.macro_f1, m.n));
     }
 }
 
@@ -616,6 +935,7 @@ mod tests {
         p.flush(0, &mut m, &mut sums, Path::new("o")).unwrap();
         assert_eq!((sums.sum_a, sums.n_a, sums.sum_b, sums.n_b, sums.last_total), (2.0, 1, 1.0, 1, 3.0));
         assert_eq!(m.step_losses, vec![3.0]);
+        assert_eq!((m.step_losses_a.clone(), m.step_losses_b.clone()), (vec![Some(2.0)], vec![Some(1.0)]));
         assert_eq!(p.len(), 0);
     }
 }

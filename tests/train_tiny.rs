@@ -4,61 +4,21 @@
 
 mod common;
 
-use multi_task_transformer::batch::make_batch;
+use common::{config, fixture, run, Fixture, TASK_A, TASK_B};
+
+use multi_task_transformer::batch::{make_batch, pad, Batch, Draw, Source};
 use multi_task_transformer::data::{self, Example, Labels, Task};
 use multi_task_transformer::freeze::Freeze;
 use multi_task_transformer::infer;
 use multi_task_transformer::model::MultiTask;
 use multi_task_transformer::optim::{learning_rates, LrPreset, OptimConfig, Optimizers};
 use multi_task_transformer::params::{under_prefix, EMBEDDINGS, HEAD_A, HEAD_B};
-use multi_task_transformer::testing::write_tiny_model_folder;
-use multi_task_transformer::train::{train, train_step, Progress, RunMetrics, TrainConfig, TrainOutcome};
+use multi_task_transformer::train::{train, train_step, LossMix, Progress, RunMetrics, TrainConfig};
 use multi_task_transformer::Classifier;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 use tch::{Device, Tensor};
-
-/// Task A: question type from the question word; Task B: sentiment from the adjective.
-const TASK_A: &str = "text\tlabel\nwhat is the name ?\tENTY\nwho is the name ?\tHUM\nwhere is the city ?\tLOC\nhow many city ?\tNUM\nwhat film is this ?\tENTY\nwho was it ?\tHUM\nwhere was the film ?\tLOC\nhow many films ?\tNUM\n";
-const TASK_B: &str = "text\tlabel\ni love this film !\tpositive\nthis movie was great .\tpositive\ni hate this film .\tnegative\nthis was awful .\tnegative\nit was a film .\tneutral\nthe movie is a film .\tneutral\nvery fun movie !\tpositive\nvery boring film .\tnegative\n";
-
-/// libtorch's random generator is global: tests that draw from it (initialisation, dropout)
-/// must not interleave, or "same seed, same losses" would fail for the wrong reason.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-struct Fixture {
-    _serial: std::sync::MutexGuard<'static, ()>,
-    _dir: tempfile::TempDir,
-    model: PathBuf,
-    task_a: PathBuf,
-    task_b: PathBuf,
-    root: PathBuf,
-}
-
-fn fixture() -> Fixture {
-    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("tiny");
-    write_tiny_model_folder(&model, 11).unwrap();
-    let task_a = dir.path().join("a.tsv");
-    let task_b = dir.path().join("b.tsv");
-    std::fs::write(&task_a, TASK_A).unwrap();
-    std::fs::write(&task_b, TASK_B).unwrap();
-    let root = dir.path().to_path_buf();
-    Fixture { _serial: serial, _dir: dir, model, task_a, task_b, root }
-}
-
-fn config(f: &Fixture, out: &str) -> TrainConfig {
-    let mut c = TrainConfig::new(f.model.clone(), f.root.join(out));
-    c.task_a = Some(f.task_a.clone());
-    c.task_b = Some(f.task_b.clone());
-    c.dev_a = Some(f.task_a.clone());
-    c.dev_b = Some(f.task_b.clone());
-    c.device = "cpu".into();
-    c.batch_size = 4;
-    c
-}
 
 /// A model with heads, the mixed examples, and the label sets.
 fn model_and_data(f: &Fixture) -> (Classifier, Vec<Example>) {
@@ -77,12 +37,6 @@ fn changed(before: &Tensor, after: &Tensor) -> bool {
     !before.equal(after)
 }
 
-fn run(c: &TrainConfig) -> (TrainOutcome, Vec<String>) {
-    let mut lines = Vec::new();
-    let out = train(c, Progress::Off, &mut |l: &str| lines.push(l.to_string())).unwrap_or_else(|e| panic!("{e}\n{lines:?}"));
-    (out, lines)
-}
-
 /// Median |change| of the elements of each subset that moved, after one step from `before`.
 fn median_moves(clf: &Classifier, before: &BTreeMap<String, Tensor>) -> BTreeMap<String, f64> {
     let after = clf.model.params().snapshot();
@@ -99,14 +53,19 @@ fn median_moves(clf: &Classifier, before: &BTreeMap<String, Tensor>) -> BTreeMap
     out
 }
 
+/// A mixed batch of `rows` as token ids.
+fn tokens(clf: &Classifier, ex: &[Example], rows: &[usize]) -> Batch {
+    make_batch(ex, &Draw { rows: rows.to_vec(), task: None }, Source::Tokens { pad_id: clf.tokenizer.pad_id() }, Device::Cpu)
+}
+
 /// Adam's first step moves every element that got a gradient by about the rate (elements with
 /// no gradient, embedding rows of unused tokens, do not move): so one step from a fresh model
 /// shows each subset's effective rate.
 fn assert_first_step_rates(clf: &Classifier, ex: &[Example], opts: &mut Optimizers, step: usize, want: &BTreeMap<String, f64>) {
     let before = clf.model.params().snapshot();
     let all: Vec<usize> = (0..ex.len()).collect();
-    let b = make_batch(ex, &all, clf.tokenizer.pad_id(), Device::Cpu);
-    train_step(&clf.model, opts, &b, 1.0, 1.0, step).unwrap();
+    let b = tokens(clf, ex, &all);
+    train_step(&clf.model, opts, &b, &LossMix::fixed(1.0, 1.0), true, step).unwrap();
     for (name, median) in median_moves(clf, &before) {
         let rate = want[&name];
         assert!((median - rate).abs() <= 0.05 * rate, "step {step}, {name}: median |delta| {median:e} vs rate {rate:e}");
@@ -127,8 +86,8 @@ fn every_freezing_scenario_keeps_frozen_bitwise_and_trains_the_rest() {
         let before = params.snapshot();
         let all: Vec<usize> = (0..ex.len()).collect();
         for step in 0..3 {
-            let b = make_batch(&ex, &all, clf.tokenizer.pad_id(), Device::Cpu);
-            train_step(&clf.model, &mut opts, &b, 1.0, 1.0, step).unwrap();
+            let b = tokens(&clf, &ex, &all);
+            train_step(&clf.model, &mut opts, &b, &LossMix::fixed(1.0, 1.0), true, step).unwrap();
         }
         let after = params.snapshot();
         for (name, b) in &before {
@@ -142,8 +101,8 @@ fn every_freezing_scenario_keeps_frozen_bitwise_and_trains_the_rest() {
         }
         assert_eq!(opts.is_empty(), scenario == "all", "{scenario}");
         // A frozen encoder builds no autograd graph: the pooled vector needs no gradient.
-        let b = make_batch(&ex, &[0, 1], clf.tokenizer.pad_id(), Device::Cpu);
-        let pooled = clf.model.pooled_t(&b.ids, &b.mask, true);
+        let (ids, mask) = pad(&[&ex[0].ids, &ex[1].ids], clf.tokenizer.pad_id(), Device::Cpu);
+        let pooled = clf.model.pooled_t(&ids, &mask, true);
         assert_eq!(pooled.requires_grad(), !freeze.freezes_encoder(), "{scenario}");
     }
 }
@@ -199,15 +158,15 @@ fn a_task_a_only_batch_after_a_mixed_batch_leaves_the_sentiment_head_untouched()
     let rates = learning_rates(clf.model.params(), LrPreset::Uniform, None, &[]).unwrap();
     let mut opts = Optimizers::new(clf.model.params(), &rates, OptimConfig::default(), 2).unwrap();
     let all: Vec<usize> = (0..ex.len()).collect();
-    let mixed = make_batch(&ex, &all, clf.tokenizer.pad_id(), Device::Cpu);
-    train_step(&clf.model, &mut opts, &mixed, 1.0, 1.0, 0).unwrap();
+    let mixed = tokens(&clf, &ex, &all);
+    train_step(&clf.model, &mut opts, &mixed, &LossMix::fixed(1.0, 1.0), true, 0).unwrap();
     // The mixed step gave sentiment_head Adam moments; a step without Task B labels must not
     // move it by momentum.
     let only_a: Vec<usize> = (0..ex.len()).filter(|&i| ex[i].label_a.is_some()).collect();
-    let b = make_batch(&ex, &only_a, clf.tokenizer.pad_id(), Device::Cpu);
+    let b = tokens(&clf, &ex, &only_a);
     assert_eq!((b.n_a, b.n_b), (8, 0));
     let before = clf.model.params().snapshot();
-    let losses = train_step(&clf.model, &mut opts, &b, 1.0, 1.0, 1).unwrap();
+    let losses = train_step(&clf.model, &mut opts, &b, &LossMix::fixed(1.0, 1.0), true, 1).unwrap();
     let (a, bl, total) = losses.read().unwrap();
     assert!(a.is_some() && bl.is_none() && total.is_finite());
     let after = clf.model.params().snapshot();

@@ -1,4 +1,4 @@
-//! `mtt`: the project's command line: embed, doctor, train, eval, predict.
+//! `mtt`: the project's command line: embed, doctor, train, experiment, eval, predict.
 
 use clap::{Parser, Subcommand};
 use multi_task_transformer::cli;
@@ -18,6 +18,8 @@ enum Command {
     Doctor(cli::DoctorArgs),
     /// Train the multi-task model (Task A + Task B heads on the shared encoder).
     Train(Box<cli::TrainArgs>),
+    /// Run a grid of training configurations over seeds; write results.{json,csv,md} and plots.
+    Experiment(Box<cli::ExperimentArgs>),
     /// Evaluate a checkpoint: one JSON object with accuracy, macro-F1, n and confusion per task.
     Eval(cli::EvalArgs),
     /// Predict both tasks for texts (one per line): JSON Lines in input order.
@@ -30,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         Command::Embed(a) => cli::run_embed(&a),
         Command::Doctor(a) => cli::run_doctor(&a),
         Command::Train(a) => cli::run_train(&a, &cli::TrainDefaults::MTT, "mtt train"),
+        Command::Experiment(a) => cli::run_experiment(&a),
         Command::Eval(a) => cli::run_eval(&a),
         Command::Predict(a) => cli::run_predict(&a),
     }

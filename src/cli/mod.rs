@@ -4,13 +4,16 @@
 //!
 //! * [`embed`]: `mtt embed`, `task1`, `mtt doctor`
 //! * [`train`]: `mtt train`, `task3`, `task4`
+//! * [`experiment`]: `mtt experiment`
 //! * [`predict`]: `mtt eval`, `mtt predict`, `task2`
 
 pub mod embed;
+pub mod experiment;
 pub mod predict;
 pub mod train;
 
 pub use embed::{run_doctor, run_embed, run_task1, DoctorArgs, EmbedArgs};
+pub use experiment::{run_experiment, ExperimentArgs};
 pub use predict::{run_eval, run_predict, run_task2, EvalArgs, PredictArgs, Task2Args};
 pub use train::{run_train, TrainArgs, TrainDefaults};
 

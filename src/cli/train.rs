@@ -3,11 +3,12 @@
 
 use super::{at_least_one, RunArgs};
 use crate::config::DEFAULT_MODEL_DIR;
-use crate::data::bundled;
+use crate::data::{bundled, Task};
 use crate::device::set_threads;
 use crate::freeze::Freeze;
 use crate::optim::{parse_lr_override, LrPreset, OptimConfig};
-use crate::train::{train, Progress, TrainConfig};
+use crate::batch::TaskSampling;
+use crate::train::{train, LossWeighting, Progress, TrainConfig};
 use anyhow::Result;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
@@ -37,6 +38,22 @@ impl TypedValueParser for FreezeParser {
 
 fn lr_preset_parser() -> impl TypedValueParser<Value = LrPreset> {
     PossibleValuesParser::new(LrPreset::NAMES).map(|s| s.parse::<LrPreset>().expect("a listed preset"))
+}
+
+fn sampling_parser() -> impl TypedValueParser<Value = TaskSampling> {
+    PossibleValuesParser::new(["proportional", "round-robin"]).map(|s| s.parse::<TaskSampling>().expect("a listed scheme"))
+}
+
+fn loss_weighting_parser() -> impl TypedValueParser<Value = LossWeighting> {
+    PossibleValuesParser::new(LossWeighting::NAMES).map(|s| s.parse::<LossWeighting>().expect("a listed weighting"))
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be finite and > 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 fn dropout(s: &str) -> Result<f64, String> {
@@ -132,6 +149,39 @@ pub struct TrainArgs {
     /// Keep the checkpoint of the best dev epoch (mean dev accuracy) instead of the last.
     #[arg(long)]
     pub save_best: bool,
+    /// Stop after N epochs without a better mean dev accuracy (needs dev data).
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
+    pub patience: Option<usize>,
+    /// Pooling the heads read: mean, max or cls (default: the model folder's, mean for MiniLM).
+    #[arg(long, value_parser = ["mean", "max", "cls"])]
+    pub pooling: Option<String>,
+    /// How batches are drawn: proportional (rows of both tasks shuffled together) or round-robin
+    /// (each batch from one task, alternating).
+    #[arg(long, value_parser = sampling_parser(), conflicts_with = "task_temperature")]
+    pub task_sampling: Option<TaskSampling>,
+    /// Temperature sampling: each batch from one task, chosen with probability ∝ rows^(1/T).
+    #[arg(long, value_name = "T", value_parser = positive)]
+    pub task_temperature: Option<f64>,
+    /// How the task losses combine: fixed (--weight-a/--weight-b) or uncertainty (learned
+    /// log-variances, Kendall et al. 2018).
+    #[arg(long, value_parser = loss_weighting_parser(), default_value = "fixed")]
+    pub loss_weighting: LossWeighting,
+    /// Learning rate of the uncertainty log-variances.
+    #[arg(long, value_parser = positive, default_value_t = crate::train::LOSS_WEIGHTING_LR)]
+    pub loss_weighting_lr: f64,
+    /// Recompute a frozen encoder every step instead of training the heads on its cached vectors.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Keep a frozen encoder's cached vectors in this folder, for later runs.
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Train one task only (a or b): the other task's rows are left out.
+    #[arg(long, value_parser = ["a", "b"])]
+    pub only_task: Option<String>,
+    /// Extra Task B file evaluated after each epoch, never used to pick a checkpoint
+    /// (out-of-domain check, e.g. data/tweet_sentiment/dev.tsv).
+    #[arg(long, value_name = "FILE")]
+    pub ood_b: Option<PathBuf>,
     /// Seconds between plain progress lines when stderr is not a terminal (a bar is shown otherwise).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub progress_every: u64,
@@ -204,6 +254,19 @@ impl TrainArgs {
         c.head_dropout = self.head_dropout;
         c.save_best = self.save_best;
         c.device = self.run.device.clone();
+        c.patience = self.patience;
+        c.pooling = self.pooling.clone();
+        c.sampling = match (self.task_sampling, self.task_temperature) {
+            (_, Some(t)) => TaskSampling::Temperature(t),
+            (Some(s), None) => s,
+            (None, None) => TaskSampling::Proportional,
+        };
+        c.loss_weighting = self.loss_weighting;
+        c.loss_weighting_lr = self.loss_weighting_lr;
+        c.cache = !self.no_cache;
+        c.cache_dir = self.cache_dir.clone();
+        c.ood_b = self.ood_b.clone();
+        c.only_task = self.only_task.as_deref().map(|t| if t == "a" { Task::A } else { Task::B });
         Ok(c)
     }
 }

@@ -40,6 +40,11 @@ impl Encoder {
         &self.config
     }
 
+    /// Changes how token vectors are pooled (the pooled width may change: callers check).
+    pub fn set_pooling(&mut self, pooling: crate::config::PoolingConfig) {
+        self.config.pooling = pooling;
+    }
+
     /// Token vectors `[batch, seq, hidden]` for `input_ids` and `mask` (both `[batch, seq]`,
     /// int64; mask 1 = token, 0 = padding). `train` turns dropout on.
     pub fn forward_t(&self, input_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {

@@ -4,7 +4,7 @@
 //!
 //! Variable names are the seed's PyTorch `named_parameters()`; there is no pooler.
 
-use crate::config::EncoderConfig;
+use crate::config::{EncoderConfig, PoolingConfig};
 use crate::data::Labels;
 use crate::error::{invalid, Error, Result};
 use crate::fsutil::write_atomic;
@@ -23,6 +23,9 @@ pub struct MultiTaskConfig {
     pub labels_b: Labels,
     /// Dropout probability on the pooled vector before the heads (training only).
     pub head_dropout: f64,
+    /// Learned uncertainty weighting's log-variances (Task A, Task B), when the run used it.
+    #[serde(default)]
+    pub loss_log_vars: Option<[f64; 2]>,
     /// The training run that produced the weights, if any.
     #[serde(default)]
     pub training: Option<serde_json::Value>,
@@ -86,7 +89,7 @@ impl MultiTask {
         };
         let head_a = head(HEAD_A, labels_a.len());
         let head_b = head(HEAD_B, labels_b.len());
-        let config = MultiTaskConfig { format: FORMAT.into(), encoder: encoder.clone(), labels_a, labels_b, head_dropout, training: None };
+        let config = MultiTaskConfig { format: FORMAT.into(), encoder: encoder.clone(), labels_a, labels_b, head_dropout, loss_log_vars: None, training: None };
         Ok(MultiTask { params, encoder: enc, head_a, head_b, config })
     }
 
@@ -114,6 +117,22 @@ impl MultiTask {
     pub fn set_head_dropout(&mut self, p: f64) -> Result<()> {
         check_dropout(p)?;
         self.config.head_dropout = p;
+        Ok(())
+    }
+
+    /// Changes the pooling the heads read (for instance `max` or `cls` instead of the folder's
+    /// `mean`). The pooled width must stay the same: the heads are already built for it.
+    pub fn set_pooling(&mut self, pooling: PoolingConfig) -> Result<()> {
+        let (old, new) = (self.config.encoder.pooling.n_modes(), pooling.n_modes());
+        if old != new {
+            return Err(invalid(format!(
+                "pooling '{}' gives {new} vector(s) per sentence but the heads read {old} ('{}')",
+                pooling.describe(),
+                self.config.encoder.pooling.describe()
+            )));
+        }
+        self.config.encoder.pooling = pooling;
+        self.encoder.set_pooling(pooling);
         Ok(())
     }
 

@@ -1,0 +1,134 @@
+//! Owns the frozen-encoder cache: when nothing in the encoder trains, its pooled sentence vectors
+//! never change, so they are computed once per text (dropout off, as in evaluation) and the heads
+//! train on them. The vectors live in memory for one run; with a cache folder they are also kept
+//! on disk as `<key>.safetensors`, where the key hashes the encoder's weights, its pooling and
+//! the token ids, so runs of an experiment grid share them and a changed model never reuses them.
+
+use crate::data::Example;
+use crate::error::{Error, Result};
+use crate::infer::{self, Batching};
+use crate::model::MultiTask;
+use crate::params::ENCODER;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// 64-bit FNV-1a, a stable hash (std's `DefaultHasher` may change between Rust releases).
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        for &x in b {
+            self.0 ^= u64::from(x);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+}
+
+/// Pooled vectors of a frozen encoder, computed once per example set.
+pub struct FeatureCache {
+    dir: Option<PathBuf>,
+    /// Hash of the encoder's weights and pooling.
+    model_key: u64,
+}
+
+impl FeatureCache {
+    /// A cache for `model`'s encoder as it is now; `dir` keeps the vectors on disk between runs.
+    pub fn new(model: &MultiTask, dir: Option<&Path>) -> Result<Self> {
+        let mut h = Fnv::new();
+        h.bytes(b"mtt-feature-cache/v1");
+        h.bytes(model.config.encoder.pooling.describe().as_bytes());
+        h.u64(model.config.encoder.max_seq_length as u64);
+        for (name, t) in model.params().named_variables() {
+            if !name.starts_with(ENCODER) {
+                continue;
+            }
+            h.bytes(name.as_bytes());
+            let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
+            let v = Vec::<f32>::try_from(&t)?;
+            for x in v {
+                h.bytes(&x.to_bits().to_le_bytes());
+            }
+        }
+        Ok(FeatureCache { dir: dir.map(Path::to_path_buf), model_key: h.0 })
+    }
+
+    fn file(&self, examples: &[Example]) -> Option<PathBuf> {
+        let dir = self.dir.as_ref()?;
+        let mut h = Fnv(self.model_key);
+        h.u64(examples.len() as u64);
+        for e in examples {
+            h.u64(e.ids.len() as u64);
+            for &id in &e.ids {
+                h.u64(id as u64);
+            }
+        }
+        Some(dir.join(format!("{:016x}.safetensors", h.0)))
+    }
+
+    /// The pooled vectors `[n, dim]` of `examples` on the model's device, and whether they came
+    /// from the disk. A cache file that cannot be read or has the wrong shape is recomputed and
+    /// replaced (`note` says so).
+    pub fn pooled(&self, model: &MultiTask, examples: &[Example], b: Batching, note: &mut dyn FnMut(&str)) -> Result<(Tensor, bool)> {
+        let dim = model.config.encoder.embedding_dim();
+        let file = self.file(examples);
+        if let Some(f) = file.as_ref().filter(|f| f.exists()) {
+            match read(f, examples.len() as i64, dim) {
+                Ok(t) => return Ok((t.to_device(model.device()), true)),
+                Err(e) => note(&format!("warning: cache file ignored and rebuilt: {e}")),
+            }
+        }
+        let ids: Vec<Vec<i64>> = examples.iter().map(|e| e.ids.clone()).collect();
+        let t = infer::batched(&ids, b, model.device(), &[dim], |x, m| vec![model.pooled_t(x, m, false)])?.remove(0);
+        if let Some(f) = file {
+            write(&f, &t)?;
+        }
+        Ok((t.to_device(model.device()), false))
+    }
+}
+
+fn read(path: &Path, n: i64, dim: i64) -> Result<Tensor> {
+    let tensors = Tensor::read_safetensors(path).map_err(|e| Error::config(path, format!("unreadable cache file: {e}")))?;
+    let t = tensors
+        .into_iter()
+        .find(|(name, _)| name == "pooled")
+        .map(|(_, t)| t)
+        .ok_or_else(|| Error::config(path, "no tensor named 'pooled'"))?;
+    if t.size() != [n, dim] || t.kind() != Kind::Float {
+        return Err(Error::config(path, format!("shape {:?} ({:?}), expected [{n}, {dim}] (Float)", t.size(), t.kind())));
+    }
+    Ok(t)
+}
+
+/// Writes the cache file through a temporary sibling and a rename, so a reader never sees half.
+fn write(path: &Path, t: &Tensor) -> Result<()> {
+    let dir = path.parent().expect("cache files live in a folder");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let t = t.to_device(Device::Cpu).contiguous();
+    if let Err(e) = Tensor::write_safetensors(&[("pooled", &t)], &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::config(path, format!("cannot write cache file: {e}")));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_is_the_published_function() {
+        let mut h = Fnv::new();
+        h.bytes(b"a");
+        assert_eq!(h.0, 0xaf63_dc4c_8601_ec8c);
+    }
+}
