@@ -2,11 +2,15 @@
 //!
 //!   cargo bench --bench throughput -- encode [FILE ...] [--n 2000] [--batch 32]
 //!   cargo bench --bench throughput -- train [--steps 20] [--batch 32] [--scenario full]
+//!   cargo bench --bench throughput -- heads-only [--n 1000] [--epochs 2] [--batch 32]
 //!
 //! `encode` times `SentenceEncoder::encode` on the first N texts of each file (default: the bundled
 //! TREC-6 and SST-3 training files) after a 64-text warm-up, as `python_peer.py encode` does.
 //! `train` times optimizer steps (batch 32, TREC-6 + SST mixed and shuffled, everything
 //! trainable at 1e-4 for `full`), skipping two warm-up steps, as `python_peer.py train` does.
+//! `heads-only` trains the heads on a frozen encoder (first N rows of each bundled training file)
+//! twice, on the frozen-encoder cache and recomputing the encoder every step (`--no-cache`), and
+//! compares their epoch times; the cache's one-off encoding pass is reported separately.
 //! The peer runs with `.venv/bin/python` (install it with `scripts/setup.sh --peer`) and
 //! `../shared/peer/python_peer.py`, or MTT_PEER / MTT_PEER_PYTHON; `--no-peer` skips it.
 
@@ -27,6 +31,7 @@ use tch::Device;
 struct Opts {
     files: Vec<String>,
     n: usize,
+    epochs: usize,
     batch: usize,
     steps: usize,
     scenario: String,
@@ -34,7 +39,7 @@ struct Opts {
 }
 
 fn parse(args: &[String]) -> Opts {
-    let mut o = Opts { files: vec![], n: 2000, batch: 32, steps: 20, scenario: "full".into(), peer: true };
+    let mut o = Opts { files: vec![], n: 2000, epochs: 2, batch: 32, steps: 20, scenario: "full".into(), peer: true };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| panic!("{a} needs a value")).clone();
@@ -42,6 +47,7 @@ fn parse(args: &[String]) -> Opts {
             "--n" => o.n = val().parse().expect("--n N"),
             "--batch" => o.batch = val().parse().expect("--batch N"),
             "--steps" => o.steps = val().parse().expect("--steps N"),
+            "--epochs" => o.epochs = val().parse().expect("--epochs N"),
             "--scenario" => o.scenario = val(),
             "--no-peer" => o.peer = false,
             "--bench" => {}
@@ -145,15 +151,51 @@ fn bench_train(o: &Opts) {
     report(ours, theirs);
 }
 
+fn bench_heads_only(o: &Opts) {
+    use multi_task_transformer::data::bundled::{DEV_A, DEV_B};
+    use multi_task_transformer::train::{train, Progress, TrainConfig};
+    let n = if o.n == 2000 { 1000 } else { o.n };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |cache: bool| {
+        let mut c = TrainConfig::new(MODEL.into(), dir.path().join(if cache { "cached" } else { "recomputed" }));
+        c.task_a = Some(TASK_A.into());
+        c.task_b = Some(TASK_B.into());
+        c.dev_a = Some(DEV_A.into());
+        c.dev_b = Some(DEV_B.into());
+        c.freeze = Freeze::Encoder;
+        c.lr_plan = LrPreset::Uniform;
+        c.epochs = o.epochs;
+        c.batch_size = o.batch;
+        c.limit = Some(n);
+        c.cache = cache;
+        c.device = "cpu".into();
+        let out = train(&c, Progress::Off, &mut |_| {}).expect("training");
+        let epoch_s = out.metrics.epochs.iter().map(|e| e.seconds).sum::<f64>() / out.metrics.epochs.len() as f64;
+        (out.metrics, epoch_s)
+    };
+    let (cached, cached_epoch) = run(true);
+    let (plain, plain_epoch) = run(false);
+    let same = cached.step_losses.iter().zip(&plain.step_losses).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    println!(
+        "{}",
+        json!({"bench": "heads-only epochs (frozen encoder)", "rows": cached.train_rows, "epochs": o.epochs, "batch": o.batch,
+            "cache_pass_seconds": r3(cached.cache_seconds), "cached_epoch_seconds": r3(cached_epoch),
+            "recomputed_epoch_seconds": r3(plain_epoch), "speedup_per_epoch": (plain_epoch / cached_epoch * 10.0).round() / 10.0,
+            "max_step_loss_difference": same})
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, rest) = match args.iter().position(|a| a == "encode" || a == "train") {
+    let (cmd, rest) = match args.iter().position(|a| a == "encode" || a == "train" || a == "heads-only") {
         Some(i) => (args[i].clone(), [&args[..i], &args[i + 1..]].concat()),
         None => ("encode".to_string(), args.clone()),
     };
     let o = parse(&rest);
     match cmd.as_str() {
         "train" => bench_train(&o),
+        "heads-only" => bench_heads_only(&o),
         _ => bench_encode(&o),
     }
 }

@@ -40,6 +40,23 @@ pub fn set_threads(threads: Option<usize>) {
     }
 }
 
+/// Sets libtorch's intra-op thread count until dropped, then restores the previous count.
+pub struct ThreadsGuard(i32);
+
+impl ThreadsGuard {
+    pub fn set(n: usize) -> Self {
+        let prev = tch::get_num_threads();
+        tch::set_num_threads(n.max(1) as i32);
+        ThreadsGuard(prev)
+    }
+}
+
+impl Drop for ThreadsGuard {
+    fn drop(&mut self) {
+        tch::set_num_threads(self.0);
+    }
+}
+
 /// The libtorch version this binary was built against (read by build.rs from libtorch's folder).
 pub fn libtorch_version() -> &'static str {
     option_env!("MTT_LIBTORCH_VERSION").unwrap_or("unknown")

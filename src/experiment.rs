@@ -535,10 +535,17 @@ impl<'a> Runner<'a> {
                 metrics.push(m);
             }
             rows.push(summarise(&e.name, &args, &results, &metrics));
+            // The page so far, after each configuration: a long grid shows its results as it goes.
+            let so_far = GridResults {
+                grid: self.plan.grid_name.clone(),
+                seeds: self.plan.seeds,
+                base_args: self.plan.base_args.clone(),
+                rows: rows.clone(),
+                searches: searches.clone(),
+            };
+            write_results(&self.plan.out, &so_far)?;
         }
-        let out = GridResults { grid: self.plan.grid_name.clone(), seeds: self.plan.seeds, base_args: self.plan.base_args.clone(), rows, searches };
-        write_results(&self.plan.out, &out)?;
-        Ok(out)
+        Ok(GridResults { grid: self.plan.grid_name.clone(), seeds: self.plan.seeds, base_args: self.plan.base_args.clone(), rows, searches })
     }
 }
 

@@ -17,7 +17,7 @@ use crate::cache::FeatureCache;
 use crate::classifier::Classifier;
 use crate::config::PoolingConfig;
 use crate::data::{self, Example, Labels, Source, Task};
-use crate::device::{device_name, parse_device};
+use crate::device::{device_name, parse_device, ThreadsGuard};
 use crate::error::{invalid, Error, Result};
 use crate::freeze::Freeze;
 use crate::fsutil::{prepare_output_dir, write_atomic};
@@ -744,6 +744,9 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
     for (name, rate) in opts.subsets() {
         log(&format!("  optimizer for {name}: lr {rate:e}"));
     }
+    // Heads on cached vectors are tiny matrix products: one thread runs them faster than a team
+    // (measured: 0.07 s against 0.3-6.9 s per epoch of 2,000 rows on 2 cores).
+    let _one_thread = (cache.is_some() && device == Device::Cpu).then(|| ThreadsGuard::set(1));
     let source = match &cache {
         Some((t, _, _)) => batch::Source::Cache(t),
         None => batch::Source::Tokens { pad_id: clf.tokenizer.pad_id() },
