@@ -29,6 +29,50 @@ pub struct MultiTaskConfig {
     /// The training run that produced the weights, if any.
     #[serde(default)]
     pub training: Option<serde_json::Value>,
+    /// Checksums written by [`MultiTask::save`] and checked by [`MultiTask::load`] (absent in
+    /// checkpoints from before they existed, which load unchecked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integrity: Option<Integrity>,
+}
+
+/// SHA-256 checksums that tie a checkpoint's two files together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Integrity {
+    /// Of `model.safetensors`, byte for byte.
+    pub weights_sha256: String,
+    /// Of this config's content without the `integrity` field (compact JSON, so formatting
+    /// does not matter but every value does).
+    pub config_sha256: String,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl MultiTaskConfig {
+    /// Checksum of the content without the `integrity` field.
+    fn content_sha256(&self) -> String {
+        let mut c = self.clone();
+        c.integrity = None;
+        sha256_hex(&serde_json::to_vec(&c).expect("config serialises"))
+    }
 }
 
 /// Tag in `config.json` that marks a multi-task checkpoint folder.
@@ -89,7 +133,7 @@ impl MultiTask {
         };
         let head_a = head(HEAD_A, labels_a.len());
         let head_b = head(HEAD_B, labels_b.len());
-        let config = MultiTaskConfig { format: FORMAT.into(), encoder: encoder.clone(), labels_a, labels_b, head_dropout, loss_log_vars: None, training: None };
+        let config = MultiTaskConfig { format: FORMAT.into(), encoder: encoder.clone(), labels_a, labels_b, head_dropout, loss_log_vars: None, training: None, integrity: None };
         Ok(MultiTask { params, encoder: enc, head_a, head_b, config })
     }
 
@@ -160,14 +204,23 @@ impl MultiTask {
             .is_some_and(|v| v.get("format").and_then(|f| f.as_str()) == Some(FORMAT))
     }
 
-    /// Reads and checks a checkpoint's `config.json`.
+    /// Reads and checks a checkpoint's `config.json` (its own checksum included, when it has one).
     pub fn read_config(dir: &Path) -> Result<MultiTaskConfig> {
         let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| Error::config(&path, format!("not UTF-8 text ({e}): the file is damaged")))?;
         let config: MultiTaskConfig = serde_json::from_str(&text)
             .map_err(|e| Error::config(&path, format!("not a multi-task checkpoint config ({e}); train one with `mtt train`")))?;
         if config.format != FORMAT {
             return Err(Error::config(&path, format!("format '{}' is not {FORMAT}", config.format)));
+        }
+        if let Some(i) = &config.integrity {
+            if config.content_sha256() != i.config_sha256 {
+                return Err(Error::config(
+                    &path,
+                    "content does not match its checksum (integrity.config_sha256): the file is damaged or was edited after saving",
+                ));
+            }
         }
         Ok(config)
     }
@@ -175,17 +228,35 @@ impl MultiTask {
     /// Loads the model of a checkpoint folder written by [`MultiTask::save`].
     pub fn load(dir: &Path, device: Device) -> Result<(Self, LoadReport)> {
         let config = Self::read_config(dir)?;
+        let weights = dir.join(WEIGHTS_FILE);
+        if let Some(i) = &config.integrity {
+            let got = file_sha256(&weights)?;
+            if got != i.weights_sha256 {
+                return Err(Error::Weights {
+                    path: weights,
+                    msg: format!(
+                        "SHA-256 {got} differs from the {} recorded in {CONFIG_FILE}: the file is damaged, truncated or from another checkpoint",
+                        i.weights_sha256
+                    ),
+                });
+            }
+        }
         let mut model = MultiTask::new(&config.encoder, config.labels_a.clone(), config.labels_b.clone(), config.head_dropout, device)?;
         model.config = config;
-        let report = model.params.load(&dir.join(WEIGHTS_FILE), &[])?;
+        let report = model.params.load(&weights, &[])?;
         Ok((model, report))
     }
 
-    /// Writes `model.safetensors` and `config.json` into `dir`, each atomically.
+    /// Writes `model.safetensors` and `config.json` into `dir`, each atomically, the config
+    /// carrying the checksums of both.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        self.params.save(&dir.join(WEIGHTS_FILE))?;
-        let json = serde_json::to_vec_pretty(&self.config).expect("config serialises");
+        let weights = dir.join(WEIGHTS_FILE);
+        self.params.save(&weights)?;
+        let mut config = self.config.clone();
+        config.integrity = None;
+        config.integrity = Some(Integrity { weights_sha256: file_sha256(&weights)?, config_sha256: config.content_sha256() });
+        let json = serde_json::to_vec_pretty(&config).expect("config serialises");
         write_atomic(&dir.join(CONFIG_FILE), &json)
     }
 }
