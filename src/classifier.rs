@@ -13,8 +13,7 @@ use crate::tokenizer::SentenceTokenizer;
 use std::path::Path;
 use tch::{Device, Tensor};
 
-/// The vocabulary file of a checkpoint folder.
-pub const VOCAB_FILE: &str = "vocab.txt";
+pub use crate::model::multitask::VOCAB_FILE;
 
 /// A tokenizer plus the multi-task model.
 pub struct Classifier {

@@ -4,8 +4,8 @@
 use crate::config::{EncoderConfig, ModelFiles};
 use crate::error::Result;
 use crate::infer::{self, Batching};
-use crate::model::Encoder;
-use crate::params::{LoadReport, Params};
+use crate::model::{Encoder, MultiTask};
+use crate::params::{under_prefix, LoadReport, Params, HEADS};
 use crate::tokenizer::SentenceTokenizer;
 use std::path::Path;
 use tch::{Device, Tensor};
@@ -43,6 +43,30 @@ impl SentenceEncoder {
         let encoder = Encoder::new(&mut params, &config);
         let report = params.load(&files.weights, &[])?;
         Ok((SentenceEncoder { params, encoder, tokenizer }, report))
+    }
+
+    /// Loads the (fine-tuned) encoder of a multi-task checkpoint folder (checksums checked); its
+    /// heads are left out of the report.
+    pub fn from_checkpoint(dir: &Path, device: Device) -> Result<(Self, LoadReport)> {
+        let config = MultiTask::read_config(dir)?;
+        let weights = MultiTask::checked_weights(dir, &config)?;
+        let enc = &config.encoder;
+        let tokenizer = SentenceTokenizer::from_vocab(&dir.join(crate::model::multitask::VOCAB_FILE), &enc.tokenizer, enc.max_seq_length)?;
+        let mut params = Params::new(device);
+        let encoder = Encoder::new(&mut params, enc);
+        let mut report = params.load(&weights, &[])?;
+        report.unexpected.retain(|n| !HEADS.iter().any(|h| under_prefix(n, h)));
+        Ok((SentenceEncoder { params, encoder, tokenizer }, report))
+    }
+
+    /// A sentence-transformers folder or a multi-task checkpoint (see
+    /// [`MultiTask::is_checkpoint`]).
+    pub fn load_any(dir: &Path, device: Device) -> Result<(Self, LoadReport)> {
+        if MultiTask::is_checkpoint(dir) {
+            Self::from_checkpoint(dir, device)
+        } else {
+            Self::load(dir, device)
+        }
     }
 
     /// A randomly initialised encoder (tests, or training from scratch).

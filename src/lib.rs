@@ -15,6 +15,7 @@
 //!   probabilities, evaluation).
 //! * [`embed::SentenceEncoder`], [`classifier::Classifier`]: the text-in fronts (tokenizer plus
 //!   encoder; tokenizer plus multi-task model).
+//! * [`export`]: a checkpoint as a sentence-transformers folder for Python, and back.
 //! * [`cache`]: a frozen encoder's pooled vectors, computed once (in memory or on disk).
 //! * [`freeze`], [`optim`], [`train`]: Task 3's scenarios, Task 4's per-subset optimizers and
 //!   schedule, and the training run.
@@ -32,6 +33,7 @@ pub mod device;
 pub mod embed;
 pub mod error;
 pub mod experiment;
+pub mod export;
 pub mod freeze;
 pub mod fsutil;
 pub mod infer;

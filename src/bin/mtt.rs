@@ -1,4 +1,4 @@
-//! `mtt`: the project's command line: embed, doctor, train, experiment, eval, predict.
+//! `mtt`: the project's command line: embed, doctor, train, experiment, eval, predict, export, import.
 
 use clap::{Parser, Subcommand};
 use multi_task_transformer::cli;
@@ -22,6 +22,10 @@ enum Command {
     Experiment(Box<cli::ExperimentArgs>),
     /// Evaluate a checkpoint: one JSON object with accuracy, macro-F1, n and confusion per task.
     Eval(cli::EvalArgs),
+    /// Write a checkpoint as a sentence-transformers folder (plus heads and labels) for Python.
+    Export(cli::ExportArgs),
+    /// Make a checkpoint from a PyTorch state_dict saved as safetensors.
+    Import(cli::ImportArgs),
     /// Predict both tasks for texts (one per line): JSON Lines in input order.
     Predict(cli::PredictArgs),
 }
@@ -35,5 +39,7 @@ fn main() -> anyhow::Result<()> {
         Command::Experiment(a) => cli::run_experiment(&a),
         Command::Eval(a) => cli::run_eval(&a),
         Command::Predict(a) => cli::run_predict(&a),
+        Command::Export(a) => cli::run_export(&a),
+        Command::Import(a) => cli::run_import(&a),
     }
 }

@@ -34,7 +34,7 @@ pub struct EmbedArgs {
 
 /// Loads the encoder, warning on stderr about file tensors nothing uses.
 pub fn load_encoder(model: &Path, device: Device) -> Result<SentenceEncoder> {
-    let (enc, report) = SentenceEncoder::load(model, device).with_context(|| format!("loading model {}", model.display()))?;
+    let (enc, report) = SentenceEncoder::load_any(model, device).with_context(|| format!("loading model {}", model.display()))?;
     warn_unexpected(&report);
     Ok(enc)
 }

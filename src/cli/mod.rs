@@ -5,7 +5,7 @@
 //! * [`embed`]: `mtt embed`, `task1`, `mtt doctor`
 //! * [`train`]: `mtt train`, `task3`, `task4`
 //! * [`experiment`]: `mtt experiment`
-//! * [`predict`]: `mtt eval`, `mtt predict`, `task2`
+//! * [`predict`]: `mtt eval`, `mtt predict`, `task2`, `mtt export`, `mtt import`
 
 pub mod embed;
 pub mod experiment;
@@ -14,7 +14,7 @@ pub mod train;
 
 pub use embed::{run_doctor, run_embed, run_task1, DoctorArgs, EmbedArgs};
 pub use experiment::{run_experiment, ExperimentArgs};
-pub use predict::{run_eval, run_predict, run_task2, EvalArgs, PredictArgs, Task2Args};
+pub use predict::{run_eval, run_export, run_import, run_predict, run_task2, EvalArgs, ExportArgs, ImportArgs, PredictArgs, Task2Args};
 pub use train::{run_train, TrainArgs, TrainDefaults};
 
 use crate::classifier::Classifier;

@@ -175,3 +175,43 @@ pub fn run_task2(args: &Task2Args) -> Result<()> {
     }
     Ok(())
 }
+
+/// Arguments of `mtt export`.
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// A multi-task checkpoint folder (written by `mtt train`).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// New folder: a sentence-transformers model plus heads.safetensors and labels.json.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `mtt export`.
+pub fn run_export(a: &ExportArgs) -> Result<()> {
+    let n = crate::export::export(&a.model, &a.out).with_context(|| format!("exporting {}", a.model.display()))?;
+    println!("exported {} encoder tensors, the heads and labels to {} (load it with SentenceTransformer(\"{}\"))", n, a.out.display(), a.out.display());
+    Ok(())
+}
+
+/// Arguments of `mtt import`.
+#[derive(Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// safetensors file of the PyTorch model's state_dict (encoder.*, classification_head.*, sentiment_head.*).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// A checkpoint or an exported folder that describes the model (labels, encoder, tokenizer).
+    #[arg(long)]
+    pub like: PathBuf,
+    /// New checkpoint folder.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `mtt import`.
+pub fn run_import(a: &ImportArgs) -> Result<()> {
+    crate::fsutil::prepare_output_dir(&a.out)?;
+    crate::export::import(&a.weights, &a.like, &a.out).with_context(|| format!("importing {}", a.weights.display()))?;
+    println!("checkpoint written to {}", a.out.display());
+    Ok(())
+}

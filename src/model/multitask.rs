@@ -79,6 +79,8 @@ impl MultiTaskConfig {
 pub const FORMAT: &str = "multi-task-transformer/v1";
 /// The weights file of a checkpoint folder.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The vocabulary file of a checkpoint folder (written by `Classifier::save`).
+pub const VOCAB_FILE: &str = "vocab.txt";
 /// The model description of a checkpoint folder.
 pub const CONFIG_FILE: &str = "config.json";
 
@@ -225,9 +227,9 @@ impl MultiTask {
         Ok(config)
     }
 
-    /// Loads the model of a checkpoint folder written by [`MultiTask::save`].
-    pub fn load(dir: &Path, device: Device) -> Result<(Self, LoadReport)> {
-        let config = Self::read_config(dir)?;
+    /// The checkpoint's weights file, after checking it against the checksum in `config` (when
+    /// the config has one).
+    pub fn checked_weights(dir: &Path, config: &MultiTaskConfig) -> Result<std::path::PathBuf> {
         let weights = dir.join(WEIGHTS_FILE);
         if let Some(i) = &config.integrity {
             let got = file_sha256(&weights)?;
@@ -241,6 +243,13 @@ impl MultiTask {
                 });
             }
         }
+        Ok(weights)
+    }
+
+    /// Loads the model of a checkpoint folder written by [`MultiTask::save`].
+    pub fn load(dir: &Path, device: Device) -> Result<(Self, LoadReport)> {
+        let config = Self::read_config(dir)?;
+        let weights = Self::checked_weights(dir, &config)?;
         let mut model = MultiTask::new(&config.encoder, config.labels_a.clone(), config.labels_b.clone(), config.head_dropout, device)?;
         model.config = config;
         let report = model.params.load(&weights, &[])?;

@@ -1,0 +1,84 @@
+"""Python side of tests/python_interop.rs: the seed's PyTorch model and sentence-transformers
+against checkpoints written by `mtt`. Prints JSON on stdout.
+
+  interop.py embed    EXPORTED TEXTS                  -> [[float]] (SentenceTransformer.encode)
+  interop.py probs    EXPORTED STATE TEXTS            -> {"a": [[p]], "b": [[p]], "missing": [...], "unexpected": [...]}
+  interop.py perturb  EXPORTED STATE TEXTS OUT SEED   -> like probs, for the state perturbed and saved to OUT
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+from transformers import AutoModel, AutoTokenizer  # noqa: E402
+
+
+class MultiTask(torch.nn.Module):
+    """The seed's model: an encoder named `encoder` and two linear heads."""
+
+    def __init__(self, folder, n_a, n_b):
+        super().__init__()
+        self.encoder = AutoModel.from_pretrained(folder)
+        dim = self.encoder.config.hidden_size
+        self.classification_head = torch.nn.Linear(dim, n_a)
+        self.sentiment_head = torch.nn.Linear(dim, n_b)
+
+    def forward(self, ids, mask):
+        h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(h.dtype)
+        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return self.classification_head(pooled), self.sentiment_head(pooled)
+
+
+def texts(path):
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def model_and_probs(folder, state, lines):
+    labels = json.load(open(os.path.join(folder, "labels.json")))
+    model = MultiTask(folder, len(labels["task_a"]), len(labels["task_b"]))
+    result = model.load_state_dict(load_file(state), strict=False)
+    model.eval()
+    return model, result, probs(model, folder, lines)
+
+
+def probs(model, folder, lines):
+    tok = AutoTokenizer.from_pretrained(folder)
+    enc = tok(lines, padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        a, b = model(enc["input_ids"], enc["attention_mask"])
+    return {"a": a.softmax(-1).tolist(), "b": b.softmax(-1).tolist()}
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "embed":
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(sys.argv[2], device="cpu")
+        print(json.dumps(model.encode(texts(sys.argv[3]), convert_to_numpy=True).tolist()))
+    elif cmd == "probs":
+        _, result, p = model_and_probs(sys.argv[2], sys.argv[3], texts(sys.argv[4]))
+        p.update(missing=list(result.missing_keys), unexpected=list(result.unexpected_keys))
+        print(json.dumps(p))
+    elif cmd == "perturb":
+        folder, lines = sys.argv[2], texts(sys.argv[4])
+        model, _, _ = model_and_probs(folder, sys.argv[3], lines)
+        torch.manual_seed(int(sys.argv[6]))
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, sys.argv[5])
+        print(json.dumps(probs(model, folder, lines)))
+    else:
+        raise SystemExit(f"unknown command {cmd}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+//! Checkpoints both ways with Python (the project's venv: `scripts/setup.sh` installs torch,
+//! transformers and sentence-transformers into `.venv`): `mtt export` loads in
+//! sentence-transformers with the same embeddings; a training run's `model.safetensors` loads
+//! into the seed's PyTorch model with the same probabilities; a state saved from that PyTorch
+//! model comes back through `mtt import` with the same probabilities. Tolerance 1e-5.
+
+mod common;
+
+use common::{config, fixture, run};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TEXTS: &str = "what is the name of the city ?\ni love this film !\nthis movie was very boring .\nhow many films ?\nit\n";
+
+fn venv_python() -> PathBuf {
+    let py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(py.is_file(), "{} is missing: run scripts/setup.sh (it installs the Python side)", py.display());
+    py
+}
+
+fn python(args: &[&str]) -> serde_json::Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/interop.py");
+    let o = Command::new(venv_python()).arg(script).args(args).env("HF_HUB_OFFLINE", "1").output().unwrap();
+    assert!(o.status.success(), "python {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("python {args:?}: {e}\n{}", String::from_utf8_lossy(&o.stdout)))
+}
+
+fn mtt(args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_mtt")).args(args).output().unwrap();
+    assert!(o.status.success(), "mtt {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn p(x: &Path) -> &str {
+    x.to_str().unwrap()
+}
+
+/// `mtt predict` probabilities per task, rows in input order, columns in label order.
+fn mtt_probs(model: &Path, texts: &Path) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let out = mtt(&["predict", "--model", p(model), "--input", p(texts), "--device", "cpu"]);
+    let labels: serde_json::Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    let names = |k: &str| -> Vec<String> { serde_json::from_value(labels[k].clone()).unwrap() };
+    let (la, lb) = (names("labels_a"), names("labels_b"));
+    let mut a = vec![];
+    let mut b = vec![];
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        a.push(la.iter().map(|l| v["task_a"]["probs"][l].as_f64().unwrap()).collect());
+        b.push(lb.iter().map(|l| v["task_b"]["probs"][l].as_f64().unwrap()).collect());
+    }
+    (a, b)
+}
+
+fn max_diff(x: &[Vec<f64>], y: &serde_json::Value) -> f64 {
+    let y: Vec<Vec<f64>> = serde_json::from_value(y.clone()).unwrap();
+    assert_eq!(x.len(), y.len());
+    x.iter().zip(&y).flat_map(|(r, s)| r.iter().zip(s).map(|(a, b)| (a - b).abs())).fold(0.0, f64::max)
+}
+
+#[test]
+fn checkpoints_go_to_python_and_back() {
+    let f = fixture();
+    let mut c = config(&f, "ckpt");
+    c.epochs = 2;
+    c.lr_overrides = vec![("".into(), 1e-2)];
+    run(&c);
+    let ckpt = f.root.join("ckpt");
+    let texts = f.root.join("texts.txt");
+    std::fs::write(&texts, TEXTS).unwrap();
+
+    // 1. Export: sentence-transformers gives the same embeddings as `mtt embed` on the checkpoint.
+    let exported = f.root.join("exported");
+    mtt(&["export", "--model", p(&ckpt), "--out", p(&exported)]);
+    for file in ["modules.json", "config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "sentence_bert_config.json", "1_Pooling/config.json", "heads.safetensors", "labels.json"] {
+        assert!(exported.join(file).is_file(), "{file} missing");
+    }
+    assert!(exported.join("2_Normalize").is_dir(), "the tiny base model normalises, so the export does");
+    let theirs = python(&["embed", p(&exported), p(&texts)]);
+    let ours = mtt(&["embed", "--model", p(&ckpt), "--input", p(&texts), "--normalize", "--device", "cpu"]);
+    let ours: Vec<Vec<f64>> = ours.lines().map(|l| serde_json::from_value(serde_json::from_str::<serde_json::Value>(l).unwrap()["embedding"].clone()).unwrap()).collect();
+    let d = max_diff(&ours, &theirs);
+    println!("export: sentence-transformers vs mtt embed, max abs diff {d:.2e}");
+    assert!(d <= 1e-5, "embeddings differ by {d}");
+    // The exported folder is also a model folder for mtt itself.
+    let again = mtt(&["embed", "--model", p(&exported), "--input", p(&texts), "--normalize", "--device", "cpu"]);
+    assert_eq!(again.lines().count(), 5);
+
+    // 2. The checkpoint's weights load into the seed's PyTorch model: same probabilities.
+    let (a, b) = mtt_probs(&ckpt, &texts);
+    let py = python(&["probs", p(&exported), p(&ckpt.join("model.safetensors")), p(&texts)]);
+    let missing: Vec<String> = serde_json::from_value(py["missing"].clone()).unwrap();
+    assert!(missing.iter().all(|k| k.starts_with("encoder.pooler.")), "only the unused pooler may be missing: {missing:?}");
+    assert_eq!(py["unexpected"], serde_json::json!([]));
+    let (da, db) = (max_diff(&a, &py["a"]), max_diff(&b, &py["b"]));
+    println!("checkpoint in PyTorch: max prob diff A {da:.2e}, B {db:.2e}");
+    assert!(da <= 1e-5 && db <= 1e-5, "{da} {db}");
+
+    // 3. A state saved from the PyTorch model comes back: `mtt import` and `--model` directly.
+    let state = f.root.join("from-python.safetensors");
+    let py = python(&["perturb", p(&exported), p(&ckpt.join("model.safetensors")), p(&texts), p(&state), "7"]);
+    let imported = f.root.join("imported");
+    mtt(&["import", "--weights", p(&state), "--like", p(&ckpt), "--out", p(&imported)]);
+    let (a2, b2) = mtt_probs(&imported, &texts);
+    let (da, db) = (max_diff(&a2, &py["a"]), max_diff(&b2, &py["b"]));
+    println!("PyTorch state through mtt import: max prob diff A {da:.2e}, B {db:.2e}");
+    assert!(da <= 1e-5 && db <= 1e-5, "{da} {db}");
+    assert!(max_diff(&a2, &serde_json::to_value(&a).unwrap()) > 1e-3, "the perturbed model must predict differently");
+    // From the exported folder's description too.
+    let imported2 = f.root.join("imported2");
+    mtt(&["import", "--weights", p(&state), "--like", p(&exported), "--out", p(&imported2)]);
+    assert_eq!(mtt_probs(&imported2, &texts), (a2, b2));
+    // A file with foreign tensors is refused.
+    let e = Command::new(env!("CARGO_BIN_EXE_mtt"))
+        .args(["import", "--weights", p(&exported.join("heads.safetensors")), "--like", p(&ckpt), "--out", p(&f.root.join("bad"))])
+        .output()
+        .unwrap();
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("not in the file"), "{}", String::from_utf8_lossy(&e.stderr));
+}
