@@ -117,3 +117,35 @@ fn checkpoints_go_to_python_and_back() {
     assert!(!e.status.success());
     assert!(String::from_utf8_lossy(&e.stderr).contains("not in the file"), "{}", String::from_utf8_lossy(&e.stderr));
 }
+
+#[test]
+fn torchrun_continues_a_checkpoint_on_two_processes() {
+    let f = fixture();
+    let mut c = config(&f, "ckpt");
+    c.lr_plan = multi_task_transformer::optim::LrPreset::Uniform;
+    run(&c);
+    let ckpt = f.root.join("ckpt");
+    let out = f.root.join("ddp");
+    let torchrun = venv_python().with_file_name("torchrun");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/torchrun_finetune.py");
+    let o = Command::new(&torchrun)
+        .args(["--standalone", "--nproc_per_node", "2", p(&script), "--checkpoint", p(&ckpt), "--task-a", p(&f.task_a), "--task-b", p(&f.task_b)])
+        .args(["--steps", "1", "--batch-size", "4", "--out", p(&out)])
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "torchrun failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    let ranks: Vec<serde_json::Value> = stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(ranks.len(), 2, "{stdout}");
+    assert_eq!(ranks[0]["params_sha256"], ranks[1]["params_sha256"], "DDP keeps the ranks' weights identical");
+    assert_eq!(ranks[0]["world"], 2);
+    assert_eq!(ranks[0]["rates"]["encoder.encoder.layer.0"], 1e-4, "the checkpoint's uniform plan (layer-wise would be 1e-5)");
+    // The result is a checkpoint mtt reads directly, and it moved.
+    let texts = f.root.join("texts.txt");
+    std::fs::write(&texts, TEXTS).unwrap();
+    let (a0, _) = mtt_probs(&ckpt, &texts);
+    let (a1, _) = mtt_probs(&out, &texts);
+    let moved = a0.iter().zip(&a1).flat_map(|(x, y)| x.iter().zip(y).map(|(u, v)| (u - v).abs())).fold(0.0, f64::max);
+    assert!(moved > 0.0, "one DDP step changes the predictions");
+}
