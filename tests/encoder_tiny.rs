@@ -123,6 +123,30 @@ fn mtt_embed_line_rules_and_errors() {
     assert!(ok && out.is_empty());
     let (ok, _, err) = run(mtt, &["embed", "--model", p(&m)], b"fine\nbad \xff\n");
     assert!(!ok && err.contains("<stdin>:2: not valid UTF-8"), "{err}");
+    // Streaming: small windows give the same lines as one big window; a bad line stops after
+    // the windows before its own were written.
+    let input = b"how many films ?\nlove\n\nwhat is the name of the city ?\ngood\nbad film\nit\n";
+    let (_, whole, _) = run(mtt, &["embed", "--model", p(&m)], input);
+    let (ok, windowed, _) = run(mtt, &["embed", "--model", p(&m), "--window", "2", "--batch-size", "3"], input);
+    assert!(ok);
+    let parse = |t: &str| -> Vec<(String, Vec<f64>)> {
+        t.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["text"].as_str().unwrap().to_string(), v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+            })
+            .collect()
+    };
+    let (w, s) = (parse(&whole), parse(&windowed));
+    assert_eq!(w.len(), 7);
+    for ((ta, va), (tb, vb)) in w.iter().zip(&s) {
+        assert_eq!(ta, tb, "input order");
+        // Other batch neighbours pad differently: float noise only.
+        assert!(va.iter().zip(vb).all(|(x, y)| (x - y).abs() < 1e-5), "{ta}");
+    }
+    let (ok, out, err) = run(mtt, &["embed", "--model", p(&m), "--window", "2"], b"a\nb\nc\nd\nbad \xff\nf\n");
+    assert!(!ok && err.contains("<stdin>:5: not valid UTF-8"), "{err}");
+    assert_eq!(out.lines().count(), 4, "{out}");
     let (ok, _, err) = run(mtt, &["embed", "--model", p(&m), "--device", "tpu"], b"x");
     assert!(!ok && err.contains("unknown device 'tpu'"), "{err}");
     let (ok, _, err) = run(mtt, &["embed", "--model", p(&d.path().join("nope"))], b"x");

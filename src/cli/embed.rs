@@ -5,7 +5,7 @@ use crate::config::{folder_report, ModelFiles, DEFAULT_MODEL_DIR};
 use crate::device::{device_name, libtorch_lib, libtorch_version, loaded_libtorch};
 use crate::embed::{EncodeOptions, SentenceEncoder};
 use crate::infer::rows;
-use crate::textio::read_texts;
+use crate::textio::{open_texts, read_texts};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -28,6 +28,10 @@ pub struct EmbedArgs {
     /// Sentences per forward pass.
     #[arg(long, default_value_t = 32, value_parser = at_least_one)]
     pub batch_size: usize,
+    /// Lines read, length-sorted and encoded together before their output is written (`mtt
+    /// embed` streams: memory stays flat however long the input).
+    #[arg(long, default_value_t = 4096, value_parser = at_least_one)]
+    pub window: usize,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -46,19 +50,29 @@ struct EmbeddingLine<'a> {
 }
 
 /// `mtt embed`: JSON Lines `{"text", "embedding"}` on stdout, in input order.
+///
+/// Streams: reads `--window` lines, encodes them (length-sorted inside the window), writes their
+/// lines in input order, and goes on; a bad line stops with an error naming it (the windows
+/// before its own are written).
 pub fn run_embed(args: &EmbedArgs) -> Result<()> {
     let device = args.run.setup()?;
-    let texts = read_texts(args.input.as_deref())?;
+    let mut input = open_texts(args.input.as_deref())?;
     let enc = load_encoder(&args.model, device)?;
     let opts = EncodeOptions { batch_size: args.batch_size, normalize: args.normalize };
-    let vectors = rows(&enc.encode(&texts, opts)?)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for (text, v) in texts.iter().zip(&vectors) {
-        serde_json::to_writer(&mut out, &EmbeddingLine { text, embedding: v })?;
-        out.write_all(b"\n")?;
+    loop {
+        let texts = input.window(args.window)?;
+        if texts.is_empty() {
+            break;
+        }
+        let vectors = rows(&enc.encode(&texts, opts)?)?;
+        for (text, v) in texts.iter().zip(&vectors) {
+            serde_json::to_writer(&mut out, &EmbeddingLine { text, embedding: v })?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
     }
-    out.flush()?;
     Ok(())
 }
 
