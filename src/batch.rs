@@ -140,12 +140,47 @@ impl Pool {
     }
 }
 
+/// Batches per bucketing window: the shuffled rows are cut into windows of this many batches,
+/// each window sorted by length and cut into batches, and the batches shuffled.
+pub const BUCKET_WINDOW_BATCHES: usize = 50;
+
+/// One epoch's row indices in length-bucketed batches: every row exactly once, rows of similar
+/// token length together (less padding), the batch order shuffled; deterministic in `seed` and
+/// `epoch`. The last batch of a window may be smaller.
+pub fn bucketed_batches(lens: &[usize], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+    let bs = batch_size.max(1);
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) ^ 0xb0c3);
+    order.shuffle(&mut rng);
+    let mut batches = Vec::with_capacity(lens.len().div_ceil(bs));
+    for window in order.chunks(bs * BUCKET_WINDOW_BATCHES) {
+        let mut w = window.to_vec();
+        w.sort_by_key(|&i| lens[i]);
+        batches.extend(w.chunks(bs).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(&mut rng);
+    batches
+}
+
 /// One epoch's batches under `sampling`, deterministic in `seed` and `epoch`. `labelled[i]` says
 /// which tasks row `i` has a label for. Every scheme yields as many batches as the mixed one
-/// (`ceil(n / batch_size)`); per-task schemes take a batch's rows from one task only.
-pub fn sampled_batches(labelled: &[(bool, bool)], batch_size: usize, seed: u64, epoch: usize, sampling: TaskSampling) -> Vec<Draw> {
+/// (`ceil(n / batch_size)`, or a few more when bucketing leaves short batches at window ends);
+/// per-task schemes take a batch's rows from one task only. `bucket_lens` (the rows' token
+/// lengths) turns on length bucketing for the proportional scheme.
+pub fn sampled_batches(
+    labelled: &[(bool, bool)],
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+    sampling: TaskSampling,
+    bucket_lens: Option<&[usize]>,
+) -> Vec<Draw> {
     if sampling == TaskSampling::Proportional {
-        return epoch_batches(labelled.len(), batch_size, seed, epoch).into_iter().map(|rows| Draw { rows, task: None }).collect();
+        let batches = match bucket_lens {
+            Some(lens) => bucketed_batches(lens, batch_size, seed, epoch),
+            None => epoch_batches(labelled.len(), batch_size, seed, epoch),
+        };
+        return batches.into_iter().map(|rows| Draw { rows, task: None }).collect();
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) ^ 0x5eed);
     let mut pool = |pick: fn(&(bool, bool)) -> bool| {
@@ -284,13 +319,33 @@ mod tests {
     }
 
     #[test]
+    fn bucketing_uses_every_row_once_and_groups_similar_lengths() {
+        let lens: Vec<usize> = (0..1000).map(|i| (i * 37) % 61 + 3).collect();
+        let b = bucketed_batches(&lens, 8, 5, 2);
+        let mut all: Vec<usize> = b.concat();
+        all.sort();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>(), "every row exactly once");
+        assert_eq!(b, bucketed_batches(&lens, 8, 5, 2), "deterministic");
+        assert_ne!(b, bucketed_batches(&lens, 8, 5, 3), "another epoch, another order");
+        // Padding: the longest row of each batch over the rows' own lengths.
+        let padded = |bs: &[Vec<usize>]| -> f64 {
+            let pad: usize = bs.iter().map(|r| r.iter().map(|&i| lens[i]).max().unwrap() * r.len()).sum();
+            pad as f64 / lens.iter().sum::<usize>() as f64
+        };
+        let (bucketed, random) = (padded(&b), padded(&epoch_batches(1000, 8, 5, 2)));
+        assert!(bucketed < 1.1 && random > 1.4, "padding factor bucketed {bucketed:.2}, random {random:.2}");
+        let draws = sampled_batches(&vec![(true, false); 1000], 8, 5, 2, TaskSampling::Proportional, Some(&lens));
+        assert_eq!(draws.iter().map(|d| d.rows.clone()).collect::<Vec<_>>(), b);
+    }
+
+    #[test]
     fn task_sampling_schemes() {
         // 30 rows: 20 Task A only, 10 Task B only.
         let labelled: Vec<(bool, bool)> = (0..30).map(|i| (i < 20, i >= 20)).collect();
-        let mixed = sampled_batches(&labelled, 4, 1, 0, TaskSampling::Proportional);
+        let mixed = sampled_batches(&labelled, 4, 1, 0, TaskSampling::Proportional, None);
         assert_eq!(mixed.len(), 8);
         assert!(mixed.iter().all(|d| d.task.is_none()));
-        let rr = sampled_batches(&labelled, 4, 1, 0, TaskSampling::RoundRobin);
+        let rr = sampled_batches(&labelled, 4, 1, 0, TaskSampling::RoundRobin, None);
         assert_eq!(rr.len(), 8);
         for (i, d) in rr.iter().enumerate() {
             let want = if i % 2 == 0 { Task::A } else { Task::B };
@@ -301,10 +356,10 @@ mod tests {
         // Task B (10 rows) was dealt 16: every row at least once, then reshuffled.
         let b_rows: std::collections::BTreeSet<usize> = rr.iter().filter(|d| d.task == Some(Task::B)).flat_map(|d| d.rows.clone()).collect();
         assert_eq!(b_rows.len(), 10);
-        assert_eq!(rr, sampled_batches(&labelled, 4, 1, 0, TaskSampling::RoundRobin), "deterministic");
+        assert_eq!(rr, sampled_batches(&labelled, 4, 1, 0, TaskSampling::RoundRobin, None), "deterministic");
         // Temperature: T = 1 follows the data (2:1), a large T approaches 1:1.
         let share_a = |t: f64| {
-            let n: usize = (0..200).map(|e| sampled_batches(&labelled, 4, 3, e, TaskSampling::Temperature(t)).iter().filter(|d| d.task == Some(Task::A)).count()).sum();
+            let n: usize = (0..200).map(|e| sampled_batches(&labelled, 4, 3, e, TaskSampling::Temperature(t), None).iter().filter(|d| d.task == Some(Task::A)).count()).sum();
             n as f64 / (200.0 * 8.0)
         };
         let (p1, p100) = (share_a(1.0), share_a(100.0));
@@ -312,7 +367,7 @@ mod tests {
         assert!((p100 - 0.5).abs() < 0.04, "T=100 share of A {p100}");
         // One task without rows: every batch from the other.
         let only_a: Vec<(bool, bool)> = (0..9).map(|_| (true, false)).collect();
-        assert!(sampled_batches(&only_a, 4, 0, 0, TaskSampling::RoundRobin).iter().all(|d| d.task == Some(Task::A)));
+        assert!(sampled_batches(&only_a, 4, 0, 0, TaskSampling::RoundRobin, None).iter().all(|d| d.task == Some(Task::A)));
         assert_eq!("temperature:2".parse::<TaskSampling>().unwrap(), TaskSampling::Temperature(2.0));
         assert_eq!(TaskSampling::Temperature(2.0).to_string(), "temperature:2");
         assert!("temperature:0".parse::<TaskSampling>().is_err());

@@ -1,6 +1,9 @@
 //! Owns Task 4's optimisation: learning-rate plans per parameter subset (presets, per-layer
-//! decay, overrides), one `nn::Adam`/`nn::AdamW` per trainable subset, the warm-up / linear-decay
-//! schedule that scales each subset's own rate, and global-norm gradient clipping.
+//! decay, overrides), one Adam/AdamW per trainable subset, the warm-up / linear-decay schedule
+//! that scales each subset's own rate, and global-norm gradient clipping.
+//!
+//! Adam is this module's own [`Adam`] (libtorch's C++ update rule, step for step) rather than
+//! `tch::nn::Adam`, whose moments cannot be read or restored: ours can be saved and resumed.
 //!
 //! Nothing here reads a tensor back to the CPU: the clipped norm is returned as a device tensor
 //! for the trainer to check at its sync points.
@@ -165,10 +168,71 @@ impl OptimConfig {
     }
 }
 
+/// Adam (or AdamW with `decoupled`) over one subset's variables, with libtorch's C++ update:
+/// per variable, on its own step count, `m = β1·m + (1−β1)·g`, `v = β2·v + (1−β2)·g²`,
+/// `p −= lr/(1−β1^t) · m / (sqrt(v)/sqrt(1−β2^t) + ε)`; Adam's weight decay adds `wd·p` to the
+/// gradient, AdamW's multiplies `p` by `1 − lr·wd` first. A variable without a gradient this step
+/// (`None`, not zero) is left alone: no momentum leaks into a head whose task had no labels.
+pub struct Adam {
+    vars: Vec<Tensor>,
+    exp_avg: Vec<Option<Tensor>>,
+    exp_avg_sq: Vec<Option<Tensor>>,
+    steps: Vec<i64>,
+    weight_decay: f64,
+    decoupled: bool,
+    /// libtorch's optimizer object, used only to reset gradients to undefined (tch has no
+    /// per-tensor call for it).
+    grads: nn::Optimizer,
+}
+
+impl Adam {
+    pub const BETA1: f64 = 0.9;
+    pub const BETA2: f64 = 0.999;
+    pub const EPS: f64 = 1e-8;
+
+    pub fn new(vs: &nn::VarStore, weight_decay: f64, decoupled: bool) -> Result<Self> {
+        let vars = vs.trainable_variables();
+        let n = vars.len();
+        let grads = nn::Sgd::default().build(vs, 0.0)?;
+        Ok(Adam { vars, exp_avg: (0..n).map(|_| None).collect(), exp_avg_sq: (0..n).map(|_| None).collect(), steps: vec![0; n], weight_decay, decoupled, grads })
+    }
+
+    /// Resets every gradient to undefined.
+    pub fn zero_grad(&mut self) {
+        self.grads.zero_grad();
+    }
+
+    /// One update at `lr` of every variable that has a gradient.
+    pub fn step(&mut self, lr: f64) {
+        let (b1, b2, wd) = (Self::BETA1, Self::BETA2, self.weight_decay);
+        tch::no_grad(|| {
+            for (i, p) in self.vars.iter_mut().enumerate() {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let m = self.exp_avg[i].get_or_insert_with(|| p.zeros_like());
+                let v = self.exp_avg_sq[i].get_or_insert_with(|| p.zeros_like());
+                self.steps[i] += 1;
+                let t = self.steps[i] as i32;
+                let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+                let g = if wd != 0.0 && !self.decoupled { &g + &*p * wd } else { g };
+                if wd != 0.0 && self.decoupled {
+                    let _ = p.g_mul_scalar_(1.0 - lr * wd);
+                }
+                let _ = m.g_mul_scalar_(b1).g_add_(&(&g * (1.0 - b1)));
+                let _ = v.g_mul_scalar_(b2).addcmul_(&g, &(&g * (1.0 - b2)));
+                let denom = (v.sqrt() / bc2.sqrt()).g_add_scalar_(Self::EPS);
+                let _ = p.addcdiv_(&(&*m * (-lr / bc1)), &denom);
+            }
+        });
+    }
+}
+
 struct Bound {
     subset: String,
     rate: f64,
-    opt: nn::Optimizer,
+    opt: Adam,
 }
 
 /// One optimizer per trainable subset.
@@ -187,11 +251,7 @@ impl Optimizers {
         let mut bound = Vec::new();
         for s in params.subsets().iter().filter(|s| s.is_trainable()) {
             let rate = *rates.get(&s.name).ok_or_else(|| invalid(format!("no learning rate for subset {}", s.name)))?;
-            let opt = if cfg.adamw {
-                nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&s.vs, rate)?
-            } else {
-                nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(&s.vs, rate)?
-            };
+            let opt = Adam::new(&s.vs, cfg.weight_decay, cfg.adamw)?;
             bound.push(Bound { subset: s.name.clone(), rate, opt });
         }
         let trainable = params.named_variables().into_iter().map(|(_, t)| t).filter(|t| t.requires_grad()).collect();
@@ -202,7 +262,7 @@ impl Optimizers {
     /// outside the model's parameters (uncertainty weighting's log-variances).
     pub fn bind_extra(&mut self, name: &str, vs: &nn::VarStore, rate: f64) -> Result<()> {
         check_rate(name, rate)?;
-        let opt = nn::Adam::default().build(vs, rate)?;
+        let opt = Adam::new(vs, 0.0, false)?;
         self.bound.push(Bound { subset: name.to_string(), rate, opt });
         Ok(())
     }
@@ -244,12 +304,11 @@ impl Optimizers {
         let f = self.factor(step);
         for b in &mut self.bound {
             b.opt.zero_grad();
-            b.opt.set_lr(b.rate * f);
         }
         loss.backward();
         let norm = self.cfg.clip_norm.and_then(|max| clip_global_norm(&self.trainable, max));
         for b in &mut self.bound {
-            b.opt.step();
+            b.opt.step(b.rate * f);
         }
         norm
     }
@@ -279,7 +338,7 @@ pub fn clip_global_norm(vars: &[Tensor], max: f64) -> Option<Tensor> {
 mod tests {
     use super::*;
     use crate::params::{HEAD_A, HEAD_B};
-    use tch::{Device, Kind};
+    use tch::{nn::Module, Device, Kind};
 
     fn heads_only() -> Params {
         let mut p = Params::new(Device::Cpu);
@@ -366,6 +425,42 @@ mod tests {
         let mut opts = Optimizers::new(&p, &rates, cfg, 1).unwrap();
         opts.step(&(&w * 0.0).sum(Kind::Float), 0);
         f32::try_from(w.get(0)).unwrap()
+    }
+
+    /// Our Adam against libtorch's (through tch) on the same gradients: `(max |diff|, equal bitwise)`.
+    fn ours_vs_libtorch(wd: f64, decoupled: bool) -> (f64, bool) {
+        tch::manual_seed(3);
+        let make = || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let l = nn::linear(vs.root() / "l", 16, 8, Default::default());
+            (vs, l)
+        };
+        let (vs_a, la) = make();
+        let (mut vs_b, lb) = make();
+        vs_b.copy(&vs_a).unwrap();
+        let mut ours = Adam::new(&vs_a, wd, decoupled).unwrap();
+        let mut theirs = if decoupled { nn::AdamW { wd, ..Default::default() }.build(&vs_b, 1e-2).unwrap() } else { nn::Adam { wd, ..Default::default() }.build(&vs_b, 1e-2).unwrap() };
+        for step in 0..20 {
+            let x = Tensor::randn([4, 16], (Kind::Float, Device::Cpu));
+            ours.zero_grad();
+            la.forward(&x).pow_tensor_scalar(2).sum(Kind::Float).backward();
+            ours.step(1e-2);
+            theirs.zero_grad();
+            lb.forward(&x).pow_tensor_scalar(2).sum(Kind::Float).backward();
+            theirs.step();
+            let _ = step;
+        }
+        let (a, b) = (la.ws.flatten(0, -1), lb.ws.flatten(0, -1));
+        (f64::try_from((&a - &b).abs().max()).unwrap(), a.equal(&b) && la.bs.as_ref().unwrap().equal(lb.bs.as_ref().unwrap()))
+    }
+
+    #[test]
+    fn our_adam_follows_libtorchs() {
+        for (wd, decoupled) in [(0.0, false), (0.1, false), (0.1, true)] {
+            let (diff, same) = ours_vs_libtorch(wd, decoupled);
+            println!("wd {wd} decoupled {decoupled}: max diff {diff:e}, bitwise {same}");
+            assert!(diff < 1e-6, "wd {wd} decoupled {decoupled}: {diff}");
+        }
     }
 
     #[test]

@@ -146,6 +146,10 @@ pub struct TrainConfig {
     /// Keep cached vectors on disk here (shared between runs); `None`: in memory only.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// Length-bucketed batches (rows of similar token length together, batch order shuffled)
+    /// for proportional sampling; `false`: every batch a uniform draw.
+    #[serde(default)]
+    pub bucketing: bool,
     /// An extra Task B file evaluated after each epoch and never used to pick a checkpoint
     /// (out-of-domain check).
     #[serde(default)]
@@ -192,6 +196,7 @@ impl TrainConfig {
             cache: true,
             cache_dir: None,
             ood_b: None,
+            bucketing: true,
             only_task: None,
         }
     }
@@ -375,6 +380,11 @@ fn read_sources(per_task: &[(Option<&PathBuf>, Task)], joint: &[PathBuf], limit:
         }
     }
     Ok(out)
+}
+
+/// The libtorch seed of training step `step` (0-based) of a run seeded `seed`.
+pub fn step_seed(seed: u64, step: usize) -> i64 {
+    (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9)) as i64 & i64::MAX
 }
 
 /// Optimizer steps in one epoch of `cfg` (training rows of the kept tasks over the batch size),
@@ -752,12 +762,16 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
         None => batch::Source::Tokens { pad_id: clf.tokenizer.pad_id() },
     };
     let labelled: Vec<(bool, bool)> = train_ex.iter().map(|e| (e.label_a.is_some(), e.label_b.is_some())).collect();
+    // The same batches with or without the cache (where bucketing saves nothing but keeps the
+    // run identical to recomputing the encoder).
+    let lens: Vec<usize> = train_ex.iter().map(|e| e.ids.len()).collect();
+    let bucket_lens = cfg.bucketing.then_some(lens.as_slice());
     let sync_every = if device.is_cuda() { CUDA_SYNC_EVERY } else { 1 };
     let mut step = 0usize;
     let mut best: Option<f64> = None;
     let mut since_best = 0usize;
     for epoch in 0..cfg.epochs {
-        let draws = batch::sampled_batches(&labelled, cfg.batch_size, cfg.seed, epoch, cfg.sampling);
+        let draws = batch::sampled_batches(&labelled, cfg.batch_size, cfg.seed, epoch, cfg.sampling, bucket_lens);
         let mut ui = EpochProgress::new(progress, draws.len(), epoch, cfg.epochs);
         let start = Instant::now();
         let (mut pending, mut sums) = (Pending::default(), EpochSums::default());
@@ -765,6 +779,9 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
         let mut at_limit = false;
         for (i, draw) in draws.iter().enumerate() {
             let b = batch::make_batch(&train_ex, draw, source, device);
+            // The random stream (dropout) restarts from (seed, step) at every step, so a run
+            // resumed at any step draws what the uninterrupted run drew.
+            tch::manual_seed(step_seed(cfg.seed, step));
             let Some(out) = train_step(&clf.model, &mut opts, &b, &mix, encoder_trains, step) else { continue };
             step += 1;
             steps_this_epoch += 1;

@@ -175,6 +175,10 @@ pub struct TrainArgs {
     /// Keep a frozen encoder's cached vectors in this folder, for later runs.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Length-bucketed batches (rows of similar length together, batch order shuffled; less
+    /// padding, faster): on, or off for uniformly drawn batches.
+    #[arg(long, value_parser = ["on", "off"], default_value = "on")]
+    pub bucketing: String,
     /// Train one task only (a or b): the other task's rows are left out.
     #[arg(long, value_parser = ["a", "b"])]
     pub only_task: Option<String>,
@@ -266,6 +270,7 @@ impl TrainArgs {
         c.cache = !self.no_cache;
         c.cache_dir = self.cache_dir.clone();
         c.ood_b = self.ood_b.clone();
+        c.bucketing = self.bucketing == "on";
         c.only_task = self.only_task.as_deref().map(|t| if t == "a" { Task::A } else { Task::B });
         Ok(c)
     }
