@@ -660,8 +660,10 @@ fn finite_runs(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
 }
 
 /// A range around [lo, hi] with `frac` of its span (at least `min_pad`) on each side.
+/// A span below 1e-3 of the values' magnitude counts as none (its ticks would print alike).
 fn padded(lo: f64, hi: f64, frac: f64, min_pad: f64) -> (f64, f64) {
     let span = hi - lo;
+    let span = if span < lo.abs().max(hi.abs()) * 1e-3 { 0.0 } else { span };
     let pad = if span > 0.0 {
         (span * frac).max(min_pad)
     } else if lo != 0.0 {

@@ -83,6 +83,13 @@ fn quick_grid_writes_every_file_and_resumes() {
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 11);
     assert!(csv.starts_with("config,seeds,a_accuracy_mean,"));
+    // To look at the page and plots: MTT_EXPERIMENT_KEEP=/some/dir cargo test --test experiment
+    if let Ok(keep) = std::env::var("MTT_EXPERIMENT_KEEP") {
+        for file in ["results.md", "final_accuracy.png", "dev_accuracy.png", "training_loss.png"] {
+            std::fs::create_dir_all(&keep).unwrap();
+            std::fs::copy(out.join(file), Path::new(&keep).join(file)).unwrap();
+        }
+    }
     // A second invocation finds every result and trains nothing.
     let again = experiment(&f, &out, &[]);
     assert_eq!(again.matches(", stored)").count(), 20, "{again}");
