@@ -57,6 +57,56 @@ impl Drop for ThreadsGuard {
     }
 }
 
+/// What the CPU offers the fp32, bf16 and int8 kernels, from `/proc/cpuinfo`'s first processor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuFeatures {
+    pub model: String,
+    pub avx2: bool,
+    pub avx512: bool,
+    /// AVX512-BF16 or AMX-BF16: bf16 matrix multiplies run natively.
+    pub bf16: bool,
+    pub amx: bool,
+    /// AVX512-VNNI or AVX-VNNI: int8 dot products in one instruction.
+    pub vnni: bool,
+}
+
+impl CpuFeatures {
+    /// Parses the text of `/proc/cpuinfo`.
+    pub fn parse(cpuinfo: &str) -> Self {
+        let field = |name: &str| {
+            cpuinfo.lines().find(|l| l.split(':').next().is_some_and(|k| k.trim() == name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
+        };
+        let flags = field("flags").unwrap_or_default();
+        let has = |f: &str| flags.split_whitespace().any(|x| x == f);
+        CpuFeatures {
+            model: field("model name").unwrap_or_else(|| "unknown".into()),
+            avx2: has("avx2"),
+            avx512: has("avx512f"),
+            bf16: has("avx512_bf16") || has("amx_bf16"),
+            amx: has("amx_bf16") || has("amx_int8"),
+            vnni: has("avx512_vnni") || has("avx_vnni"),
+        }
+    }
+
+    /// This machine's, or `None` where `/proc/cpuinfo` cannot be read.
+    pub fn detect() -> Option<Self> {
+        std::fs::read_to_string("/proc/cpuinfo").ok().map(|t| Self::parse(&t))
+    }
+
+    /// One line for `mtt doctor`.
+    pub fn describe(&self) -> String {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        format!(
+            "{}; AVX2 {}, AVX-512 {}, bf16 matmul in hardware (AVX512-BF16/AMX) {}, int8 VNNI {}",
+            self.model,
+            yes(self.avx2),
+            yes(self.avx512),
+            yes(self.bf16),
+            yes(self.vnni)
+        )
+    }
+}
+
 /// The libtorch version this binary was built against (read by build.rs from libtorch's folder).
 pub fn libtorch_version() -> &'static str {
     option_env!("MTT_LIBTORCH_VERSION").unwrap_or("unknown")
@@ -101,6 +151,17 @@ pub fn device_name(d: Device) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_flags_are_read_from_cpuinfo() {
+        let epyc = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx avx2 fma\n\nprocessor\t: 1\n";
+        let f = CpuFeatures::parse(epyc);
+        assert_eq!((f.model.as_str(), f.avx2, f.avx512, f.bf16, f.vnni), ("AMD EPYC 7B13", true, false, false, false));
+        let xeon = "model name\t: Intel(R) Xeon(R) Platinum 8481C\nflags\t: avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8\n";
+        let f = CpuFeatures::parse(xeon);
+        assert!(f.avx512 && f.bf16 && f.amx && f.vnni);
+        assert!(f.describe().contains("bf16 matmul in hardware (AVX512-BF16/AMX) yes"));
+    }
     use tch::Tensor;
 
     #[test]

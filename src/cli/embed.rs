@@ -140,6 +140,9 @@ pub fn run_doctor(args: &DoctorArgs) -> Result<()> {
     );
     println!("default device (--device auto): {}", device_name(Device::cuda_if_available()));
     println!("threads: {} intra-op, {} inter-op", tch::get_num_threads(), tch::get_num_interop_threads());
+    if let Some(cpu) = crate::device::CpuFeatures::detect() {
+        println!("CPU: {}", cpu.describe());
+    }
     println!("model folder: {}", args.model.display());
     let mut ok = true;
     for (file, present) in folder_report(&args.model) {
