@@ -286,6 +286,24 @@ fn mean_accuracy(dev: &BTreeMap<String, TaskMetrics>) -> f64 {
     dev.values().map(|m| m.accuracy).sum::<f64>() / dev.len() as f64
 }
 
+/// Whether two runs' options are the same but for where the frozen-encoder cache lives (which
+/// never changes a result), so a results folder can be moved and still resumed.
+fn same_options(a: &[String], b: &[String]) -> bool {
+    let strip = |v: &[String]| -> Vec<String> {
+        let mut out = Vec::with_capacity(v.len());
+        let mut it = v.iter();
+        while let Some(x) = it.next() {
+            if x == "--cache-dir" {
+                it.next();
+            } else {
+                out.push(x.clone());
+            }
+        }
+        out
+    };
+    strip(a) == strip(b)
+}
+
 /// Runs the grid, reporting through `log`, and writes the results page into `plan.out`.
 pub struct Runner<'a> {
     plan: &'a Plan,
@@ -321,7 +339,7 @@ impl<'a> Runner<'a> {
         let result_file = dir.join("result.json");
         if !self.plan.force {
             if let (Some(r), Some(m)) = (read_json::<RunResult>(&result_file), read_json::<RunMetrics>(&dir.join("metrics.json"))) {
-                if r.args == args {
+                if same_options(&r.args, args) {
                     return Ok((r, m, true));
                 }
                 log(&format!("  {name} seed {seed}: options changed since the stored result; running again"));
@@ -740,6 +758,13 @@ fn plots(dir: &Path, r: &GridResults) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cache_folder_does_not_count_as_an_option() {
+        let v = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert!(same_options(&v("--epochs 1 --cache-dir a/cache --seed 0"), &v("--epochs 1 --cache-dir b/cache --seed 0")));
+        assert!(!same_options(&v("--epochs 1 --cache-dir a --seed 0"), &v("--epochs 2 --cache-dir a --seed 0")));
+    }
 
     #[test]
     fn stats_and_slugs() {
