@@ -6,6 +6,7 @@
 
 use crate::data::Example;
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomic_with;
 use crate::infer::{self, Batching};
 use crate::model::MultiTask;
 use crate::params::ENCODER;
@@ -108,17 +109,14 @@ fn read(path: &Path, n: i64, dim: i64) -> Result<Tensor> {
     Ok(t)
 }
 
-/// Writes the cache file through a temporary sibling and a rename, so a reader never sees half.
+/// Writes the cache file atomically, so a reader never sees half of it.
 fn write(path: &Path, t: &Tensor) -> Result<()> {
     let dir = path.parent().expect("cache files live in a folder");
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let t = t.to_device(Device::Cpu).contiguous();
-    if let Err(e) = Tensor::write_safetensors(&[("pooled", &t)], &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::config(path, format!("cannot write cache file: {e}")));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    write_atomic_with(path, |tmp| {
+        Tensor::write_safetensors(&[("pooled", &t)], tmp).map_err(|e| Error::config(path, format!("cannot write cache file: {e}")))
+    })
 }
 
 #[cfg(test)]
