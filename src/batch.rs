@@ -146,20 +146,45 @@ pub const BUCKET_WINDOW_BATCHES: usize = 50;
 
 /// One epoch's row indices in length-bucketed batches: every row exactly once, rows of similar
 /// token length together (less padding), the batch order shuffled; deterministic in `seed` and
-/// `epoch`. The last batch of a window may be smaller.
-pub fn bucketed_batches(lens: &[usize], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+/// `epoch`.
+///
+/// `strata[i]` is row `i`'s group (which tasks it is labelled for). Bucketing keeps each batch's
+/// mix of groups what a random batch would have: inside a window every group is sorted by length
+/// on its own, the groups are merged by relative rank and cut into batches, so every batch holds
+/// a run of similar lengths from each group in the groups' proportion. Sorting the window as a
+/// whole would instead put short questions and long reviews in different batches, turning mixed
+/// batches into single-task ones, which halves each task's updates per epoch.
+pub fn bucketed_batches(lens: &[usize], strata: &[u8], batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<usize>> {
+    assert_eq!(lens.len(), strata.len(), "one stratum per row");
     let bs = batch_size.max(1);
     let mut order: Vec<usize> = (0..lens.len()).collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) ^ 0xb0c3);
     order.shuffle(&mut rng);
     let mut batches = Vec::with_capacity(lens.len().div_ceil(bs));
     for window in order.chunks(bs * BUCKET_WINDOW_BATCHES) {
-        let mut w = window.to_vec();
-        w.sort_by_key(|&i| lens[i]);
-        batches.extend(w.chunks(bs).map(<[usize]>::to_vec));
+        // Each row's place within its group's length order, as a fraction; merging the groups
+        // on it and cutting into batches gives every batch its share of each group.
+        let mut placed: Vec<(f64, usize)> = Vec::with_capacity(window.len());
+        let mut groups: Vec<u8> = window.iter().map(|&i| strata[i]).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        for g in groups {
+            let mut rows: Vec<usize> = window.iter().copied().filter(|&i| strata[i] == g).collect();
+            rows.sort_by_key(|&i| lens[i]);
+            let n = rows.len() as f64;
+            placed.extend(rows.into_iter().enumerate().map(|(r, i)| ((r as f64 + 0.5) / n, i)));
+        }
+        placed.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let merged: Vec<usize> = placed.into_iter().map(|(_, i)| i).collect();
+        batches.extend(merged.chunks(bs).map(<[usize]>::to_vec));
     }
     batches.shuffle(&mut rng);
     batches
+}
+
+/// A row's bucketing group: which of the two tasks it is labelled for.
+pub fn stratum(labelled: (bool, bool)) -> u8 {
+    u8::from(labelled.0) | (u8::from(labelled.1) << 1)
 }
 
 /// One epoch's batches under `sampling`, deterministic in `seed` and `epoch`. `labelled[i]` says
@@ -177,7 +202,10 @@ pub fn sampled_batches(
 ) -> Vec<Draw> {
     if sampling == TaskSampling::Proportional {
         let batches = match bucket_lens {
-            Some(lens) => bucketed_batches(lens, batch_size, seed, epoch),
+            Some(lens) => {
+                let strata: Vec<u8> = labelled.iter().map(|&l| stratum(l)).collect();
+                bucketed_batches(lens, &strata, batch_size, seed, epoch)
+            }
             None => epoch_batches(labelled.len(), batch_size, seed, epoch),
         };
         return batches.into_iter().map(|rows| Draw { rows, task: None }).collect();
@@ -321,12 +349,13 @@ mod tests {
     #[test]
     fn bucketing_uses_every_row_once_and_groups_similar_lengths() {
         let lens: Vec<usize> = (0..1000).map(|i| (i * 37) % 61 + 3).collect();
-        let b = bucketed_batches(&lens, 8, 5, 2);
+        let one = vec![0u8; 1000];
+        let b = bucketed_batches(&lens, &one, 8, 5, 2);
         let mut all: Vec<usize> = b.concat();
         all.sort();
         assert_eq!(all, (0..1000).collect::<Vec<_>>(), "every row exactly once");
-        assert_eq!(b, bucketed_batches(&lens, 8, 5, 2), "deterministic");
-        assert_ne!(b, bucketed_batches(&lens, 8, 5, 3), "another epoch, another order");
+        assert_eq!(b, bucketed_batches(&lens, &one, 8, 5, 2), "deterministic");
+        assert_ne!(b, bucketed_batches(&lens, &one, 8, 5, 3), "another epoch, another order");
         // Padding: the longest row of each batch over the rows' own lengths.
         let padded = |bs: &[Vec<usize>]| -> f64 {
             let pad: usize = bs.iter().map(|r| r.iter().map(|&i| lens[i]).max().unwrap() * r.len()).sum();
@@ -336,6 +365,37 @@ mod tests {
         assert!(bucketed < 1.1 && random > 1.4, "padding factor bucketed {bucketed:.2}, random {random:.2}");
         let draws = sampled_batches(&vec![(true, false); 1000], 8, 5, 2, TaskSampling::Proportional, Some(&lens));
         assert_eq!(draws.iter().map(|d| d.rows.clone()).collect::<Vec<_>>(), b);
+    }
+
+    #[test]
+    fn bucketing_keeps_the_task_mix_of_random_batches() {
+        // 600 short Task A rows and 300 long Task B rows: sorting them together would make
+        // single-task batches; each bucketed batch must hold both, in the 2:1 proportion.
+        let labelled: Vec<(bool, bool)> = (0..900).map(|i| (i % 3 != 2, i % 3 == 2)).collect();
+        let lens: Vec<usize> = (0..900).map(|i| if i % 3 == 2 { 30 + i % 17 } else { 5 + i % 7 }).collect();
+        let draws = sampled_batches(&labelled, 12, 9, 0, TaskSampling::Proportional, Some(&lens));
+        let mut all: Vec<usize> = draws.iter().flat_map(|d| d.rows.clone()).collect();
+        all.sort();
+        assert_eq!(all, (0..900).collect::<Vec<_>>(), "every row exactly once");
+        assert_eq!(draws.len(), 75);
+        for d in &draws {
+            assert_eq!(d.task, None, "mixed batches: both labels count");
+            let b = d.rows.iter().filter(|&&i| labelled[i].1).count();
+            assert!((3..=5).contains(&b) && d.rows.len() == 12, "batch of {} rows with {b} Task B rows", d.rows.len());
+        }
+        // Each task's rows inside a batch are of similar length: far less padding per task
+        // than random batches.
+        let spread = |draws: &[Vec<usize>], task_b: bool| -> usize {
+            draws.iter().filter_map(|r| {
+                let l: Vec<usize> = r.iter().filter(|&&i| labelled[i].1 == task_b).map(|&i| lens[i]).collect();
+                Some(l.iter().max()? - l.iter().min()?)
+            }).sum()
+        };
+        let rows: Vec<Vec<usize>> = draws.iter().map(|d| d.rows.clone()).collect();
+        let random = epoch_batches(900, 12, 9, 0);
+        for task_b in [false, true] {
+            assert!(spread(&rows, task_b) * 3 < spread(&random, task_b), "task b={task_b}: {} vs {}", spread(&rows, task_b), spread(&random, task_b));
+        }
     }
 
     #[test]

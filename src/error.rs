@@ -28,6 +28,9 @@ pub enum Error {
     /// Training hit a NaN or infinite loss.
     #[error("{0}")]
     NonFinite(String),
+    /// A stop signal ended training after a step; the run's state is in `out/resume/`.
+    #[error("interrupted after optimizer step {step} (epoch {epoch}, batch {batch}/{batches}): the checkpoint and its training state are saved; continue with: mtt train --resume {}", out.display())]
+    Interrupted { out: PathBuf, step: usize, epoch: usize, batch: usize, batches: usize },
     #[error("libtorch: {0}")]
     Tch(tch::TchError),
     #[error("rust-bert: {0}")]

@@ -17,8 +17,8 @@
 //!   encoder; tokenizer plus multi-task model).
 //! * [`export`]: a checkpoint as a sentence-transformers folder for Python, and back.
 //! * [`cache`]: a frozen encoder's pooled vectors, computed once (in memory or on disk).
-//! * [`freeze`], [`optim`], [`train`]: Task 3's scenarios, Task 4's per-subset optimizers and
-//!   schedule, and the training run.
+//! * [`freeze`], [`optim`], [`train`], [`resume`]: Task 3's scenarios, Task 4's per-subset
+//!   optimizers and schedule, the training run, and its state for `--resume` and stop signals.
 //! * [`plot`], [`experiment`]: PNG charts; grids of training runs over seeds, the tuned-recipe
 //!   searches and the results page.
 //! * [`cli`]: the binaries' layer (clap arguments, command bodies); the only module that prints.
@@ -38,10 +38,11 @@ pub mod freeze;
 pub mod fsutil;
 pub mod infer;
 pub mod metrics;
-pub mod plot;
 pub mod model;
+pub mod plot;
 pub mod optim;
 pub mod params;
+pub mod resume;
 #[doc(hidden)]
 pub mod testing;
 pub mod textio;

@@ -174,6 +174,8 @@ impl OptimConfig {
 /// gradient, AdamW's multiplies `p` by `1 − lr·wd` first. A variable without a gradient this step
 /// (`None`, not zero) is left alone: no momentum leaks into a head whose task had no labels.
 pub struct Adam {
+    /// The variables by name (sorted), so that their state can be saved and restored.
+    names: Vec<String>,
     vars: Vec<Tensor>,
     exp_avg: Vec<Option<Tensor>>,
     exp_avg_sq: Vec<Option<Tensor>>,
@@ -190,11 +192,60 @@ impl Adam {
     pub const BETA2: f64 = 0.999;
     pub const EPS: f64 = 1e-8;
 
+    /// Adam over the variables of `vs` that require gradients.
     pub fn new(vs: &nn::VarStore, weight_decay: f64, decoupled: bool) -> Result<Self> {
-        let vars = vs.trainable_variables();
+        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let (names, vars): (Vec<String>, Vec<Tensor>) = named.into_iter().unzip();
         let n = vars.len();
         let grads = nn::Sgd::default().build(vs, 0.0)?;
-        Ok(Adam { vars, exp_avg: (0..n).map(|_| None).collect(), exp_avg_sq: (0..n).map(|_| None).collect(), steps: vec![0; n], weight_decay, decoupled, grads })
+        Ok(Adam {
+            names,
+            vars,
+            exp_avg: (0..n).map(|_| None).collect(),
+            exp_avg_sq: (0..n).map(|_| None).collect(),
+            steps: vec![0; n],
+            weight_decay,
+            decoupled,
+            grads,
+        })
+    }
+
+    /// The moments (`{prefix}/{variable}/exp_avg`, `.../exp_avg_sq`, only for variables that
+    /// have been updated) and every variable's step count (`{prefix}/{variable}`).
+    pub fn state(&self, prefix: &str, tensors: &mut Vec<(String, Tensor)>, steps: &mut BTreeMap<String, i64>) {
+        for (i, name) in self.names.iter().enumerate() {
+            let key = format!("{prefix}/{name}");
+            if let (Some(m), Some(v)) = (&self.exp_avg[i], &self.exp_avg_sq[i]) {
+                tensors.push((format!("{key}/exp_avg"), m.shallow_clone()));
+                tensors.push((format!("{key}/exp_avg_sq"), v.shallow_clone()));
+            }
+            steps.insert(key, self.steps[i]);
+        }
+    }
+
+    /// Restores what [`Adam::state`] gave, taking this optimizer's entries out of `tensors` and
+    /// `steps`. A variable with steps but no moments, or moments of the wrong shape, is an error
+    /// naming the tensor.
+    pub fn restore(&mut self, prefix: &str, tensors: &mut BTreeMap<String, Tensor>, steps: &mut BTreeMap<String, i64>) -> Result<()> {
+        for (i, name) in self.names.iter().enumerate() {
+            let key = format!("{prefix}/{name}");
+            let n = steps.remove(&key).ok_or_else(|| invalid(format!("optimizer state: no step count for {key}")))?;
+            let (m, v) = (tensors.remove(&format!("{key}/exp_avg")), tensors.remove(&format!("{key}/exp_avg_sq")));
+            let var = &self.vars[i];
+            let fit = |t: Option<Tensor>, what: &str| -> Result<Option<Tensor>> {
+                match t {
+                    None if n > 0 => Err(invalid(format!("optimizer state: {key} took {n} steps but has no {what}"))),
+                    None => Ok(None),
+                    Some(t) if t.size() != var.size() => Err(invalid(format!("optimizer state: {key}/{what} has shape {:?}, the variable {:?}", t.size(), var.size()))),
+                    Some(t) => Ok(Some(t.to_device(var.device()))),
+                }
+            };
+            self.exp_avg[i] = fit(m, "exp_avg")?;
+            self.exp_avg_sq[i] = fit(v, "exp_avg_sq")?;
+            self.steps[i] = n;
+        }
+        Ok(())
     }
 
     /// Resets every gradient to undefined.
@@ -293,6 +344,28 @@ impl Optimizers {
     pub fn rates_at(&self, step: usize) -> Vec<(String, f64)> {
         let f = self.factor(step);
         self.bound.iter().map(|b| (b.subset.clone(), b.rate * f)).collect()
+    }
+
+    /// Every optimizer's moments and step counts, keyed by subset and variable name.
+    pub fn state(&self) -> (Vec<(String, Tensor)>, BTreeMap<String, i64>) {
+        let (mut tensors, mut steps) = (Vec::new(), BTreeMap::new());
+        for b in &self.bound {
+            b.opt.state(&b.subset, &mut tensors, &mut steps);
+        }
+        (tensors, steps)
+    }
+
+    /// Restores [`Optimizers::state`]'s output into optimizers bound the same way; anything left
+    /// over (a subset trainable then but not now) is an error.
+    pub fn restore(&mut self, tensors: Vec<(String, Tensor)>, mut steps: BTreeMap<String, i64>) -> Result<()> {
+        let mut tensors: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+        for b in &mut self.bound {
+            b.opt.restore(&b.subset, &mut tensors, &mut steps)?;
+        }
+        if let Some(k) = tensors.keys().next().or(steps.keys().next()) {
+            return Err(invalid(format!("optimizer state: {k} belongs to no optimizer of this run")));
+        }
+        Ok(())
     }
 
     /// Backward pass, optional clipping, and one step of every optimizer at its scheduled rate.

@@ -26,6 +26,7 @@ use crate::metrics::TaskMetrics;
 use crate::model::MultiTask;
 use crate::optim::{check_rate, learning_rates, LrPreset, OptimConfig, Optimizers};
 use crate::params::ENCODER;
+use crate::resume::{self, EpochSums, RunState, StateTensors};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -158,6 +159,13 @@ pub struct TrainConfig {
     /// weights). The single-task baseline for "does sharing the encoder help?".
     #[serde(default)]
     pub only_task: Option<Task>,
+    /// Write `OUT/resume/` (weights, optimizer moments, position) at the end of every epoch, so
+    /// that `--resume` can continue the run; a stop signal writes it mid-epoch too.
+    #[serde(default = "yes")]
+    pub resume_state: bool,
+    /// Act as if a stop signal arrived right after this optimizer step (tests of resuming).
+    #[serde(skip)]
+    pub interrupt_after: Option<usize>,
 }
 
 impl TrainConfig {
@@ -198,6 +206,8 @@ impl TrainConfig {
             ood_b: None,
             bucketing: true,
             only_task: None,
+            resume_state: true,
+            interrupt_after: None,
         }
     }
 
@@ -488,15 +498,6 @@ struct Pending {
     norms: Vec<(usize, Tensor)>,
 }
 
-/// Per-epoch sums, on the CPU.
-#[derive(Default)]
-struct EpochSums {
-    sum_a: f64,
-    n_a: usize,
-    sum_b: f64,
-    n_b: usize,
-    last_total: f64,
-}
 
 impl Pending {
     fn push(&mut self, step: usize, s: StepLosses) {
@@ -631,6 +632,80 @@ pub struct TrainOutcome {
 
 /// Trains as `cfg` says, reporting through `log`, and writes the output folder.
 pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -> Result<TrainOutcome> {
+    run(cfg, None, progress, log)
+}
+
+/// Continues the run whose output folder is `out` from its resume state (`out/resume/`), with
+/// the configuration it was started with. The finished run equals an uninterrupted one bitwise
+/// on the CPU.
+pub fn resume(out: &Path, progress: Progress, log: &mut dyn FnMut(&str)) -> Result<TrainOutcome> {
+    let (state, tensors) = resume::read(out)?;
+    if state.finished {
+        return Err(invalid(format!(
+            "{}: the run finished ({} epoch(s), {} steps): nothing to resume",
+            out.display(),
+            state.metrics.epochs.len(),
+            state.step
+        )));
+    }
+    let mut cfg = state.config.clone();
+    cfg.out = out.to_path_buf();
+    log(&format!(
+        "resuming {} at epoch {}/{}, batch {}, after {} optimizer steps",
+        out.display(),
+        state.epoch + 1,
+        cfg.epochs,
+        state.next_draw + 1,
+        state.step
+    ));
+    run(&cfg, Some((state, tensors)), progress, log)
+}
+
+/// The run's position and tensors, for [`resume::write`].
+#[allow(clippy::too_many_arguments)]
+fn run_state(
+    cfg: &TrainConfig,
+    clf: &Classifier,
+    opts: &Optimizers,
+    log_vars: Option<&Tensor>,
+    at: (usize, usize, usize),
+    epoch_progress: (&EpochSums, usize, usize, f64),
+    stopping: (Option<f64>, usize),
+    metrics: &RunMetrics,
+    finished: bool,
+) -> (RunState, StateTensors) {
+    let (epoch, next_draw, step) = at;
+    let (sums, seen, steps_this_epoch, epoch_seconds) = epoch_progress;
+    let mut weights = clf.model.params().named_variables();
+    if let Some(v) = log_vars {
+        weights.push((LOG_VARS.to_string(), v.shallow_clone()));
+    }
+    let (optimizer, adam_steps) = opts.state();
+    let state = RunState {
+        format: String::new(),
+        config: cfg.clone(),
+        epoch,
+        next_draw,
+        step,
+        finished,
+        sums: sums.clone(),
+        seen,
+        steps_this_epoch,
+        epoch_seconds,
+        best: stopping.0,
+        since_best: stopping.1,
+        metrics: metrics.clone(),
+        adam_steps,
+        weights_sha256: String::new(),
+        optimizer_sha256: String::new(),
+    };
+    (state, StateTensors { weights, optimizer })
+}
+
+/// Name of uncertainty weighting's log-variances in a resume state.
+const LOG_VARS: &str = "loss_weighting/log_vars";
+
+fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: Progress, log: &mut dyn FnMut(&str)) -> Result<TrainOutcome> {
     let started = Instant::now();
     cfg.validate()?;
     prepare_output_dir(&cfg.out)?;
@@ -691,6 +766,22 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
         }
     };
     let mix = LossMix { weight_a: cfg.weight_a, weight_b: cfg.weight_b, log_vars: uncertainty.as_ref().map(|(_, s)| s) };
+    // Resuming: weights, optimizer moments and the run's position from the state.
+    let mut position = None;
+    if let Some((state, tensors)) = resumed {
+        let dir = resume::state_dir(&cfg.out)?;
+        let mut vars = params.named_variables();
+        if let Some((_, s)) = &uncertainty {
+            vars.push((LOG_VARS.to_string(), s.shallow_clone()));
+        }
+        resume::restore_vars(&dir.join(resume::WEIGHTS_FILE), tensors.weights, &vars)?;
+        opts.restore(tensors.optimizer, state.adam_steps.clone())
+            .map_err(|e| Error::Weights { path: dir.join(resume::OPTIMIZER_FILE), msg: e.to_string() })?;
+        let trainable = metrics.trainable_params;
+        metrics = state.metrics.clone();
+        metrics.trainable_params = trainable;
+        position = Some(state);
+    }
     log(&format!(
         "training on {} rows ({} Task A labels, {} Task B labels), {} steps/epoch, device {}, freeze '{}', {} trainable parameters",
         train_ex.len(),
@@ -767,17 +858,23 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
     let lens: Vec<usize> = train_ex.iter().map(|e| e.ids.len()).collect();
     let bucket_lens = cfg.bucketing.then_some(lens.as_slice());
     let sync_every = if device.is_cuda() { CUDA_SYNC_EVERY } else { 1 };
-    let mut step = 0usize;
-    let mut best: Option<f64> = None;
-    let mut since_best = 0usize;
-    for epoch in 0..cfg.epochs {
+    let wall_before = position.as_ref().map_or(0.0, |p| p.metrics.wall_seconds);
+    let wall = |started: &Instant| wall_before + started.elapsed().as_secs_f64();
+    let (start_epoch, mut step) = position.as_ref().map_or((0, 0), |p| (p.epoch, p.step));
+    let mut best: Option<f64> = position.as_ref().and_then(|p| p.best);
+    let mut since_best = position.as_ref().map_or(0, |p| p.since_best);
+    for epoch in start_epoch..cfg.epochs {
         let draws = batch::sampled_batches(&labelled, cfg.batch_size, cfg.seed, epoch, cfg.sampling, bucket_lens);
         let mut ui = EpochProgress::new(progress, draws.len(), epoch, cfg.epochs);
         let start = Instant::now();
-        let (mut pending, mut sums) = (Pending::default(), EpochSums::default());
-        let (mut steps_this_epoch, mut seen) = (0usize, 0usize);
+        let mut pending = Pending::default();
+        // The epoch's running figures: zero, or where the interrupted run left them.
+        let (first, mut sums, mut seen, mut steps_this_epoch, seconds_before) = match position.take() {
+            Some(p) => (p.next_draw, p.sums, p.seen, p.steps_this_epoch, p.epoch_seconds),
+            None => (0, EpochSums::default(), 0, 0, 0.0),
+        };
         let mut at_limit = false;
-        for (i, draw) in draws.iter().enumerate() {
+        for (i, draw) in draws.iter().enumerate().skip(first) {
             let b = batch::make_batch(&train_ex, draw, source, device);
             // The random stream (dropout) restarts from (seed, step) at every step, so a run
             // resumed at any step draws what the uninterrupted run drew.
@@ -788,12 +885,26 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
             seen += b.size;
             pending.push(step, out);
             at_limit = cfg.max_steps == Some(step);
-            if pending.len() >= sync_every || ui.due() || at_limit || i + 1 == draws.len() {
+            let stop = !at_limit && (resume::stop_requested() || cfg.interrupt_after == Some(step));
+            if pending.len() >= sync_every || ui.due() || at_limit || stop || i + 1 == draws.len() {
                 if let Err(e) = pending.flush(epoch, &mut metrics, &mut sums, &cfg.out) {
                     ui.bar.finish_and_clear();
                     return Err(e);
                 }
                 ui.update(i + 1, seen, sums.last_total, log);
+            }
+            if stop {
+                ui.bar.finish_and_clear();
+                let seconds = seconds_before + start.elapsed().as_secs_f64();
+                metrics.wall_seconds = wall(&started);
+                let log_vars = mix.log_vars;
+                let (state, tensors) =
+                    run_state(cfg, &clf, &opts, log_vars, (epoch, i + 1, step), (&sums, seen, steps_this_epoch, seconds), (best, since_best), &metrics, false);
+                resume::write(&cfg.out, state, tensors)?;
+                if !cfg.save_best {
+                    save(&clf, &cfg.out, &metrics)?;
+                }
+                return Err(Error::Interrupted { out: cfg.out.clone(), step, epoch: epoch + 1, batch: i + 1, batches: draws.len() });
             }
             if at_limit {
                 break;
@@ -805,7 +916,7 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
             return Err(e);
         }
         ui.bar.finish_and_clear();
-        let seconds = start.elapsed().as_secs_f64();
+        let seconds = seconds_before + start.elapsed().as_secs_f64();
         let mean = |s: f64, n: usize| if n == 0 { f64::NAN } else { s / n as f64 };
         let (loss_a, loss_b) = (mean(sums.sum_a, sums.n_a), mean(sums.sum_b, sums.n_b));
         log(&format!("Epoch [{}/{}], Loss Task A: {loss_a:.4}, Loss Task B: {loss_b:.4}", epoch + 1, cfg.epochs));
@@ -846,13 +957,28 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
         if patience_over {
             metrics.early_stopped_epoch = Some(epoch + 1);
         }
-        metrics.wall_seconds = started.elapsed().as_secs_f64();
+        metrics.wall_seconds = wall(&started);
         if !cfg.save_best || improved {
             metrics.saved_epoch = Some(epoch + 1);
             save(&clf, &cfg.out, &metrics)?;
         } else {
             write_metrics(&cfg.out, &metrics)?;
             log(&format!("  (dev not better than epoch {}: checkpoint kept)", metrics.saved_epoch.unwrap_or(0)));
+        }
+        if cfg.resume_state {
+            let finished = at_limit || patience_over || epoch + 1 == cfg.epochs;
+            let (state, tensors) = run_state(
+                cfg,
+                &clf,
+                &opts,
+                mix.log_vars,
+                (epoch + 1, 0, step),
+                (&EpochSums::default(), 0, 0, 0.0),
+                (best, since_best),
+                &metrics,
+                finished,
+            );
+            resume::write(&cfg.out, state, tensors)?;
         }
         if at_limit {
             if metrics.stopped_early {

@@ -79,7 +79,10 @@ struct GridRun {
 /// The options of one grid run as a training configuration.
 pub fn grid_run_config(args: &[String]) -> crate::error::Result<TrainConfig> {
     let parsed = GridRun::try_parse_from(args).map_err(|e| invalid(e.render().to_string().trim().to_string()))?;
-    let cfg = parsed.args.to_config(&TrainDefaults::MTT).map_err(|e| invalid(e.to_string()))?;
+    let mut cfg = parsed.args.to_config(&TrainDefaults::MTT).map_err(|e| invalid(e.to_string()))?;
+    // The runner resumes whole runs (a stored result.json); per-epoch resume states of a few
+    // hundred MB each would only be written and deleted.
+    cfg.resume_state = false;
     cfg.validate()?;
     Ok(cfg)
 }

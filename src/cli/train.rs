@@ -8,7 +8,8 @@ use crate::device::set_threads;
 use crate::freeze::Freeze;
 use crate::optim::{parse_lr_override, LrPreset, OptimConfig};
 use crate::batch::TaskSampling;
-use crate::train::{train, LossWeighting, Progress, TrainConfig};
+use crate::error::Error;
+use crate::train::{resume, train, LossWeighting, Progress, TrainConfig};
 use anyhow::Result;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
@@ -186,6 +187,13 @@ pub struct TrainArgs {
     /// (out-of-domain check, e.g. data/tweet_sentiment/dev.tsv).
     #[arg(long, value_name = "FILE")]
     pub ood_b: Option<PathBuf>,
+    /// Continue the interrupted run in DIR (its checkpoint folder) from its saved state, with the
+    /// settings it was started with: alone, no other training option.
+    #[arg(long, value_name = "DIR", exclusive = true)]
+    pub resume: Option<PathBuf>,
+    /// Stop as if interrupted right after this optimizer step (for tests of --resume).
+    #[arg(long, hide = true, value_name = "STEP")]
+    pub interrupt_after_steps: Option<usize>,
     /// Seconds between plain progress lines when stderr is not a terminal (a bar is shown otherwise).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub progress_every: u64,
@@ -272,17 +280,37 @@ impl TrainArgs {
         c.ood_b = self.ood_b.clone();
         c.bucketing = self.bucketing == "on";
         c.only_task = self.only_task.as_deref().map(|t| if t == "a" { Task::A } else { Task::B });
+        c.interrupt_after = self.interrupt_after_steps;
         Ok(c)
     }
 }
 
-/// `mtt train` / `task3` / `task4`: a bar on a terminal, plain progress lines otherwise.
+/// `mtt train` / `task3` / `task4`: a bar on a terminal, plain progress lines otherwise. SIGINT
+/// and SIGTERM stop training after the current step with a checkpoint and its resume state
+/// (exit status 130).
 pub fn run_train(args: &TrainArgs, defaults: &TrainDefaults, title: &str) -> Result<()> {
     set_threads(args.run.threads);
-    let cfg = args.to_config(defaults)?;
-    cfg.validate()?;
-    println!("{title}");
     let progress = if std::io::stderr().is_terminal() { Progress::Bar } else { Progress::Lines(Duration::from_secs(args.progress_every)) };
-    train(&cfg, progress, &mut |line: &str| println!("{line}"))?;
-    Ok(())
+    let mut log = |line: &str| println!("{line}");
+    crate::resume::catch_stop_signals();
+    let outcome = match &args.resume {
+        Some(dir) => {
+            println!("{title} --resume {}", dir.display());
+            resume(dir, progress, &mut log)
+        }
+        None => {
+            let cfg = args.to_config(defaults)?;
+            cfg.validate()?;
+            println!("{title}");
+            train(&cfg, progress, &mut log)
+        }
+    };
+    match outcome {
+        Ok(_) => Ok(()),
+        Err(e @ Error::Interrupted { .. }) => {
+            eprintln!("{e}");
+            std::process::exit(130)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -1,0 +1,175 @@
+//! `--resume`: a run stopped after any step (mid-epoch or at an epoch's end) and resumed ends
+//! with weights bitwise equal to the uninterrupted run, for full fine-tuning with dropout,
+//! clipping and AdamW, for uncertainty weighting, and for a frozen encoder on cached vectors;
+//! SIGTERM stops `mtt train` with a checkpoint and a message naming the resume command.
+
+mod common;
+
+use common::{config, fixture, run, Fixture};
+use multi_task_transformer::freeze::Freeze;
+use multi_task_transformer::optim::LrPreset;
+use multi_task_transformer::resume::{OPTIMIZER_FILE, RESUME_DIR};
+use multi_task_transformer::train::{self, LossWeighting, Progress, RunMetrics, TrainConfig};
+use multi_task_transformer::Error;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn weights(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("model.safetensors")).unwrap()
+}
+
+fn metrics(dir: &Path) -> RunMetrics {
+    serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap()
+}
+
+/// 16 rows in batches of 4: 4 steps per epoch, 3 epochs.
+fn base(f: &Fixture, out: &str) -> TrainConfig {
+    let mut c = config(f, out);
+    c.epochs = 3;
+    c.lr_plan = LrPreset::Uniform;
+    c.lr_overrides = vec![("encoder".into(), 1e-3), ("classification_head".into(), 1e-2), ("sentiment_head".into(), 1e-2)];
+    c.head_dropout = Some(0.2);
+    c.optim.adamw = true;
+    c.optim.weight_decay = 0.01;
+    c.optim.clip_norm = Some(1.0);
+    c.optim.warmup_steps = 2;
+    c.optim.linear_decay = true;
+    c
+}
+
+/// Trains `c` stopping after `stop_at`, resumes, and checks the result against `full`.
+fn stop_and_resume(c: &TrainConfig, stop_at: usize, full: &Path) {
+    let mut cut = c.clone();
+    cut.interrupt_after = Some(stop_at);
+    let mut lines = Vec::new();
+    let e = train::train(&cut, Progress::Off, &mut |l: &str| lines.push(l.to_string())).err().expect("the run must stop");
+    match &e {
+        Error::Interrupted { step, .. } => assert_eq!(*step, stop_at),
+        other => panic!("expected an interruption, got {other}"),
+    }
+    assert!(e.to_string().contains(&format!("mtt train --resume {}", c.out.display())), "{e}");
+    assert!(c.out.join(RESUME_DIR).join("state.json").is_file());
+    let mut lines = Vec::new();
+    train::resume(&c.out, Progress::Off, &mut |l: &str| lines.push(l.to_string())).unwrap_or_else(|e| panic!("{e}\n{lines:?}"));
+    assert!(lines[0].starts_with("resuming"), "{lines:?}");
+    assert!(weights(&c.out) == weights(full), "stopped after step {stop_at}: resumed weights differ from the uninterrupted run's");
+    let (a, b) = (metrics(&c.out), metrics(full));
+    assert_eq!(a.step_losses, b.step_losses, "stopped after step {stop_at}");
+    assert_eq!(a.epochs.len(), b.epochs.len());
+    for (x, y) in a.epochs.iter().zip(&b.epochs) {
+        assert_eq!((x.steps, x.loss_a.to_bits(), x.loss_b.to_bits()), (y.steps, y.loss_a.to_bits(), y.loss_b.to_bits()));
+        assert_eq!(serde_json::to_string(&x.dev).unwrap(), serde_json::to_string(&y.dev).unwrap());
+    }
+}
+
+#[test]
+fn resumed_runs_end_bitwise_equal_to_uninterrupted_ones() {
+    let f = fixture();
+    let full = base(&f, "full");
+    run(&full);
+    // Mid-epoch (epoch 2, batch 2 of 4), and exactly at the end of epoch 1.
+    for stop_at in [6, 4] {
+        stop_and_resume(&base(&f, &format!("cut-{stop_at}")), stop_at, &full.out);
+    }
+    // A finished run has nothing to resume.
+    let e = train::resume(&full.out, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
+    assert!(e.contains("nothing to resume"), "{e}");
+}
+
+#[test]
+fn uncertainty_weighting_and_cached_heads_resume_bitwise() {
+    let f = fixture();
+    let mut u = base(&f, "u-full");
+    u.loss_weighting = LossWeighting::Uncertainty;
+    run(&u);
+    let mut cut = u.clone();
+    cut.out = f.root.join("u-cut");
+    stop_and_resume(&cut, 7, &u.out);
+
+    let mut h = config(&f, "h-full");
+    h.epochs = 3;
+    h.freeze = Freeze::Encoder;
+    h.lr_plan = LrPreset::Uniform;
+    h.lr_overrides = vec![("classification_head".into(), 3e-2), ("sentiment_head".into(), 3e-2)];
+    let (out, _) = run(&h);
+    assert!(out.metrics.cached);
+    let mut cut = h.clone();
+    cut.out = f.root.join("h-cut");
+    stop_and_resume(&cut, 5, &h.out);
+}
+
+#[test]
+fn a_damaged_resume_state_is_refused_naming_the_file() {
+    let f = fixture();
+    let mut c = base(&f, "cut");
+    c.interrupt_after = Some(3);
+    assert!(train::train(&c, Progress::Off, &mut |_: &str| {}).is_err());
+    let p = c.out.join(RESUME_DIR).join(OPTIMIZER_FILE);
+    let mut bytes = std::fs::read(&p).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x10;
+    std::fs::write(&p, bytes).unwrap();
+    let e = train::resume(&c.out, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
+    assert!(e.contains(OPTIMIZER_FILE) && e.contains("SHA-256"), "{e}");
+}
+
+#[test]
+fn sigterm_stops_mtt_train_with_a_checkpoint_and_resume_finishes_the_run() {
+    let f = fixture();
+    let mtt = env!("CARGO_BIN_EXE_mtt");
+    let args = |out: &str| -> Vec<String> {
+        let p = |x: &Path| x.display().to_string();
+        vec![
+            "train".into(),
+            "--model".into(),
+            p(&f.model),
+            "--task-a".into(),
+            p(&f.task_a),
+            "--task-b".into(),
+            p(&f.task_b),
+            "--out".into(),
+            p(&f.root.join(out)),
+            "--device".into(),
+            "cpu".into(),
+            "--batch-size".into(),
+            "2".into(),
+            "--epochs".into(),
+            "40".into(),
+            "--lr-plan".into(),
+            "uniform".into(),
+            "--progress-every".into(),
+            "0".into(),
+        ]
+    };
+    let mut child = Command::new(mtt).args(args("sig")).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    // Wait until training is under way (a progress line), then ask it to stop.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while out.read_line(&mut line).unwrap() > 0 && !line.contains(" step ") {
+        line.clear();
+    }
+    assert!(line.contains(" step "), "no progress line before the end of output");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let drain = std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let rest = child.wait_with_output().unwrap();
+    drain.join().unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&rest.stderr);
+    assert_eq!(rest.status.code(), Some(130), "{stderr}");
+    let dir = f.root.join("sig");
+    assert!(stderr.contains(&format!("continue with: mtt train --resume {}", dir.display())), "{stderr}");
+    assert!(dir.join("model.safetensors").is_file() && dir.join("resume/state.json").is_file());
+    let stopped: RunMetrics = metrics(&dir);
+    assert!(stopped.step_losses.len() < 40 * 8, "stopped after {} steps", stopped.step_losses.len());
+
+    let resumed = Command::new(mtt).args(["train", "--resume", &dir.display().to_string()]).output().unwrap();
+    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let done = Command::new(mtt).args(args("full")).output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    assert!(weights(&dir) == weights(&f.root.join("full")), "resumed weights differ from the uninterrupted run's");
+
+    // --resume takes no other training option.
+    let both = Command::new(mtt).args(["train", "--resume", "x", "--epochs", "2"]).output().unwrap();
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"), "{}", String::from_utf8_lossy(&both.stderr));
+}
