@@ -21,6 +21,8 @@
 //!   optimizers and schedule, the training run, and its state for `--resume` and stop signals.
 //! * [`plot`], [`experiment`]: PNG charts; grids of training runs over seeds, the tuned-recipe
 //!   searches and the results page.
+//! * [`serve`]: `mtt serve`, the model behind HTTP (routes, request limits, the batching model
+//!   thread, Prometheus metrics).
 //! * [`cli`]: the binaries' layer (clap arguments, command bodies); the only module that prints.
 
 pub mod batch;
@@ -43,6 +45,7 @@ pub mod plot;
 pub mod optim;
 pub mod params;
 pub mod resume;
+pub mod serve;
 #[doc(hidden)]
 pub mod testing;
 pub mod textio;

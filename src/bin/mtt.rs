@@ -1,4 +1,4 @@
-//! `mtt`: the project's command line: embed, doctor, train, experiment, eval, predict, export, import.
+//! `mtt`: the project's command line: embed, doctor, train, experiment, eval, predict, export, import, serve.
 
 use clap::{Parser, Subcommand};
 use multi_task_transformer::cli;
@@ -28,6 +28,8 @@ enum Command {
     Import(cli::ImportArgs),
     /// Predict both tasks for texts (one per line): JSON Lines in input order.
     Predict(cli::PredictArgs),
+    /// Serve /embed, /predict, /health and /metrics over HTTP until SIGINT/SIGTERM.
+    Serve(cli::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -41,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Predict(a) => cli::run_predict(&a),
         Command::Export(a) => cli::run_export(&a),
         Command::Import(a) => cli::run_import(&a),
+        Command::Serve(a) => cli::run_serve(&a),
     }
 }

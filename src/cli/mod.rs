@@ -6,15 +6,18 @@
 //! * [`train`]: `mtt train`, `task3`, `task4`
 //! * [`experiment`]: `mtt experiment`
 //! * [`predict`]: `mtt eval`, `mtt predict`, `task2`, `mtt export`, `mtt import`
+//! * [`serve`]: `mtt serve`
 
 pub mod embed;
 pub mod experiment;
 pub mod predict;
+pub mod serve;
 pub mod train;
 
 pub use embed::{run_doctor, run_embed, run_task1, DoctorArgs, EmbedArgs};
 pub use experiment::{run_experiment, ExperimentArgs};
 pub use predict::{run_eval, run_export, run_import, run_predict, run_task2, EvalArgs, ExportArgs, ImportArgs, PredictArgs, Task2Args};
+pub use serve::{run_serve, ServeArgs};
 pub use train::{run_train, TrainArgs, TrainDefaults};
 
 use crate::classifier::Classifier;
