@@ -143,11 +143,13 @@ pub fn parse_request(route: Route, content_type: Option<&str>, body: &[u8], cfg:
     Ok(Parsed { texts: out, normalize })
 }
 
+/// One text's probabilities of Task A and Task B.
+type TaskProbs = (Vec<f32>, Vec<f32>);
+
 /// What the model thread computes for one request.
 enum Output {
     Embeddings(Vec<Vec<f32>>),
-    /// Per text: probabilities of Task A and Task B.
-    Probabilities(Vec<(Vec<f32>, Vec<f32>)>),
+    Probabilities(Vec<TaskProbs>),
 }
 
 struct Job {
@@ -159,17 +161,17 @@ struct Job {
 
 /// The model the service runs: a base encoder (embeddings only) or a multi-task checkpoint.
 pub enum Engine {
-    Base(SentenceEncoder),
-    Multi(Classifier),
+    Base(Box<SentenceEncoder>),
+    Multi(Box<Classifier>),
 }
 
 impl Engine {
     /// A sentence-transformers folder or a multi-task checkpoint.
     pub fn load(dir: &Path, device: Device) -> Result<Engine> {
         Ok(if MultiTask::is_checkpoint(dir) {
-            Engine::Multi(Classifier::load(dir, device)?.0)
+            Engine::Multi(Box::new(Classifier::load(dir, device)?.0))
         } else {
-            Engine::Base(SentenceEncoder::load(dir, device)?.0)
+            Engine::Base(Box::new(SentenceEncoder::load(dir, device)?.0))
         })
     }
 
@@ -216,9 +218,9 @@ impl Engine {
 pub fn token_budget_batches(sorted_lens: &[usize], budget: usize) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let mut start = 0;
-    for i in 0..sorted_lens.len() {
+    for (i, &len) in sorted_lens.iter().enumerate() {
         // Sorted ascending: row i is the longest so far.
-        if i > start && (i + 1 - start) * sorted_lens[i] > budget {
+        if i > start && (i + 1 - start) * len > budget {
             out.push(start..i);
             start = i;
         }
@@ -237,7 +239,7 @@ fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, metrics: &Metrics) {
     rows.sort_by_key(|&(j, r)| ids[j][r].len());
     let lens: Vec<usize> = rows.iter().map(|&(j, r)| ids[j][r].len()).collect();
     let mut pooled: Vec<Vec<Option<Vec<f32>>>> = ids.iter().map(|v| vec![None; v.len()]).collect();
-    let mut probs: Vec<Vec<Option<(Vec<f32>, Vec<f32>)>>> = ids.iter().map(|v| vec![None; v.len()]).collect();
+    let mut probs: Vec<Vec<Option<TaskProbs>>> = ids.iter().map(|v| vec![None; v.len()]).collect();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> std::result::Result<(), String> {
         let _g = tch::no_grad_guard();
         for range in token_budget_batches(&lens, budget) {
@@ -607,7 +609,8 @@ mod tests {
         let j = Some("application/json");
         let ok = parse_request(Route::Embed, Some("application/json; charset=utf-8"), br#"{"texts": ["a", "b"], "normalize": true}"#, &cfg()).unwrap();
         assert_eq!(ok, Parsed { texts: vec!["a".into(), "b".into()], normalize: true });
-        let cases: Vec<(Route, Option<&str>, &[u8], u16, &str)> = vec![
+        type Case<'a> = (Route, Option<&'a str>, &'a [u8], u16, &'a str);
+        let cases: Vec<Case> = vec![
             (Route::Embed, None, b"{}", 415, "content type (none)"),
             (Route::Embed, Some("text/plain"), b"{}", 415, "'text/plain'"),
             (Route::Embed, j, b"{", 400, "invalid JSON"),

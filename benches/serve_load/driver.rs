@@ -20,6 +20,8 @@ pub struct Server {
 
 impl Server {
     /// Starts `mtt serve --model MODEL --addr 127.0.0.1:0 EXTRA...` and waits for its address.
+    /// The child is waited for by [`Server::stop`], or killed and waited for on drop.
+    #[allow(clippy::zombie_processes)]
     pub fn start(mtt: &str, model: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(mtt)
             .args(["serve", "--model", &model.display().to_string(), "--addr", "127.0.0.1:0"])
@@ -32,7 +34,10 @@ impl Server {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(out.read_line(&mut line).expect("read server output") > 0, "mtt serve exited before listening");
+            if out.read_line(&mut line).expect("read server output") == 0 {
+                let status = child.wait().expect("wait for mtt serve");
+                panic!("mtt serve exited before listening ({status})");
+            }
             if let Some(i) = line.find("listening on ") {
                 let url = line[i + "listening on ".len()..].trim().to_string();
                 // Keep draining the server's output so that it never blocks on a full pipe.
@@ -50,6 +55,16 @@ impl Server {
     pub fn stop(mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait().expect("wait for mtt serve")
+    }
+}
+
+impl Drop for Server {
+    /// A test that failed before [`Server::stop`] leaves no server behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -97,7 +112,7 @@ fn malformed_kinds(max_texts: usize, max_body: usize) -> Vec<Bad> {
     let too_many = serde_json::to_vec(&serde_json::json!({ "texts": vec!["x"; max_texts + 1] })).unwrap();
     let huge = {
         let mut b = br#"{"texts": [""#.to_vec();
-        b.extend(std::iter::repeat_n(b'a', max_body));
+        b.resize(b.len() + max_body, b'a');
         b.extend_from_slice(br#""]}"#);
         b
     };
