@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 
 import torch
 import torch.distributed as dist
@@ -141,7 +142,10 @@ def main():
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
-    print(json.dumps({"rank": rank, "world": world, "steps": step, "loss": loss_value, "params_sha256": digest, "rates": rates}), flush=True)
+    # One write per line: the ranks share stdout, and print() issues the text and its newline as
+    # two writes when Python runs unbuffered (PYTHONUNBUFFERED), which lets lines interleave.
+    line = json.dumps({"rank": rank, "world": world, "steps": step, "loss": loss_value, "params_sha256": digest, "rates": rates})
+    os.write(sys.stdout.fileno(), (line + "\n").encode())
     if rank == 0:
         os.makedirs(a.out, exist_ok=True)
         save_file(state, os.path.join(a.out, "model.safetensors"), metadata={"format": "pt"})
