@@ -90,6 +90,16 @@ pub enum Route {
     Predict,
 }
 
+impl Route {
+    /// The route's path (also its label in `/metrics`).
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Embed => "/embed",
+            Route::Predict => "/predict",
+        }
+    }
+}
+
 /// A valid request's content.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
@@ -250,23 +260,19 @@ fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, metrics: &Metrics) {
             let heads = batch.iter().any(|&(j, _)| jobs[j].route == Route::Predict);
             let (p, pr) = engine.run(&x, &m, heads);
             let to_rows = |t: &Tensor| crate::infer::rows(&t.to_kind(Kind::Float).to_device(Device::Cpu)).map_err(|e| e.to_string());
-            let pn = batch.iter().any(|&(j, _)| jobs[j].normalize).then(|| pooling::l2_normalize(&p));
-            let plain = to_rows(&p)?;
-            let normal = pn.as_ref().map(to_rows).transpose()?;
-            let pr = match pr {
-                Some((a, b)) => Some((to_rows(&a)?, to_rows(&b)?)),
+            let embed_rows = |normalize: bool| batch.iter().any(|&(j, _)| jobs[j].route == Route::Embed && jobs[j].normalize == normalize);
+            // Each form read back only when a row of this batch asks for it; rows taken in order.
+            let mut plain = if embed_rows(false) { Some(to_rows(&p)?.into_iter()) } else { None };
+            let mut normal = if embed_rows(true) { Some(to_rows(&pooling::l2_normalize(&p))?.into_iter()) } else { None };
+            let mut heads_out = match pr {
+                Some((a, b)) => Some(to_rows(&a)?.into_iter().zip(to_rows(&b)?)),
                 None => None,
             };
-            for (k, &(j, r)) in batch.iter().enumerate() {
+            for &(j, r) in batch {
+                let (v, n, h) = (plain.as_mut().and_then(Iterator::next), normal.as_mut().and_then(Iterator::next), heads_out.as_mut().and_then(Iterator::next));
                 match jobs[j].route {
-                    Route::Embed => {
-                        let v = if jobs[j].normalize { normal.as_ref().expect("normalised")[k].clone() } else { plain[k].clone() };
-                        pooled[j][r] = Some(v);
-                    }
-                    Route::Predict => {
-                        let (a, b) = pr.as_ref().ok_or("this model has no task heads")?;
-                        probs[j][r] = Some((a[k].clone(), b[k].clone()));
-                    }
+                    Route::Embed => pooled[j][r] = if jobs[j].normalize { n } else { v },
+                    Route::Predict => probs[j][r] = Some(h.ok_or("this model has no task heads")?),
                 }
             }
         }
@@ -431,8 +437,8 @@ impl Service {
             .expect("the model thread starts");
         let state = Arc::new(AppState { cfg, jobs: tx, metrics, labels, model: model_name.to_string(), dim });
         let router = Router::new()
-            .route("/embed", post(embed))
-            .route("/predict", post(predict))
+            .route(Route::Embed.path(), post(embed))
+            .route(Route::Predict.path(), post(predict))
             .route("/health", get(health))
             .route("/metrics", get(metrics_route))
             .fallback(not_found)
@@ -452,7 +458,7 @@ async fn track(State(state): State<Arc<AppState>>, req: Request, next: Next) -> 
     let method = req.method().clone();
     let mut resp = next.run(req).await;
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-        let allowed = if route == "/embed" || route == "/predict" { Method::POST } else { Method::GET };
+        let allowed = if [Route::Embed.path(), Route::Predict.path()].contains(&route.as_str()) { Method::POST } else { Method::GET };
         resp = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} {route}: this route takes {allowed}")).into_response();
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_str(allowed.as_str()).expect("a method name"));
     }
@@ -518,7 +524,7 @@ async fn submit(state: &AppState, route: Route, p: Parsed) -> std::result::Resul
     }
     match rx.await {
         Ok(Ok(out)) => {
-            state.metrics.observe_texts(if route == Route::Embed { "/embed" } else { "/predict" }, n);
+            state.metrics.observe_texts(route.path(), n);
             Ok(out)
         }
         Ok(Err(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response()),

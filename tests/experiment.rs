@@ -8,15 +8,9 @@ use std::path::Path;
 
 fn experiment(f: &common::Fixture, out: &Path, extra: &[&str]) -> String {
     let p = |x: &Path| x.display().to_string();
-    let mut args = vec![
-        "experiment".to_string(),
-        "--quick".into(),
-        "--model".into(),
-        p(&f.model),
-        "--task-a".into(),
-        p(&f.task_a),
-        "--task-b".into(),
-        p(&f.task_b),
+    let mut args = vec!["experiment".to_string(), "--quick".into()];
+    args.extend(f.cli_args());
+    args.extend([
         "--dev-a".into(),
         p(&f.task_a),
         "--dev-b".into(),
@@ -27,7 +21,7 @@ fn experiment(f: &common::Fixture, out: &Path, extra: &[&str]) -> String {
         "cpu".into(),
         "--out".into(),
         p(out),
-    ];
+    ]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_mtt")).args(&args).output().unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout).to_string();

@@ -119,28 +119,11 @@ fn sigterm_stops_mtt_train_with_a_checkpoint_and_resume_finishes_the_run() {
     let f = fixture();
     let mtt = env!("CARGO_BIN_EXE_mtt");
     let args = |out: &str| -> Vec<String> {
-        let p = |x: &Path| x.display().to_string();
-        vec![
-            "train".into(),
-            "--model".into(),
-            p(&f.model),
-            "--task-a".into(),
-            p(&f.task_a),
-            "--task-b".into(),
-            p(&f.task_b),
-            "--out".into(),
-            p(&f.root.join(out)),
-            "--device".into(),
-            "cpu".into(),
-            "--batch-size".into(),
-            "2".into(),
-            "--epochs".into(),
-            "40".into(),
-            "--lr-plan".into(),
-            "uniform".into(),
-            "--progress-every".into(),
-            "0".into(),
-        ]
+        let mut a = vec!["train".to_string()];
+        a.extend(f.cli_args());
+        let out = f.root.join(out).display().to_string();
+        a.extend(["--out", &out, "--device", "cpu", "--batch-size", "2", "--epochs", "40", "--lr-plan", "uniform", "--progress-every", "0"].map(str::to_string));
+        a
     };
     let mut child = Command::new(mtt).args(args("sig")).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Wait until training is under way (a progress line), then ask it to stop.

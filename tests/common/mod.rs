@@ -40,6 +40,14 @@ pub struct Fixture {
     pub root: PathBuf,
 }
 
+impl Fixture {
+    /// `mtt` command-line options naming the fixture's model and training files.
+    pub fn cli_args(&self) -> Vec<String> {
+        let p = |x: &std::path::Path| x.display().to_string();
+        ["--model", &p(&self.model), "--task-a", &p(&self.task_a), "--task-b", &p(&self.task_b)].map(str::to_string).to_vec()
+    }
+}
+
 /// Writes the fixture (tiny model seeded 11).
 pub fn fixture() -> Fixture {
     let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
