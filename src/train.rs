@@ -661,21 +661,21 @@ pub fn resume(out: &Path, progress: Progress, log: &mut dyn FnMut(&str)) -> Resu
     run(&cfg, Some((state, tensors)), progress, log)
 }
 
-/// The run's position and tensors, for [`resume::write`].
-#[allow(clippy::too_many_arguments)]
-fn run_state(
-    cfg: &TrainConfig,
-    clf: &Classifier,
-    opts: &Optimizers,
-    log_vars: Option<&Tensor>,
-    at: (usize, usize, usize),
-    epoch_progress: (&EpochSums, usize, usize, f64),
-    stopping: (Option<f64>, usize),
-    metrics: &RunMetrics,
-    finished: bool,
-) -> (RunState, StateTensors) {
-    let (epoch, next_draw, step) = at;
-    let (sums, seen, steps_this_epoch, epoch_seconds) = epoch_progress;
+/// Where a run stands: the position part of a [`RunState`].
+struct Position<'a> {
+    epoch: usize,
+    next_draw: usize,
+    step: usize,
+    sums: &'a EpochSums,
+    seen: usize,
+    steps_this_epoch: usize,
+    epoch_seconds: f64,
+    best: Option<f64>,
+    since_best: usize,
+}
+
+/// The run's state and tensors at `at`, for [`resume::write`].
+fn run_state(cfg: &TrainConfig, clf: &Classifier, opts: &Optimizers, log_vars: Option<&Tensor>, at: Position, metrics: &RunMetrics, finished: bool) -> (RunState, StateTensors) {
     let mut weights = clf.model.params().named_variables();
     if let Some(v) = log_vars {
         weights.push((LOG_VARS.to_string(), v.shallow_clone()));
@@ -684,16 +684,16 @@ fn run_state(
     let state = RunState {
         format: String::new(),
         config: cfg.clone(),
-        epoch,
-        next_draw,
-        step,
+        epoch: at.epoch,
+        next_draw: at.next_draw,
+        step: at.step,
         finished,
-        sums: sums.clone(),
-        seen,
-        steps_this_epoch,
-        epoch_seconds,
-        best: stopping.0,
-        since_best: stopping.1,
+        sums: at.sums.clone(),
+        seen: at.seen,
+        steps_this_epoch: at.steps_this_epoch,
+        epoch_seconds: at.epoch_seconds,
+        best: at.best,
+        since_best: at.since_best,
         metrics: metrics.clone(),
         adam_steps,
         weights_sha256: String::new(),
@@ -897,9 +897,8 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
                 ui.bar.finish_and_clear();
                 let seconds = seconds_before + start.elapsed().as_secs_f64();
                 metrics.wall_seconds = wall(&started);
-                let log_vars = mix.log_vars;
-                let (state, tensors) =
-                    run_state(cfg, &clf, &opts, log_vars, (epoch, i + 1, step), (&sums, seen, steps_this_epoch, seconds), (best, since_best), &metrics, false);
+                let at = Position { epoch, next_draw: i + 1, step, sums: &sums, seen, steps_this_epoch, epoch_seconds: seconds, best, since_best };
+                let (state, tensors) = run_state(cfg, &clf, &opts, mix.log_vars, at, &metrics, false);
                 resume::write(&cfg.out, state, tensors)?;
                 if !cfg.save_best {
                     save(&clf, &cfg.out, &metrics)?;
@@ -967,17 +966,9 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
         }
         if cfg.resume_state {
             let finished = at_limit || patience_over || epoch + 1 == cfg.epochs;
-            let (state, tensors) = run_state(
-                cfg,
-                &clf,
-                &opts,
-                mix.log_vars,
-                (epoch + 1, 0, step),
-                (&EpochSums::default(), 0, 0, 0.0),
-                (best, since_best),
-                &metrics,
-                finished,
-            );
+            let sums = EpochSums::default();
+            let at = Position { epoch: epoch + 1, next_draw: 0, step, sums: &sums, seen: 0, steps_this_epoch: 0, epoch_seconds: 0.0, best, since_best };
+            let (state, tensors) = run_state(cfg, &clf, &opts, mix.log_vars, at, &metrics, finished);
             resume::write(&cfg.out, state, tensors)?;
         }
         if at_limit {
