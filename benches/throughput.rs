@@ -3,6 +3,16 @@
 //!   cargo bench --bench throughput -- encode [FILE ...] [--n 2000] [--batch 32]
 //!   cargo bench --bench throughput -- train [--steps 20] [--batch 32] [--scenario full]
 //!   cargo bench --bench throughput -- heads-only [--n 1000] [--epochs 2] [--batch 32]
+//!   cargo bench --bench throughput -- process [FILE ...] [--n 2000] [--precisions fp32,int8,bf16]
+//!   cargo bench --bench throughput -- grid [FILE ...] [--n 1000]
+//!
+//! `process` times `mtt embed` as a user runs it (a whole process: start, model load, reading,
+//! encoding, writing JSON Lines to /dev/null; default flags plus `--precision P`) on the first N
+//! texts of each file, beside `python_peer.py encode` timed the same way (whole process) and
+//! by its own clock (encode only). It first measures this machine's fp32 matrix-multiply peak
+//! (libtorch, [4096 x 384] x [384 x 1536]) and prints each figure also as a fraction of it, at
+//! 21.2 MFLOP per real token. bf16 is skipped on CPUs without bf16 hardware unless listed.
+//! `grid` encodes in-process with 1 and 2 threads over token budgets and fixed batch sizes.
 //!
 //! `encode` times `SentenceEncoder::encode` on the first N texts of each file (default: the bundled
 //! TREC-6 and SST-3 training files) after a 64-text warm-up, as `python_peer.py encode` does.
@@ -30,6 +40,7 @@ use tch::Device;
 
 struct Opts {
     files: Vec<String>,
+    precisions: Option<Vec<String>>,
     n: usize,
     epochs: usize,
     batch: usize,
@@ -39,7 +50,7 @@ struct Opts {
 }
 
 fn parse(args: &[String]) -> Opts {
-    let mut o = Opts { files: vec![], n: 2000, epochs: 2, batch: 32, steps: 20, scenario: "full".into(), peer: true };
+    let mut o = Opts { files: vec![], precisions: None, n: 2000, epochs: 2, batch: 32, steps: 20, scenario: "full".into(), peer: true };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| panic!("{a} needs a value")).clone();
@@ -50,6 +61,7 @@ fn parse(args: &[String]) -> Opts {
             "--epochs" => o.epochs = val().parse().expect("--epochs N"),
             "--scenario" => o.scenario = val(),
             "--no-peer" => o.peer = false,
+            "--precisions" => o.precisions = Some(val().split(',').map(str::to_string).collect()),
             "--bench" => {}
             f if !f.starts_with("--") => o.files.push(f.to_string()),
             other => panic!("unknown option {other}"),
@@ -96,7 +108,7 @@ fn bench_encode(o: &Opts) {
     let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
     for f in files {
         let t = texts(&f, o.n);
-        let opts = EncodeOptions { batch_size: o.batch, normalize: false };
+        let opts = EncodeOptions { batch_size: o.batch, normalize: false, ..Default::default() };
         let _ = enc.encode(&t[..t.len().min(64)], opts).unwrap();
         let start = Instant::now();
         let v = enc.encode(&t, opts).unwrap();
@@ -186,9 +198,142 @@ fn bench_heads_only(o: &Opts) {
     );
 }
 
+/// MFLOP of one token through all-MiniLM-L6-v2's encoder (linear layers plus attention at
+/// typical lengths), the figure the targets use.
+const MFLOP_PER_TOKEN: f64 = 21.2;
+
+/// This machine's fp32 matrix-multiply rate in GFLOP/s with libtorch's current thread count:
+/// the best of 5 timings of 10 products [4096 x 384] x [384 x 1536] (a BERT feed-forward layer
+/// on 4,096 token rows).
+fn matmul_peak() -> f64 {
+    let _g = tch::no_grad_guard();
+    let a = tch::Tensor::randn([4096, 384], (tch::Kind::Float, Device::Cpu));
+    let b = tch::Tensor::randn([384, 1536], (tch::Kind::Float, Device::Cpu));
+    let _ = a.mm(&b);
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..10 {
+            let _ = a.mm(&b);
+        }
+        best = best.max(10.0 * 2.0 * 4096.0 * 384.0 * 1536.0 / t.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// Real tokens of `texts` (with [CLS] and [SEP], truncated as the model does).
+fn token_count(texts: &[String]) -> usize {
+    let (enc, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
+    enc.tokenizer.encode_all(texts).iter().map(Vec::len).sum()
+}
+
+fn mtt_binary() -> std::path::PathBuf {
+    // benches/… runs from target/<profile>/deps; the binary is target/<profile>/mtt.
+    let exe = std::env::current_exe().expect("bench path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("mtt");
+    assert!(bin.is_file(), "{} not found: run cargo build (same profile) first", bin.display());
+    bin
+}
+
+fn time_process(cmd: &mut Command) -> f64 {
+    let t = Instant::now();
+    let st = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().expect("start process");
+    assert!(st.success(), "{cmd:?} failed");
+    t.elapsed().as_secs_f64()
+}
+
+fn bench_process(o: &Opts) {
+    let cpu = multi_task_transformer::device::CpuFeatures::detect();
+    let peak = matmul_peak();
+    println!("{}", json!({"machine": cpu.as_ref().map(|c| c.describe()), "threads": tch::get_num_threads(),
+        "fp32_matmul_peak_gflops": (peak * 10.0).round() / 10.0}));
+    let bf16_native = cpu.as_ref().is_some_and(|c| c.bf16);
+    let precisions = o.precisions.clone().unwrap_or_else(|| {
+        let mut p = vec!["fp32".to_string(), "int8".to_string()];
+        if bf16_native {
+            p.push("bf16".into());
+        }
+        p
+    });
+    let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bin = mtt_binary();
+    for f in files {
+        let t = texts(&f, o.n);
+        let tokens = token_count(&t);
+        let input = dir.path().join("texts.txt");
+        std::fs::write(&input, t.join("\n") + "\n").expect("write texts");
+        let frac = |secs: f64| (tokens as f64 * MFLOP_PER_TOKEN / 1e3 / secs / peak * 1000.0).round() / 1000.0;
+        let mut fp32_secs = f64::NAN;
+        let mut rows = Vec::new();
+        for p in &precisions {
+            let secs = time_process(Command::new(&bin).args(["embed", "--input"]).arg(&input).args(["--precision", p]));
+            if p == "fp32" {
+                fp32_secs = secs;
+            }
+            rows.push((p.clone(), secs));
+            println!("{}", json!({"rust": format!("mtt embed --precision {p} (whole process)"), "file": f, "n": t.len(), "tokens": tokens,
+                "seconds": (secs * 1000.0).round() / 1000.0, "sentences_per_s": (t.len() as f64 / secs * 10.0).round() / 10.0,
+                "fraction_of_fp32_peak": frac(secs)}));
+        }
+        if !bf16_native && !precisions.iter().any(|p| p == "bf16") {
+            println!("{}", json!({"rust": "mtt embed --precision bf16", "skipped": "no bf16 hardware on this CPU (emulated: much slower than fp32); pass --precisions fp32,int8,bf16 to time it"}));
+        }
+        if !o.peer {
+            continue;
+        }
+        let script = std::env::var("MTT_PEER").unwrap_or_else(|_| "../shared/peer/python_peer.py".into());
+        let python = std::env::var("MTT_PEER_PYTHON").unwrap_or_else(|_| ".venv/bin/python".into());
+        let start = Instant::now();
+        let theirs = peer(&["encode", &f, "--n", &o.n.to_string()]);
+        let whole = start.elapsed().as_secs_f64();
+        let Some(theirs) = theirs else {
+            println!("(no peer figure: {python} {script})");
+            continue;
+        };
+        let enc_secs = theirs["seconds"].as_f64().unwrap_or(f64::NAN);
+        println!("{}", json!({"peer": "python_peer.py encode (whole process)", "file": f, "n": t.len(), "seconds": (whole * 1000.0).round() / 1000.0,
+            "sentences_per_s": (t.len() as f64 / whole * 10.0).round() / 10.0, "encode_only_seconds": enc_secs,
+            "encode_only_fraction_of_fp32_peak": frac(enc_secs)}));
+        for (p, secs) in rows {
+            println!("ratio rust/python, {p}, whole process: {:.2} (vs peer's encode-only clock: {:.2}){}", whole / secs, enc_secs / secs,
+                if p != "fp32" { format!("; {p} vs our fp32: {:.2}", fp32_secs / secs) } else { String::new() });
+        }
+    }
+}
+
+fn bench_grid(o: &Opts) {
+    let (enc, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model (run scripts/setup.sh)");
+    let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
+    let n = if o.n == 2000 { 1000 } else { o.n };
+    let settings: Vec<(usize, Option<usize>)> =
+        [8, 32, 128].iter().map(|&b| (b, None)).chain([256, 512, 1024, 2048, 4096].iter().map(|&t| (1024, Some(t)))).collect();
+    for threads in [1, 2] {
+        tch::set_num_threads(threads);
+        let peak = matmul_peak();
+        for f in &files {
+            let t = texts(f, n);
+            let tokens: usize = enc.tokenizer.encode_all(&t).iter().map(Vec::len).sum();
+            let _ = enc.encode(&t[..64], EncodeOptions::default()).unwrap();
+            for &(batch_size, token_budget) in &settings {
+                let opts = EncodeOptions { batch_size, token_budget, normalize: false };
+                let start = Instant::now();
+                let _ = enc.encode(&t, opts).unwrap();
+                let dt = start.elapsed().as_secs_f64();
+                println!("{}", json!({"threads": threads, "file": f, "n": t.len(), "batch_size": token_budget.map_or(Some(batch_size), |_| None),
+                    "token_budget": token_budget, "sentences_per_s": (t.len() as f64 / dt * 10.0).round() / 10.0,
+                    "fraction_of_fp32_peak": (tokens as f64 * MFLOP_PER_TOKEN / 1e3 / dt / peak * 1000.0).round() / 1000.0,
+                    "peak_gflops": peak.round()}));
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, rest) = match args.iter().position(|a| a == "encode" || a == "train" || a == "heads-only") {
+    let cmds = ["encode", "train", "heads-only", "process", "grid"];
+    let (cmd, rest) = match args.iter().position(|a| cmds.contains(&a.as_str())) {
         Some(i) => (args[i].clone(), [&args[..i], &args[i + 1..]].concat()),
         None => ("encode".to_string(), args.clone()),
     };
@@ -196,6 +341,8 @@ fn main() {
     match cmd.as_str() {
         "train" => bench_train(&o),
         "heads-only" => bench_heads_only(&o),
+        "process" => bench_process(&o),
+        "grid" => bench_grid(&o),
         _ => bench_encode(&o),
     }
 }

@@ -33,11 +33,46 @@ pub fn pad(seqs: &[&[i64]], pad_id: i64, device: Device) -> (Tensor, Tensor) {
     )
 }
 
-/// Indices of `lens` ordered longest first (ties keep input order), then cut into batches.
-pub fn length_sorted_batches(lens: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+/// Token ids and mask of [`crate::precision::CALIBRATION_TEXTS`], one padded batch on `device`
+/// (what an int8 encoder is calibrated on).
+pub fn calibration_batch(tokenizer: &crate::tokenizer::SentenceTokenizer, device: Device) -> (Tensor, Tensor) {
+    let ids: Vec<Vec<i64>> = crate::precision::CALIBRATION_TEXTS.lines().filter(|l| !l.trim().is_empty()).map(|l| tokenizer.encode(l)).collect();
+    let seqs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
+    pad(&seqs, tokenizer.pad_id(), device)
+}
+
+/// Indices of `lens` ordered longest first (ties keep input order), then cut into batches of at
+/// most `max_rows` rows and, with a `token_budget`, at most that many padded tokens (rows times
+/// the batch's longest row; a row longer than the budget goes alone).
+pub fn length_sorted_batches(lens: &[usize], max_rows: usize, token_budget: Option<usize>) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lens.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
-    order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+    let sorted: Vec<usize> = order.iter().map(|&i| lens[i]).collect();
+    budget_ranges(&sorted, max_rows, token_budget).into_iter().map(|r| order[r].to_vec()).collect()
+}
+
+/// Cuts rows already sorted by length (either way) into consecutive ranges of at most `max_rows`
+/// rows and, with a `token_budget`, at most that many padded tokens each (a row longer than the
+/// budget goes alone).
+pub fn budget_ranges(sorted_lens: &[usize], max_rows: usize, token_budget: Option<usize>) -> Vec<std::ops::Range<usize>> {
+    let max_rows = max_rows.max(1);
+    let mut out = Vec::new();
+    let (mut start, mut width) = (0, 0);
+    for (i, &len) in sorted_lens.iter().enumerate() {
+        let w = width.max(len);
+        let over_budget = token_budget.is_some_and(|b| (i + 1 - start) * w > b);
+        if i > start && (over_budget || i - start == max_rows) {
+            out.push(start..i);
+            start = i;
+            width = len;
+        } else {
+            width = w;
+        }
+    }
+    if start < sorted_lens.len() {
+        out.push(start..sorted_lens.len());
+    }
+    out
 }
 
 /// Row indices of one epoch, shuffled deterministically from `seed` and `epoch`, in batches.
@@ -313,8 +348,30 @@ mod tests {
 
     #[test]
     fn sorts_by_length_and_keeps_every_index() {
-        let b = length_sorted_batches(&[2, 5, 3, 5], 2);
+        let b = length_sorted_batches(&[2, 5, 3, 5], 2, None);
         assert_eq!(b, vec![vec![1, 3], vec![2, 0]]);
+        // A budget of 10 padded tokens: [5, 5] fills it, then [3, 2] (6 tokens).
+        assert_eq!(length_sorted_batches(&[2, 5, 3, 5], 8, Some(10)), vec![vec![1, 3], vec![2, 0]]);
+        assert_eq!(length_sorted_batches(&[2, 5, 3, 5], 8, Some(9)), vec![vec![1], vec![3], vec![2, 0]]);
+    }
+
+    #[test]
+    fn token_budget_batches_stay_under_the_budget() {
+        let lens = [3, 3, 4, 5, 9, 9, 30, 100];
+        let b = budget_ranges(&lens, usize::MAX, Some(20));
+        assert_eq!(b.iter().map(|r| r.len()).sum::<usize>(), lens.len());
+        for r in &b {
+            let padded = r.len() * lens[r.end - 1];
+            assert!(padded <= 20 || r.len() == 1, "{r:?}: {padded}");
+        }
+        assert_eq!(b[0], 0..4);
+        assert!(budget_ranges(&[], 4, Some(10)).is_empty());
+        // The row cap applies with or without a budget.
+        assert_eq!(budget_ranges(&lens, 3, Some(1000)), vec![0..3, 3..6, 6..8]);
+        let desc: Vec<usize> = lens.iter().rev().copied().collect();
+        for r in budget_ranges(&desc, usize::MAX, Some(20)) {
+            assert!(r.len() * desc[r.start] <= 20 || r.len() == 1);
+        }
     }
 
     #[test]

@@ -41,6 +41,12 @@ impl Classifier {
         Ok((Classifier { tokenizer, model }, report))
     }
 
+    /// Switches the encoder to `precision` for inference (see [`crate::model::Encoder::set_precision`]).
+    pub fn set_precision(&mut self, precision: crate::precision::Precision) -> Result<()> {
+        let calibration = (precision == crate::precision::Precision::Int8).then(|| crate::batch::calibration_batch(&self.tokenizer, self.model.device()));
+        self.model.set_precision(precision, calibration.as_ref().map(|(ids, mask)| (ids, mask)))
+    }
+
     /// Writes the model (`model.safetensors`, `config.json`) and `vocab.txt` into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
         self.model.save(dir)?;
@@ -62,7 +68,7 @@ impl Classifier {
 
     /// How inputs are batched for inference.
     pub fn batching(&self, batch_size: usize) -> Batching {
-        Batching { batch_size, pad_id: self.tokenizer.pad_id() }
+        Batching::fixed(batch_size, self.tokenizer.pad_id())
     }
 
     /// Both tasks' class probabilities for `texts`, rows in input order: `[n, k_a]`, `[n, k_b]`.

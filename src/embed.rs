@@ -17,11 +17,13 @@ pub struct EncodeOptions {
     pub batch_size: usize,
     /// L2-normalise each vector (sentence-transformers does for all-MiniLM-L6-v2).
     pub normalize: bool,
+    /// Most padded tokens per forward pass, if set (see [`Batching::token_budget`]).
+    pub token_budget: Option<usize>,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { batch_size: 32, normalize: false }
+        EncodeOptions { batch_size: 32, normalize: false, token_budget: None }
     }
 }
 
@@ -76,6 +78,12 @@ impl SentenceEncoder {
         SentenceEncoder { params, encoder, tokenizer }
     }
 
+    /// Switches the encoder to `precision` for inference (see [`Encoder::set_precision`]).
+    pub fn set_precision(&mut self, precision: crate::precision::Precision) -> Result<()> {
+        let calibration = (precision == crate::precision::Precision::Int8).then(|| crate::batch::calibration_batch(&self.tokenizer, self.params.device()));
+        self.encoder.set_precision(&mut self.params, precision, calibration.as_ref().map(|(ids, mask)| (ids, mask)))
+    }
+
     /// The encoder's configuration.
     pub fn config(&self) -> &EncoderConfig {
         self.encoder.config()
@@ -89,7 +97,7 @@ impl SentenceEncoder {
 
     /// Like [`SentenceEncoder::encode`] for already tokenized inputs.
     pub fn encode_ids(&self, ids: &[Vec<i64>], opts: EncodeOptions) -> Result<Tensor> {
-        let b = Batching { batch_size: opts.batch_size, pad_id: self.tokenizer.pad_id() };
+        let b = Batching { batch_size: opts.batch_size, token_budget: opts.token_budget, pad_id: self.tokenizer.pad_id() };
         infer::embeddings(&self.encoder, ids, b, self.params.device(), opts.normalize)
     }
 }

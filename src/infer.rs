@@ -13,10 +13,21 @@ use tch::{Device, Kind, Tensor};
 /// How inputs are cut into forward passes.
 #[derive(Debug, Clone, Copy)]
 pub struct Batching {
-    /// Sentences per forward pass.
+    /// Most sentences per forward pass.
     pub batch_size: usize,
+    /// Most padded tokens (rows times the longest row) per forward pass, if set: short texts then
+    /// go in large batches and long ones in small batches, so each matrix multiply has about the
+    /// same number of rows.
+    pub token_budget: Option<usize>,
     /// The tokenizer's `[PAD]` id.
     pub pad_id: i64,
+}
+
+impl Batching {
+    /// `batch_size` sentences per forward pass, no token budget.
+    pub fn fixed(batch_size: usize, pad_id: i64) -> Self {
+        Batching { batch_size, token_budget: None, pad_id }
+    }
 }
 
 /// Runs `f` on length-sorted, dynamically padded batches of `ids` on `device` and gathers each of
@@ -29,14 +40,14 @@ pub fn batched(
     widths: &[i64],
     mut f: impl FnMut(&Tensor, &Tensor) -> Vec<Tensor>,
 ) -> Result<Vec<Tensor>> {
-    if b.batch_size == 0 {
-        return Err(invalid("batch size must be at least 1"));
+    if b.batch_size == 0 || b.token_budget == Some(0) {
+        return Err(invalid("batch size and token budget must be at least 1"));
     }
     let n = ids.len() as i64;
     let mut out: Vec<Tensor> = widths.iter().map(|&w| Tensor::zeros([n, w], (Kind::Float, Device::Cpu))).collect();
     let _guard = tch::no_grad_guard();
     let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-    for rows in batch::length_sorted_batches(&lens, b.batch_size) {
+    for rows in batch::length_sorted_batches(&lens, b.batch_size, b.token_budget) {
         let seqs: Vec<&[i64]> = rows.iter().map(|&i| ids[i].as_slice()).collect();
         let (input, mask) = batch::pad(&seqs, b.pad_id, device);
         let index = Tensor::from_slice(&rows.iter().map(|&i| i as i64).collect::<Vec<_>>());
@@ -130,11 +141,11 @@ mod tests {
     #[test]
     fn batched_outputs_come_back_in_input_order() {
         let ids = vec![vec![1, 2], vec![1, 2, 3, 4], vec![1], vec![1, 2, 3]];
-        let b = Batching { batch_size: 2, pad_id: 0 };
+        let b = Batching::fixed(2, 0);
         // Output per row: its number of real tokens, so the order can be checked.
         let out = batched(&ids, b, Device::Cpu, &[1], |_, m| vec![m.sum_dim_intlist([1].as_slice(), true, Kind::Float)]).unwrap();
         assert_eq!(Vec::<f32>::try_from(out[0].flatten(0, -1)).unwrap(), vec![2., 4., 1., 3.]);
-        assert!(batched(&ids, Batching { batch_size: 0, pad_id: 0 }, Device::Cpu, &[1], |_, m| vec![m.shallow_clone()]).is_err());
+        assert!(batched(&ids, Batching::fixed(0, 0), Device::Cpu, &[1], |_, m| vec![m.shallow_clone()]).is_err());
         assert_eq!(argmax(&[0.1, 0.7, 0.7]), 1);
     }
 }

@@ -9,6 +9,7 @@
 //! * [`data`], [`metrics`]: labelled TSV/CSV/JSONL files, label sets, examples; accuracy and F1.
 //! * [`params`]: the model's parameters as named subsets, one `VarStore` each (freezing by
 //!   prefix, loading, saving under the seed's PyTorch names).
+//! * [`precision`]: inference precision modes (fp32, int8 linear layers, bf16).
 //! * [`model`]: tensors in, tensors out: the encoder, pooling, and [`model::MultiTask`], which
 //!   owns its parameters, both heads and the checkpoint format.
 //! * [`batch`], [`infer`]: padding and batching; the one batched-inference loop (embeddings,
@@ -44,6 +45,7 @@ pub mod model;
 pub mod plot;
 pub mod optim;
 pub mod params;
+pub mod precision;
 pub mod resume;
 pub mod serve;
 #[doc(hidden)]

@@ -116,6 +116,14 @@ impl Params {
         self.subsets.iter().filter(|s| under_prefix(&s.name, prefix)).collect()
     }
 
+    /// Converts every variable of the subsets under `prefix` to `kind` (modules built on them
+    /// see the change: they share the variables' storage).
+    pub fn set_kind(&mut self, prefix: &str, kind: tch::Kind) {
+        for s in self.subsets.iter_mut().filter(|s| under_prefix(&s.name, prefix)) {
+            s.vs.set_kind(kind);
+        }
+    }
+
     /// The subset that contains `prefix` when `prefix` names something inside one subset.
     pub fn containing(&self, prefix: &str) -> Option<&Subset> {
         self.subsets.iter().find(|s| s.name != prefix && under_prefix(prefix, &s.name))

@@ -176,12 +176,17 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// A sentence-transformers folder or a multi-task checkpoint.
-    pub fn load(dir: &Path, device: Device) -> Result<Engine> {
+    /// A sentence-transformers folder or a multi-task checkpoint, its encoder at `precision`.
+    pub fn load(dir: &Path, device: Device, precision: crate::precision::Precision) -> Result<Engine> {
+        precision.check_device(device)?;
         Ok(if MultiTask::is_checkpoint(dir) {
-            Engine::Multi(Box::new(Classifier::load(dir, device)?.0))
+            let mut c = Classifier::load(dir, device)?.0;
+            c.set_precision(precision)?;
+            Engine::Multi(Box::new(c))
         } else {
-            Engine::Base(Box::new(SentenceEncoder::load(dir, device)?.0))
+            let mut e = SentenceEncoder::load(dir, device)?.0;
+            e.set_precision(precision)?;
+            Engine::Base(Box::new(e))
         })
     }
 
@@ -223,24 +228,6 @@ impl Engine {
     }
 }
 
-/// Cuts rows (already sorted by length) into batches of at most `budget` padded tokens each
-/// (a row longer than the budget goes alone).
-pub fn token_budget_batches(sorted_lens: &[usize], budget: usize) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    for (i, &len) in sorted_lens.iter().enumerate() {
-        // Sorted ascending: row i is the longest so far.
-        if i > start && (i + 1 - start) * len > budget {
-            out.push(start..i);
-            start = i;
-        }
-    }
-    if start < sorted_lens.len() {
-        out.push(start..sorted_lens.len());
-    }
-    out
-}
-
 /// Runs `jobs` through the model: all their texts sorted by length in token-budget batches.
 fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, metrics: &Metrics) {
     let tok = engine.tokenizer();
@@ -252,7 +239,7 @@ fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, metrics: &Metrics) {
     let mut probs: Vec<Vec<Option<TaskProbs>>> = ids.iter().map(|v| vec![None; v.len()]).collect();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> std::result::Result<(), String> {
         let _g = tch::no_grad_guard();
-        for range in token_budget_batches(&lens, budget) {
+        for range in crate::batch::budget_ranges(&lens, usize::MAX, Some(budget)) {
             let batch = &rows[range];
             metrics.observe_batch(batch.len());
             let seqs: Vec<&[i64]> = batch.iter().map(|&(j, r)| ids[j][r].as_slice()).collect();
@@ -635,19 +622,6 @@ mod tests {
             assert_eq!(e.status.as_u16(), status, "{want}: {}", e.message);
             assert!(e.message.contains(want), "want '{want}', got '{}'", e.message);
         }
-    }
-
-    #[test]
-    fn token_budget_batches_stay_under_the_budget() {
-        let lens = [3, 3, 4, 5, 9, 9, 30, 100];
-        let b = token_budget_batches(&lens, 20);
-        assert_eq!(b.iter().map(|r| r.len()).sum::<usize>(), lens.len());
-        for r in &b {
-            let padded = r.len() * lens[r.end - 1];
-            assert!(padded <= 20 || r.len() == 1, "{r:?}: {padded}");
-        }
-        assert_eq!(b[0], 0..4);
-        assert!(token_budget_batches(&[], 10).is_empty());
     }
 
     proptest! {

@@ -38,8 +38,8 @@ fn loads_with_seed_names_and_pinned_parameter_count() {
 fn padding_and_batching_do_not_change_vectors_and_rows_keep_input_order() {
     let d = tiny();
     let (enc, _) = SentenceEncoder::load(&d.path().join("m"), Device::Cpu).unwrap();
-    let one = rows(&enc.encode(&TEXTS, EncodeOptions { batch_size: 1, normalize: false }).unwrap()).unwrap();
-    let all = rows(&enc.encode(&TEXTS, EncodeOptions { batch_size: 5, normalize: false }).unwrap()).unwrap();
+    let one = rows(&enc.encode(&TEXTS, EncodeOptions { batch_size: 1, normalize: false, ..Default::default() }).unwrap()).unwrap();
+    let all = rows(&enc.encode(&TEXTS, EncodeOptions { batch_size: 5, normalize: false, ..Default::default() }).unwrap()).unwrap();
     for (i, (a, b)) in one.iter().zip(&all).enumerate() {
         let err = common::max_abs_diff(a, b);
         assert!(err <= 1e-5, "text {i}: alone vs padded batch differ by {err}");
@@ -47,10 +47,10 @@ fn padding_and_batching_do_not_change_vectors_and_rows_keep_input_order() {
     // Row order is input order: encoding a text alone gives its row.
     let third = rows(&enc.encode(&[TEXTS[2]], EncodeOptions::default()).unwrap()).unwrap();
     assert!(common::max_abs_diff(&third[0], &all[2]) <= 1e-5);
-    let normed = enc.encode(&TEXTS, EncodeOptions { batch_size: 2, normalize: true }).unwrap();
+    let normed = enc.encode(&TEXTS, EncodeOptions { batch_size: 2, normalize: true, ..Default::default() }).unwrap();
     let norms = Vec::<f32>::try_from(normed.norm_scalaropt_dim(2, [1].as_slice(), false)).unwrap();
     assert!(norms.iter().all(|n| (n - 1.0).abs() < 1e-5), "{norms:?}");
-    assert!(enc.encode(&TEXTS, EncodeOptions { batch_size: 0, normalize: false }).is_err());
+    assert!(enc.encode(&TEXTS, EncodeOptions { batch_size: 0, normalize: false, ..Default::default() }).is_err());
 }
 
 #[test]

@@ -65,7 +65,7 @@ fn token_ids_match_for_every_sentence() {
 fn mean_pooled_match_one_sentence_at_a_time() {
     let g = golden();
     let m = model();
-    let got = rows(&m.encode(&texts(&g), EncodeOptions { batch_size: 1, normalize: false }).unwrap()).unwrap();
+    let got = rows(&m.encode(&texts(&g), EncodeOptions { batch_size: 1, normalize: false, ..Default::default() }).unwrap()).unwrap();
     check(&got, &g, |s| &s.mean_pooled, "mean-pooled, batch 1");
 }
 
@@ -73,7 +73,7 @@ fn mean_pooled_match_one_sentence_at_a_time() {
 fn mean_pooled_match_in_one_padded_batch() {
     let g = golden();
     let m = model();
-    let got = rows(&m.encode(&texts(&g), EncodeOptions { batch_size: 32, normalize: false }).unwrap()).unwrap();
+    let got = rows(&m.encode(&texts(&g), EncodeOptions { batch_size: 32, normalize: false, ..Default::default() }).unwrap()).unwrap();
     check(&got, &g, |s| &s.mean_pooled, "mean-pooled, one batch of 20");
 }
 
@@ -82,7 +82,7 @@ fn normalized_match_alone_and_batched() {
     let g = golden();
     let m = model();
     for batch_size in [1, 32] {
-        let got = rows(&m.encode(&texts(&g), EncodeOptions { batch_size, normalize: true }).unwrap()).unwrap();
+        let got = rows(&m.encode(&texts(&g), EncodeOptions { batch_size, normalize: true, ..Default::default() }).unwrap()).unwrap();
         check(&got, &g, |s| &s.normalized, &format!("normalised, batch {batch_size}"));
     }
 }
@@ -122,4 +122,44 @@ fn mtt_embed_json_lines_match_golden() {
         got.push(line["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect::<Vec<f32>>());
     }
     check(&got, &g, |s| &s.mean_pooled, "mtt embed JSON Lines");
+}
+
+/// Cosine similarity of each row of `a` to the same row of `b`.
+fn row_cosines(a: &tch::Tensor, b: &tch::Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(tch::Tensor::cosine_similarity(a, b, 1, 1e-12)).unwrap()
+}
+
+/// `--precision int8` and `bf16`: every golden sentence and the first 2,000 TREC-6 training
+/// questions within cosine 0.99 of fp32. bf16 on a CPU without bf16 hardware is emulated and
+/// about 20 times slower than fp32, so there it is checked on the golden sentences and the first
+/// 100 questions only.
+#[test]
+fn reduced_precisions_stay_close_to_fp32() {
+    use multi_task_transformer::data::{bundled::TASK_A, read_labelled, Task};
+    use multi_task_transformer::device::CpuFeatures;
+    use multi_task_transformer::precision::Precision;
+    let g = golden();
+    let trec: Vec<String> = read_labelled(std::path::Path::new(TASK_A), Some(Task::A)).unwrap().rows.into_iter().take(2000).map(|r| r.text).collect();
+    assert_eq!(trec.len(), 2000);
+    let opts = EncodeOptions { batch_size: 256, token_budget: Some(1024), ..Default::default() };
+    let fp32 = model();
+    let bf16_native = CpuFeatures::detect().is_some_and(|c| c.bf16);
+    for p in [Precision::Int8, Precision::Bf16] {
+        let mut m = model();
+        m.set_precision(p).unwrap();
+        let n = if p == Precision::Bf16 && !bf16_native { 100 } else { trec.len() };
+        for (what, texts) in [("golden", texts(&g).iter().map(|s| s.to_string()).collect::<Vec<_>>()), ("TREC-6", trec[..n].to_vec())] {
+            let cos = row_cosines(&fp32.encode(&texts, opts).unwrap(), &m.encode(&texts, opts).unwrap());
+            let worst = cos.iter().cloned().fold(f32::INFINITY, f32::min);
+            let mean = cos.iter().sum::<f32>() / cos.len() as f32;
+            eprintln!("{p}: {what} ({} texts): cosine to fp32 min {worst:.5} mean {mean:.5}", cos.len());
+            for (i, c) in cos.iter().enumerate() {
+                assert!(*c >= 0.99, "{p}: {what} text {i} {:?}: cosine {c} < 0.99", texts[i]);
+            }
+        }
+    }
+    // One-way switch: an int8 encoder cannot become bf16.
+    let mut m = model();
+    m.set_precision(Precision::Int8).unwrap();
+    assert!(m.set_precision(Precision::Bf16).unwrap_err().to_string().contains("reload the model"));
 }

@@ -1,10 +1,11 @@
 //! `mtt embed`, `task1` and `mtt doctor`: arguments and command bodies.
 
-use super::{at_least_one, warn_unexpected, RunArgs};
+use super::{at_least_one, warn_unexpected, InferArgs, RunArgs};
 use crate::config::{folder_report, ModelFiles, DEFAULT_MODEL_DIR};
 use crate::device::{device_name, libtorch_lib, libtorch_version, loaded_libtorch};
 use crate::embed::{EncodeOptions, SentenceEncoder};
 use crate::infer::rows;
+use crate::precision::Precision;
 use crate::textio::{open_texts, read_texts};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -25,9 +26,8 @@ pub struct EmbedArgs {
     /// L2-normalise the vectors (sentence-transformers does for this model; the seed's Task 1 did not).
     #[arg(long)]
     pub normalize: bool,
-    /// Sentences per forward pass.
-    #[arg(long, default_value_t = 32, value_parser = at_least_one)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub infer: InferArgs,
     /// Lines read, length-sorted and encoded together before their output is written (`mtt
     /// embed` streams: memory stays flat however long the input).
     #[arg(long, default_value_t = 4096, value_parser = at_least_one)]
@@ -36,11 +36,18 @@ pub struct EmbedArgs {
     pub run: RunArgs,
 }
 
-/// Loads the encoder, warning on stderr about file tensors nothing uses.
-pub fn load_encoder(model: &Path, device: Device) -> Result<SentenceEncoder> {
-    let (enc, report) = SentenceEncoder::load_any(model, device).with_context(|| format!("loading model {}", model.display()))?;
+/// Loads the encoder at `precision`, warning on stderr about file tensors nothing uses.
+pub fn load_encoder(model: &Path, device: Device, precision: Precision) -> Result<SentenceEncoder> {
+    let (mut enc, report) = SentenceEncoder::load_any(model, device).with_context(|| format!("loading model {}", model.display()))?;
     warn_unexpected(&report);
+    enc.set_precision(precision)?;
     Ok(enc)
+}
+
+/// The encode options of `args`.
+fn encode_options(args: &EmbedArgs) -> EncodeOptions {
+    let (batch_size, token_budget) = args.infer.limits();
+    EncodeOptions { batch_size, normalize: args.normalize, token_budget }
 }
 
 #[derive(Serialize)]
@@ -57,8 +64,8 @@ struct EmbeddingLine<'a> {
 pub fn run_embed(args: &EmbedArgs) -> Result<()> {
     let device = args.run.setup()?;
     let mut input = open_texts(args.input.as_deref())?;
-    let enc = load_encoder(&args.model, device)?;
-    let opts = EncodeOptions { batch_size: args.batch_size, normalize: args.normalize };
+    let enc = load_encoder(&args.model, device, args.infer.precision)?;
+    let opts = encode_options(args);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     loop {
@@ -90,14 +97,15 @@ pub fn run_task1(args: &EmbedArgs) -> Result<()> {
         Some(_) => read_texts(args.input.as_deref())?,
         None => TASK1_SENTENCES.iter().map(|s| s.to_string()).collect(),
     };
-    let enc = load_encoder(&args.model, device)?;
-    let opts = EncodeOptions { batch_size: args.batch_size, normalize: args.normalize };
+    let enc = load_encoder(&args.model, device, args.infer.precision)?;
+    let opts = encode_options(args);
     let vectors = rows(&enc.encode(&texts, opts)?)?;
     println!(
-        "Task 1: sentence embeddings with {} ({} pooling{}, device {})",
+        "Task 1: sentence embeddings with {} ({} pooling{}{}, device {})",
         args.model.display(),
         enc.config().pooling.describe(),
         if args.normalize { ", L2-normalised" } else { "" },
+        if args.infer.precision == Precision::Fp32 { String::new() } else { format!(", {}", args.infer.precision) },
         device_name(device)
     );
     for (text, v) in texts.iter().zip(&vectors) {
@@ -142,6 +150,10 @@ pub fn run_doctor(args: &DoctorArgs) -> Result<()> {
     println!("threads: {} intra-op, {} inter-op", tch::get_num_threads(), tch::get_num_interop_threads());
     if let Some(cpu) = crate::device::CpuFeatures::detect() {
         println!("CPU: {}", cpu.describe());
+        println!("precision modes (--precision on embed, predict, eval, serve):");
+        for line in cpu.precision_modes() {
+            println!("  {line}");
+        }
     }
     println!("model folder: {}", args.model.display());
     let mut ok = true;

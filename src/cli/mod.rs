@@ -21,12 +21,54 @@ pub use serve::{run_serve, ServeArgs};
 pub use train::{run_train, TrainArgs, TrainDefaults};
 
 use crate::classifier::Classifier;
+use crate::infer::Batching;
+use crate::precision::Precision;
 use crate::device::{parse_device, set_threads};
 use crate::params::LoadReport;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::Path;
 use tch::Device;
+
+/// Padded tokens per forward pass when neither `--batch-size` nor `--token-budget` is given.
+pub const DEFAULT_TOKEN_BUDGET: usize = 1024;
+/// Most sentences per forward pass under a token budget alone.
+pub const MAX_BUDGET_ROWS: usize = 1024;
+
+/// How inference batches its inputs and at what precision: `mtt embed`, `task1`, `mtt predict`,
+/// `mtt eval`.
+#[derive(Args, Debug, Clone)]
+pub struct InferArgs {
+    /// Most sentences per forward pass. Alone, batches have exactly this many sentences (the
+    /// last fewer); by default batches fill a token budget instead.
+    #[arg(long, value_parser = at_least_one)]
+    pub batch_size: Option<usize>,
+    /// Most padded tokens (sentences times the longest one) per forward pass [default: 1024
+    /// unless --batch-size is given]. Length-sorted inputs then run in batches of similar cost:
+    /// many short sentences or few long ones.
+    #[arg(long, value_parser = at_least_one)]
+    pub token_budget: Option<usize>,
+    /// Encoder precision: fp32 (reference), int8 (quantised linear layers; CPU only) or bf16
+    /// (fast only where the CPU has AVX512-BF16 or AMX: see `mtt doctor`).
+    #[arg(long, default_value = "fp32")]
+    pub precision: Precision,
+}
+
+impl InferArgs {
+    /// `(most sentences, most padded tokens)` per forward pass.
+    pub fn limits(&self) -> (usize, Option<usize>) {
+        match (self.batch_size, self.token_budget) {
+            (Some(rows), budget) => (rows, budget),
+            (None, budget) => (MAX_BUDGET_ROWS, Some(budget.unwrap_or(DEFAULT_TOKEN_BUDGET))),
+        }
+    }
+
+    /// The batching for a tokenizer with `[PAD]` id `pad_id`.
+    pub fn batching(&self, pad_id: i64) -> Batching {
+        let (batch_size, token_budget) = self.limits();
+        Batching { batch_size, token_budget, pad_id }
+    }
+}
 
 /// Where and how to run: shared by every command that loads a model.
 #[derive(Args, Debug, Clone)]
@@ -71,8 +113,14 @@ pub fn warn_unexpected(report: &LoadReport) {
 
 /// Loads a checkpoint, warning about unexpected tensors.
 pub fn load_checkpoint(dir: &Path, device: Device) -> Result<Classifier> {
-    let (c, report) = Classifier::load(dir, device).with_context(|| format!("loading checkpoint {}", dir.display()))?;
+    load_checkpoint_at(dir, device, Precision::Fp32)
+}
+
+/// [`load_checkpoint`], then switches its encoder to `precision`.
+pub fn load_checkpoint_at(dir: &Path, device: Device, precision: Precision) -> Result<Classifier> {
+    let (mut c, report) = Classifier::load(dir, device).with_context(|| format!("loading checkpoint {}", dir.display()))?;
     warn_unexpected(&report);
+    c.set_precision(precision)?;
     Ok(c)
 }
 

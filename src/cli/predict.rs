@@ -1,6 +1,6 @@
 //! `mtt eval`, `mtt predict` and `task2`: arguments and command bodies.
 
-use super::{at_least_one, load_checkpoint, warn_unexpected, RunArgs};
+use super::{load_checkpoint, load_checkpoint_at, warn_unexpected, InferArgs, RunArgs};
 use crate::classifier::Classifier;
 use crate::config::DEFAULT_MODEL_DIR;
 use crate::data::{self as ds, Labels, Task};
@@ -24,9 +24,8 @@ pub struct EvalArgs {
     /// Task B evaluation file.
     #[arg(long)]
     pub task_b: Option<PathBuf>,
-    /// Sentences per forward pass.
-    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub infer: InferArgs,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -37,7 +36,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
     if args.task_a.is_none() && args.task_b.is_none() {
         anyhow::bail!("nothing to evaluate: pass --task-a FILE and/or --task-b FILE");
     }
-    let clf = load_checkpoint(&args.model, device)?;
+    let clf = load_checkpoint_at(&args.model, device, args.infer.precision)?;
     let mut sources = Vec::new();
     for (p, t) in [(&args.task_a, Task::A), (&args.task_b, Task::B)] {
         if let Some(p) = p {
@@ -45,7 +44,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         }
     }
     let ex = clf.examples(&sources)?;
-    let m = infer::evaluate(&clf.model, &ex, clf.batching(args.batch_size))?;
+    let m = infer::evaluate(&clf.model, &ex, args.infer.batching(clf.tokenizer.pad_id()))?;
     println!("{}", serde_json::to_string(&m)?);
     Ok(())
 }
@@ -59,9 +58,8 @@ pub struct PredictArgs {
     /// Texts, one per line (default: standard input).
     #[arg(long)]
     pub input: Option<PathBuf>,
-    /// Sentences per forward pass.
-    #[arg(long, default_value_t = 64, value_parser = at_least_one)]
-    pub batch_size: usize,
+    #[command(flatten)]
+    pub infer: InferArgs,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -88,8 +86,9 @@ fn task_prediction<'a>(labels: &'a Labels, probs: &[f32]) -> TaskPrediction<'a> 
 pub fn run_predict(args: &PredictArgs) -> Result<()> {
     let device = args.run.setup()?;
     let texts = read_texts(args.input.as_deref())?;
-    let clf = load_checkpoint(&args.model, device)?;
-    let (pa, pb) = clf.probabilities(&texts, args.batch_size)?;
+    let clf = load_checkpoint_at(&args.model, device, args.infer.precision)?;
+    let ids = clf.tokenizer.encode_all(&texts);
+    let (pa, pb) = infer::probabilities(&clf.model, &ids, args.infer.batching(clf.tokenizer.pad_id()))?;
     let (pa, pb) = (rows(&pa)?, rows(&pb)?);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -29,6 +29,9 @@ pub struct ServeArgs {
     /// Padded tokens per forward pass (concurrent requests are batched up to it).
     #[arg(long, default_value_t = ServeConfig::default().token_budget)]
     pub token_budget: usize,
+    /// Encoder precision: fp32, int8 (CPU only) or bf16 (see `mtt embed --help`).
+    #[arg(long, default_value = "fp32")]
+    pub precision: crate::precision::Precision,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -37,7 +40,7 @@ pub struct ServeArgs {
 /// requests in flight and exits 0.
 pub fn run_serve(a: &ServeArgs) -> Result<()> {
     let device = a.run.setup()?;
-    let engine = Engine::load(&a.model, device).with_context(|| format!("loading model {}", a.model.display()))?;
+    let engine = Engine::load(&a.model, device, a.precision).with_context(|| format!("loading model {}", a.model.display()))?;
     let multitask = engine.labels().is_some();
     let cfg = ServeConfig { max_body_bytes: a.max_body_bytes, max_texts: a.max_texts.max(1), queue_capacity: a.queue_capacity.max(1), token_budget: a.token_budget.max(1) };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the tokio runtime")?;

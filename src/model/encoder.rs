@@ -6,17 +6,20 @@
 //! mask of the float minimum.
 
 use crate::config::EncoderConfig;
-use crate::model::layer::Layer;
+use crate::model::layer::{InputMaxima, Layer};
 use crate::model::pooling;
-use crate::params::{layer_name, Params, EMBEDDINGS};
+use crate::error::{invalid, Result};
+use crate::params::{layer_name, Params, EMBEDDINGS, ENCODER};
+use crate::precision::Precision;
 use rust_bert::bert::{BertEmbedding, BertEmbeddings};
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// Embeddings plus transformer layers.
 pub struct Encoder {
     embeddings: BertEmbeddings,
     layers: Vec<Layer>,
     config: EncoderConfig,
+    precision: Precision,
 }
 
 impl Encoder {
@@ -32,12 +35,60 @@ impl Encoder {
             layers.push(Layer::new(vs.root() / "encoder" / "encoder" / "layer" / i, &config.bert));
             params.push(&layer_name(i), vs);
         }
-        Encoder { embeddings, layers, config: config.clone() }
+        Encoder { embeddings, layers, config: config.clone(), precision: Precision::Fp32 }
     }
 
     /// The configuration the encoder was built from.
     pub fn config(&self) -> &EncoderConfig {
         &self.config
+    }
+
+    /// The inference precision (fp32 unless [`Encoder::set_precision`] changed it).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Switches the encoder to `precision` for inference; `params` must be the ones the encoder
+    /// was built on (bf16 converts its variables). int8 needs a `calibration` batch (token ids
+    /// and mask, as for [`Encoder::forward_t`]): it runs once in fp32 to measure each layer's
+    /// input ranges (see [`Layer::quantize_int8`]). One-way: an int8 or bf16 encoder can no
+    /// longer be trained or go back to fp32 (reload the model instead).
+    pub fn set_precision(&mut self, params: &mut Params, precision: Precision, calibration: Option<(&Tensor, &Tensor)>) -> Result<()> {
+        precision.check_device(params.device())?;
+        if precision == self.precision {
+            return Ok(());
+        }
+        if self.precision != Precision::Fp32 {
+            return Err(invalid(format!("the encoder already runs in {}; reload the model for {precision}", self.precision)));
+        }
+        match precision {
+            Precision::Fp32 => {}
+            Precision::Int8 => {
+                let (ids, mask) = calibration.ok_or_else(|| invalid("int8 needs a calibration batch"))?;
+                let maxima = self.input_maxima(ids, mask);
+                for (layer, m) in self.layers.iter_mut().zip(&maxima) {
+                    layer.quantize_int8(m);
+                }
+            }
+            Precision::Bf16 => params.set_kind(ENCODER, Kind::BFloat16),
+        }
+        self.precision = precision;
+        Ok(())
+    }
+
+    /// Each layer's [`InputMaxima`] on one batch, in fp32 without gradients.
+    fn input_maxima(&self, input_ids: &Tensor, mask: &Tensor) -> Vec<InputMaxima> {
+        let _guard = tch::no_grad_guard();
+        let mut hidden = self.embeddings.forward_t(Some(input_ids), None, None, None, false).expect("input ids are given");
+        let additive = additive_mask(mask, hidden.kind());
+        let tokens = mask.unsqueeze(-1).to_kind(hidden.kind());
+        let mut out = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let mut m = InputMaxima::default();
+            hidden = layer.forward_recording(&hidden, &additive, &tokens, &mut m);
+            out.push(m);
+        }
+        out
     }
 
     /// Changes how token vectors are pooled (the pooled width may change: callers check).
@@ -59,14 +110,18 @@ impl Encoder {
         hidden
     }
 
-    /// Pooled sentence vectors `[batch, embedding_dim]` (not normalised).
+    /// Pooled sentence vectors `[batch, embedding_dim]`, float32 whatever the precision (not
+    /// normalised).
     pub fn embed_t(&self, input_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
         let hidden = self.forward_t(input_ids, mask, train);
-        pooling::pool(&self.config.pooling, &hidden, mask)
+        pooling::pool(&self.config.pooling, &hidden.to_kind(Kind::Float), mask)
     }
 }
 
-/// `[batch, 1, 1, seq]` additive mask: 0 keep, float minimum drop (Hugging Face's SDPA form).
-fn additive_mask(mask: &Tensor, kind: tch::Kind) -> Tensor {
-    (mask.eq(0).to_kind(kind) * f32::MIN as f64).unsqueeze(1).unsqueeze(1)
+/// `[batch, 1, 1, seq]` additive mask: 0 keep, the kind's most negative finite value drop
+/// (Hugging Face's SDPA form).
+fn additive_mask(mask: &Tensor, kind: Kind) -> Tensor {
+    // bf16 has float32's exponent range but rounds float32's minimum to -inf.
+    let min = if kind == Kind::BFloat16 { -3.3895313892515355e38 } else { f32::MIN as f64 };
+    (mask.eq(0).to_kind(kind) * min).unsqueeze(1).unsqueeze(1)
 }

@@ -150,6 +150,12 @@ impl MultiTask {
         &self.encoder
     }
 
+    /// Switches the encoder to `precision` for inference (see [`Encoder::set_precision`]); the
+    /// heads stay float32.
+    pub fn set_precision(&mut self, precision: crate::precision::Precision, calibration: Option<(&Tensor, &Tensor)>) -> Result<()> {
+        self.encoder.set_precision(&mut self.params, precision, calibration)
+    }
+
     /// The device the model lives on.
     pub fn device(&self) -> Device {
         self.params.device()

@@ -1,0 +1,186 @@
+//! Owns the numeric precision of inference: fp32 (the reference), int8 (dynamically quantised
+//! linear layers) and bf16 (the whole encoder in bfloat16). Training always runs in fp32.
+//!
+//! * **int8**: the linear layers of the transformer (all but the feed-forward block's second one,
+//!   whose 1,536-channel GELU input quantises worst) keep their weights as int8 with one scale per
+//!   output row (symmetric, 7 bits: see [`WEIGHT_LEVELS`]); each call quantises its input with
+//!   one scale per token row (8 bits) and runs libtorch's int8 matrix multiply (`_int_mm`, int32
+//!   accumulation), then rescales and adds the fp32 bias. Query, key and value run as one fused
+//!   layer, and the inputs of the layers that read a LayerNorm (query/key/value, the first
+//!   feed-forward layer) are smoothed per channel (SmoothQuant), with maxima measured once at
+//!   load on [`CALIBRATION_TEXTS`] in fp32. Embeddings, LayerNorms, attention scores and
+//!   pooling stay fp32. It is PyTorch's "dynamic quantisation" of linear layers with finer
+//!   (per-row) scales and smoothing.
+//! * **bf16**: every encoder variable is converted to bfloat16 and the encoder runs in it
+//!   (libtorch's oneDNN kernels; fast only where the CPU has AVX512-BF16 or AMX, see
+//!   `mtt doctor`); pooling runs in fp32 on the bf16 token vectors.
+
+use crate::error::{invalid, Error, Result};
+use std::fmt;
+use std::str::FromStr;
+use tch::{Device, Kind, Tensor};
+
+/// Inference precision of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// float32 everywhere (the reference; parity with sentence-transformers).
+    #[default]
+    Fp32,
+    /// int8 weights and per-row quantised activations in the linear layers.
+    Int8,
+    /// bfloat16 encoder.
+    Bf16,
+}
+
+impl Precision {
+    /// Every mode, in the order `mtt` lists them.
+    pub const ALL: [Precision; 3] = [Precision::Fp32, Precision::Int8, Precision::Bf16];
+
+    /// Whether `device` can run this mode (int8 runs on the CPU only).
+    pub fn check_device(self, device: Device) -> Result<()> {
+        if self == Precision::Int8 && device != Device::Cpu {
+            return Err(invalid("--precision int8 runs on the CPU only (use --device cpu, or bf16 on CUDA)"));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fp32" | "float32" => Ok(Precision::Fp32),
+            "int8" => Ok(Precision::Int8),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            other => Err(invalid(format!("unknown precision '{other}': fp32, int8 or bf16"))),
+        }
+    }
+}
+
+/// The texts an int8 encoder is calibrated on when it is created (128 lines: the last 64 of the
+/// bundled TREC-6 and of the SST training files; neither dev nor test data).
+pub const CALIBRATION_TEXTS: &str = include_str!("int8_calibration.txt");
+
+/// Largest quantised weight magnitude. CPUs without VNNI multiply int8 through 16-bit pair sums
+/// that saturate: measured with libtorch 2.4.0 on AVX2, `_int_mm` returned wrong sums (errors
+/// over 10^4) once both operands used the full ±127 range, and exact ones with weights within
+/// ±63 and activations within ±127 (`int8_linear_is_close_to_float` checks exactness).
+pub const WEIGHT_LEVELS: f64 = 63.0;
+/// Largest quantised activation magnitude.
+pub const ACTIVATION_LEVELS: f64 = 127.0;
+
+/// A linear layer with int8 weights (one scale per output row) for inference.
+#[derive(Debug)]
+pub struct Int8Linear {
+    /// `[in, out]` int8: the transposed view `_int_mm` takes as its second operand.
+    weight_t: Tensor,
+    /// `[in]` float32 factors the input is multiplied by first (1 / smoothing), if smoothed.
+    input_factor: Option<Tensor>,
+    /// `[out]` float32 weight scales.
+    scale: Tensor,
+    /// `[out]` float32 bias (zeros when the layer has none).
+    bias: Tensor,
+    in_features: i64,
+}
+
+impl Int8Linear {
+    /// Quantises `weight` `[out, in]` (float) symmetrically per output row. With `input_max`
+    /// (`[in]`: the largest |input| per channel seen on calibration data), input channel j is
+    /// first divided by `s_j = sqrt(input_max_j / max_i |w_ij|)` and weight column j multiplied
+    /// by it (SmoothQuant, alpha 0.5): the product is unchanged, the activations' outlier
+    /// channels shrink and per-token quantisation loses less.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>, input_max: Option<&Tensor>) -> Self {
+        let mut w = weight.detach().to_kind(Kind::Float);
+        let (out_f, in_f) = w.size2().expect("a linear weight is 2-D");
+        let input_factor = input_max.map(|m| {
+            let col_max = w.abs().amax([0].as_slice(), false).clamp_min(1e-5);
+            let s = (m.to_kind(Kind::Float).clamp_min(1e-5) / col_max).sqrt();
+            w = &w * &s;
+            s.reciprocal()
+        });
+        let scale = w.abs().amax([1].as_slice(), false).clamp_min(1e-12) / WEIGHT_LEVELS;
+        let q = (&w / scale.unsqueeze(1)).round().clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS).to_kind(Kind::Int8);
+        let bias = match bias {
+            Some(b) => b.detach().to_kind(Kind::Float),
+            None => Tensor::zeros([out_f], (Kind::Float, w.device())),
+        };
+        Int8Linear { weight_t: q.tr(), input_factor, scale, bias, in_features: in_f }
+    }
+
+    /// `x` `[..., in]` float32 to `[..., out]` float32.
+    pub fn forward(&self, x: &Tensor) -> Tensor {
+        let mut shape = x.size();
+        // Out of place: `x2` may share storage with the caller's tensor (a residual input).
+        let x2 = x.reshape([-1, self.in_features]);
+        let x2 = match &self.input_factor {
+            Some(f) => x2 * f,
+            None => x2,
+        };
+        let x_scale = x2.abs().amax([1].as_slice(), true).clamp_min(1e-12) / ACTIVATION_LEVELS;
+        let xq = (&x2 / &x_scale).round_().to_kind(Kind::Int8);
+        let acc = xq.internal_int_mm(&self.weight_t).to_kind(Kind::Float);
+        let y = self.bias.addcmul(&acc, &(x_scale * &self.scale));
+        *shape.last_mut().expect("at least 1-D") = self.scale.size()[0];
+        y.view(shape.as_slice())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_every_mode() {
+        for p in Precision::ALL {
+            assert_eq!(p.to_string().parse::<Precision>().unwrap(), p);
+        }
+        assert!("fp16".parse::<Precision>().unwrap_err().to_string().contains("fp32, int8 or bf16"));
+        assert!(Precision::Int8.check_device(Device::Cuda(0)).is_err());
+        assert!(Precision::Bf16.check_device(Device::Cuda(0)).is_ok());
+    }
+
+    #[test]
+    fn int8_linear_is_close_to_float() {
+        tch::manual_seed(1);
+        let w = Tensor::randn([96, 384], (Kind::Float, Device::Cpu)) * 0.1;
+        let b = Tensor::randn([96], (Kind::Float, Device::Cpu));
+        let x = Tensor::randn([3, 7, 384], (Kind::Float, Device::Cpu));
+        let want = x.linear(&w, Some(&b));
+        let got = Int8Linear::new(&w, Some(&b), None).forward(&x);
+        assert_eq!(got.size(), vec![3, 7, 96]);
+        let cos = Tensor::cosine_similarity(&want.view([21, 96]), &got.view([21, 96]), 1, 1e-8);
+        let worst = f64::try_from(cos.min()).unwrap();
+        assert!(worst > 0.995, "worst row cosine {worst}");
+
+        // Exactly the float product of the dequantised operands (int32 accumulation is exact; a
+        // saturating int8 kernel would be off by thousands of units).
+        let x2 = x.view([21, 384]);
+        let xs = x2.abs().amax([1].as_slice(), true) / ACTIVATION_LEVELS;
+        let ws = w.abs().amax([1].as_slice(), true) / WEIGHT_LEVELS;
+        let xd = (&x2 / &xs).round() * &xs;
+        let wd = (&w / &ws).round() * &ws;
+        let exact = xd.linear(&wd, Some(&b));
+        let diff = f64::try_from((exact - got.view([21, 96])).abs().max()).unwrap();
+        assert!(diff < 1e-4, "max |diff| to the dequantised product {diff}");
+
+        // Smoothing keeps the product: an outlier input channel no longer ruins the other ones.
+        let outlier = Tensor::ones([384], (Kind::Float, Device::Cpu)).index_fill(0, &Tensor::from_slice(&[5i64]), 60.0);
+        let xo = &x * &outlier;
+        let want = xo.linear(&w, Some(&b)).view([21, 96]);
+        let cos_of = |q: &Int8Linear| f64::try_from(Tensor::cosine_similarity(&want, &q.forward(&xo).view([21, 96]), 1, 1e-8).min()).unwrap();
+        let plain = cos_of(&Int8Linear::new(&w, Some(&b), None));
+        let max = xo.abs().amax([0, 1].as_slice(), false);
+        let smoothed = cos_of(&Int8Linear::new(&w, Some(&b), Some(&max)));
+        assert!(smoothed > plain && smoothed > 0.995, "plain {plain}, smoothed {smoothed}");
+    }
+}
