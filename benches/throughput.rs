@@ -25,7 +25,8 @@
 //! `../shared/peer/python_peer.py`, or MTT_PEER / MTT_PEER_PYTHON; `--no-peer` skips it.
 
 use multi_task_transformer::batch::{epoch_batches, make_batch, Draw, Source};
-use multi_task_transformer::config::DEFAULT_MODEL_DIR as MODEL;
+use multi_task_transformer::config::{ModelFiles, DEFAULT_MODEL_DIR as MODEL};
+use multi_task_transformer::tokenizer::SentenceTokenizer;
 use multi_task_transformer::data::bundled::{TASK_A, TASK_B};
 use multi_task_transformer::data::{self, Labels, Task};
 use multi_task_transformer::freeze::Freeze;
@@ -223,8 +224,11 @@ fn matmul_peak() -> f64 {
 
 /// Real tokens of `texts` (with [CLS] and [SEP], truncated as the model does).
 fn token_count(texts: &[String]) -> usize {
-    let (enc, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
-    enc.tokenizer.encode_all(texts).iter().map(Vec::len).sum()
+    // The tokenizer alone: no weights needed.
+    let files = ModelFiles::locate(Path::new(MODEL)).expect("model folder");
+    let config = files.encoder_config().expect("model config");
+    let tokenizer = SentenceTokenizer::from_vocab(&files.vocab, &config.tokenizer, config.max_seq_length).expect("vocab");
+    tokenizer.encode_all(texts).iter().map(Vec::len).sum()
 }
 
 fn mtt_binary() -> std::path::PathBuf {
@@ -331,6 +335,8 @@ fn bench_grid(o: &Opts) {
 }
 
 fn main() {
+    // As the binaries do (allocator settings matter to libtorch's throughput).
+    multi_task_transformer::cli::init_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmds = ["encode", "train", "heads-only", "process", "grid"];
     let (cmd, rest) = match args.iter().position(|a| cmds.contains(&a.as_str())) {

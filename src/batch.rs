@@ -33,14 +33,6 @@ pub fn pad(seqs: &[&[i64]], pad_id: i64, device: Device) -> (Tensor, Tensor) {
     )
 }
 
-/// Token ids and mask of [`crate::precision::CALIBRATION_TEXTS`], one padded batch on `device`
-/// (what an int8 encoder is calibrated on).
-pub fn calibration_batch(tokenizer: &crate::tokenizer::SentenceTokenizer, device: Device) -> (Tensor, Tensor) {
-    let ids: Vec<Vec<i64>> = crate::precision::CALIBRATION_TEXTS.lines().filter(|l| !l.trim().is_empty()).map(|l| tokenizer.encode(l)).collect();
-    let seqs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
-    pad(&seqs, tokenizer.pad_id(), device)
-}
-
 /// Indices of `lens` ordered longest first (ties keep input order), then cut into batches of at
 /// most `max_rows` rows and, with a `token_budget`, at most that many padded tokens (rows times
 /// the batch's longest row; a row longer than the budget goes alone).

@@ -43,8 +43,7 @@ impl Classifier {
 
     /// Switches the encoder to `precision` for inference (see [`crate::model::Encoder::set_precision`]).
     pub fn set_precision(&mut self, precision: crate::precision::Precision) -> Result<()> {
-        let calibration = (precision == crate::precision::Precision::Int8).then(|| crate::batch::calibration_batch(&self.tokenizer, self.model.device()));
-        self.model.set_precision(precision, calibration.as_ref().map(|(ids, mask)| (ids, mask)))
+        self.model.set_precision(precision, &self.tokenizer)
     }
 
     /// Writes the model (`model.safetensors`, `config.json`) and `vocab.txt` into `dir`.

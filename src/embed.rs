@@ -80,8 +80,7 @@ impl SentenceEncoder {
 
     /// Switches the encoder to `precision` for inference (see [`Encoder::set_precision`]).
     pub fn set_precision(&mut self, precision: crate::precision::Precision) -> Result<()> {
-        let calibration = (precision == crate::precision::Precision::Int8).then(|| crate::batch::calibration_batch(&self.tokenizer, self.params.device()));
-        self.encoder.set_precision(&mut self.params, precision, calibration.as_ref().map(|(ids, mask)| (ids, mask)))
+        self.encoder.set_precision(&mut self.params, precision, &self.tokenizer)
     }
 
     /// The encoder's configuration.

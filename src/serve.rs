@@ -178,7 +178,6 @@ pub enum Engine {
 impl Engine {
     /// A sentence-transformers folder or a multi-task checkpoint, its encoder at `precision`.
     pub fn load(dir: &Path, device: Device, precision: crate::precision::Precision) -> Result<Engine> {
-        precision.check_device(device)?;
         Ok(if MultiTask::is_checkpoint(dir) {
             let mut c = Classifier::load(dir, device)?.0;
             c.set_precision(precision)?;

@@ -33,7 +33,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    cli::restore_sigpipe();
+    cli::init_process();
     match Mtt::parse().command {
         Command::Embed(a) => cli::run_embed(&a),
         Command::Doctor(a) => cli::run_doctor(&a),

@@ -13,6 +13,6 @@ struct Task1 {
 }
 
 fn main() -> anyhow::Result<()> {
-    cli::restore_sigpipe();
+    cli::init_process();
     cli::run_task1(&Task1::parse().args)
 }

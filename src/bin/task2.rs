@@ -15,6 +15,6 @@ struct Task2 {
 }
 
 fn main() -> anyhow::Result<()> {
-    cli::restore_sigpipe();
+    cli::init_process();
     cli::run_task2(&Task2::parse().args)
 }

@@ -15,6 +15,6 @@ struct Task3 {
 }
 
 fn main() -> anyhow::Result<()> {
-    cli::restore_sigpipe();
+    cli::init_process();
     cli::run_train(&Task3::parse().args, &cli::TrainDefaults::TASK3, "Task 3: training with freezing (uniform learning rate 1e-4)")
 }

@@ -15,6 +15,6 @@ struct Task4 {
 }
 
 fn main() -> anyhow::Result<()> {
-    cli::restore_sigpipe();
+    cli::init_process();
     cli::run_train(&Task4::parse().args, &cli::TrainDefaults::TASK4, "Task 4: layer-wise learning rates (embeddings 1e-6, layers 1e-5, heads 1e-4)")
 }

@@ -89,14 +89,29 @@ impl RunArgs {
     }
 }
 
-/// Restores the default action of SIGPIPE, which Rust programs ignore: then `mtt embed | head`
-/// ends quietly as Unix tools do, instead of `println!` panicking on the closed pipe. Every
-/// binary calls it first.
-pub fn restore_sigpipe() {
+/// Prepares the process; every binary calls it first, before any thread exists.
+///
+/// * SIGPIPE gets its default action back (Rust programs ignore it): then `mtt embed | head`
+///   ends quietly as Unix tools do, instead of `println!` panicking on the closed pipe.
+/// * glibc's allocator keeps freed memory instead of returning it to the kernel. libtorch frees
+///   and reallocates the same multi-megabyte activations for every layer of every batch; with
+///   glibc's defaults each one is a fresh `mmap` whose pages fault in again. Measured on
+///   `mtt embed` of 2,000 TREC-6 texts (2 threads): page faults 457,000 -> 104,000 (fp32) and
+///   900,000 -> 106,000 (int8), CPU time -12% and -16%. Peak memory grows a little (the heap
+///   keeps its high-water mark).
+pub fn init_process() {
     #[cfg(unix)]
     // SAFETY: called at the start of main, before any thread exists; SIG_DFL is a valid action.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any thread exists.
+    unsafe {
+        // Requests up to 32 MiB (glibc's largest mmap threshold) come from the heap...
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        // ...and the heap is not trimmed back to the kernel below 1 GiB of free space at its top.
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }
 

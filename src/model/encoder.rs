@@ -10,7 +10,8 @@ use crate::model::layer::{InputMaxima, Layer};
 use crate::model::pooling;
 use crate::error::{invalid, Result};
 use crate::params::{layer_name, Params, EMBEDDINGS, ENCODER};
-use crate::precision::Precision;
+use crate::precision::{calibration_batches, Precision};
+use crate::tokenizer::SentenceTokenizer;
 use rust_bert::bert::{BertEmbedding, BertEmbeddings};
 use tch::{Kind, Tensor};
 
@@ -49,11 +50,11 @@ impl Encoder {
     }
 
     /// Switches the encoder to `precision` for inference; `params` must be the ones the encoder
-    /// was built on (bf16 converts its variables). int8 needs a `calibration` batch (token ids
-    /// and mask, as for [`Encoder::forward_t`]): it runs once in fp32 to measure each layer's
-    /// input ranges (see [`Layer::quantize_int8`]). One-way: an int8 or bf16 encoder can no
+    /// was built on (bf16 converts its variables). int8 first runs the calibration texts
+    /// ([`crate::precision::CALIBRATION_TEXTS`], tokenized by `tokenizer`) once in fp32 to measure
+    /// each layer's input ranges (see [`Layer::quantize_int8`]). One-way: an int8 or bf16 encoder can no
     /// longer be trained or go back to fp32 (reload the model instead).
-    pub fn set_precision(&mut self, params: &mut Params, precision: Precision, calibration: Option<(&Tensor, &Tensor)>) -> Result<()> {
+    pub fn set_precision(&mut self, params: &mut Params, precision: Precision, tokenizer: &SentenceTokenizer) -> Result<()> {
         precision.check_device(params.device())?;
         if precision == self.precision {
             return Ok(());
@@ -64,8 +65,7 @@ impl Encoder {
         match precision {
             Precision::Fp32 => {}
             Precision::Int8 => {
-                let (ids, mask) = calibration.ok_or_else(|| invalid("int8 needs a calibration batch"))?;
-                let maxima = self.input_maxima(ids, mask);
+                let maxima = self.input_maxima(&calibration_batches(tokenizer, params.device()));
                 for (layer, m) in self.layers.iter_mut().zip(&maxima) {
                     layer.quantize_int8(m);
                 }
@@ -76,17 +76,17 @@ impl Encoder {
         Ok(())
     }
 
-    /// Each layer's [`InputMaxima`] on one batch, in fp32 without gradients.
-    fn input_maxima(&self, input_ids: &Tensor, mask: &Tensor) -> Vec<InputMaxima> {
+    /// Each layer's [`InputMaxima`] over `batches` (token ids and mask), in fp32 without gradients.
+    fn input_maxima(&self, batches: &[(Tensor, Tensor)]) -> Vec<InputMaxima> {
         let _guard = tch::no_grad_guard();
-        let mut hidden = self.embeddings.forward_t(Some(input_ids), None, None, None, false).expect("input ids are given");
-        let additive = additive_mask(mask, hidden.kind());
-        let tokens = mask.unsqueeze(-1).to_kind(hidden.kind());
-        let mut out = Vec::with_capacity(self.layers.len());
-        for layer in &self.layers {
-            let mut m = InputMaxima::default();
-            hidden = layer.forward_recording(&hidden, &additive, &tokens, &mut m);
-            out.push(m);
+        let mut out: Vec<InputMaxima> = self.layers.iter().map(|_| InputMaxima::default()).collect();
+        for (input_ids, mask) in batches {
+            let mut hidden = self.embeddings.forward_t(Some(input_ids), None, None, None, false).expect("input ids are given");
+            let additive = additive_mask(mask, hidden.kind());
+            let tokens = mask.unsqueeze(-1).to_kind(hidden.kind());
+            for (layer, m) in self.layers.iter().zip(out.iter_mut()) {
+                hidden = layer.forward_recording(&hidden, &additive, &tokens, m);
+            }
         }
         out
     }

@@ -10,6 +10,7 @@ use crate::error::{invalid, Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::Encoder;
 use crate::params::{LoadReport, Params, HEAD_A, HEAD_B, HEADS};
+use crate::tokenizer::SentenceTokenizer;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use tch::{nn, nn::Module, Device, Tensor};
@@ -152,8 +153,8 @@ impl MultiTask {
 
     /// Switches the encoder to `precision` for inference (see [`Encoder::set_precision`]); the
     /// heads stay float32.
-    pub fn set_precision(&mut self, precision: crate::precision::Precision, calibration: Option<(&Tensor, &Tensor)>) -> Result<()> {
-        self.encoder.set_precision(&mut self.params, precision, calibration)
+    pub fn set_precision(&mut self, precision: crate::precision::Precision, tokenizer: &SentenceTokenizer) -> Result<()> {
+        self.encoder.set_precision(&mut self.params, precision, tokenizer)
     }
 
     /// The device the model lives on.
