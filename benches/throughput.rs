@@ -1,10 +1,11 @@
 //! Throughput benchmarks, printed beside the Python peer run in the same invocation.
 //!
 //!   cargo bench --bench throughput -- encode [FILE ...] [--n 2000] [--batch 32]
-//!   cargo bench --bench throughput -- train [--steps 20] [--batch 32] [--scenario full]
+//!   cargo bench --bench throughput -- train [--steps 20] [--batch 32] [--scenario full] [--bucketing on|off]
 //!   cargo bench --bench throughput -- heads-only [--n 1000] [--epochs 2] [--batch 32]
 //!   cargo bench --bench throughput -- process [FILE ...] [--n 2000] [--precisions fp32,int8,bf16]
 //!   cargo bench --bench throughput -- grid [FILE ...] [--n 1000]
+//!   cargo bench --bench throughput -- memory [LINES ...] [--precisions P]
 //!
 //! `process` times `mtt embed` as a user runs it (a whole process: start, model load, reading,
 //! encoding, writing JSON Lines to /dev/null; default flags plus `--precision P`) on the first N
@@ -13,18 +14,22 @@
 //! (libtorch, [4096 x 384] x [384 x 1536]) and prints each figure also as a fraction of it, at
 //! 21.2 MFLOP per real token. bf16 is skipped on CPUs without bf16 hardware unless listed.
 //! `grid` encodes in-process with 1 and 2 threads over token budgets and fixed batch sizes.
+//! `memory` runs `mtt embed` on the bundled training texts repeated to 10,000 and 100,000 lines
+//! (or the counts given) and reports each run's peak resident memory (`wait4`'s maxrss).
 //!
 //! `encode` times `SentenceEncoder::encode` on the first N texts of each file (default: the bundled
 //! TREC-6 and SST-3 training files) after a 64-text warm-up, as `python_peer.py encode` does.
 //! `train` times optimizer steps (batch 32, TREC-6 + SST mixed and shuffled, everything
-//! trainable at 1e-4 for `full`), skipping two warm-up steps, as `python_peer.py train` does.
+//! trainable at 1e-4 for `full`), skipping two warm-up steps, as `python_peer.py train` does;
+//! batches are length-bucketed as `mtt train` draws them by default (`--bucketing off`: plain
+//! shuffled batches, as the peer draws them).
 //! `heads-only` trains the heads on a frozen encoder (first N rows of each bundled training file)
 //! twice, on the frozen-encoder cache and recomputing the encoder every step (`--no-cache`), and
 //! compares their epoch times; the cache's one-off encoding pass is reported separately.
 //! The peer runs with `.venv/bin/python` (install it with `scripts/setup.sh --peer`) and
 //! `../shared/peer/python_peer.py`, or MTT_PEER / MTT_PEER_PYTHON; `--no-peer` skips it.
 
-use multi_task_transformer::batch::{epoch_batches, make_batch, Draw, Source};
+use multi_task_transformer::batch::{make_batch, sampled_batches, Source, TaskSampling};
 use multi_task_transformer::config::{ModelFiles, DEFAULT_MODEL_DIR as MODEL};
 use multi_task_transformer::tokenizer::SentenceTokenizer;
 use multi_task_transformer::data::bundled::{TASK_A, TASK_B};
@@ -48,10 +53,11 @@ struct Opts {
     steps: usize,
     scenario: String,
     peer: bool,
+    bucketing: bool,
 }
 
 fn parse(args: &[String]) -> Opts {
-    let mut o = Opts { files: vec![], precisions: None, n: 2000, epochs: 2, batch: 32, steps: 20, scenario: "full".into(), peer: true };
+    let mut o = Opts { files: vec![], precisions: None, n: 2000, epochs: 2, batch: 32, steps: 20, scenario: "full".into(), peer: true, bucketing: true };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| panic!("{a} needs a value")).clone();
@@ -62,6 +68,11 @@ fn parse(args: &[String]) -> Opts {
             "--epochs" => o.epochs = val().parse().expect("--epochs N"),
             "--scenario" => o.scenario = val(),
             "--no-peer" => o.peer = false,
+            "--bucketing" => o.bucketing = match val().as_str() {
+                "on" => true,
+                "off" => false,
+                v => panic!("--bucketing {v}: on or off"),
+            },
             "--precisions" => o.precisions = Some(val().split(',').map(str::to_string).collect()),
             "--bench" => {}
             f if !f.starts_with("--") => o.files.push(f.to_string()),
@@ -142,19 +153,22 @@ fn bench_train(o: &Opts) {
     freeze.apply(params).unwrap();
     let rates = learning_rates(params, plan, None, &[]).unwrap();
     let mut opts = Optimizers::new(params, &rates, OptimConfig::default(), o.steps + 2).unwrap();
-    let batches = epoch_batches(ex.len(), o.batch, 0, 0);
+    // As `mtt train` draws them: length-bucketed by default (`--bucketing off`: plain shuffled).
+    let labelled: Vec<(bool, bool)> = ex.iter().map(|e| (e.label_a.is_some(), e.label_b.is_some())).collect();
+    let lens: Vec<usize> = ex.iter().map(|e| e.ids.len()).collect();
+    let draws = sampled_batches(&labelled, o.batch, 0, 0, TaskSampling::Proportional, o.bucketing.then_some(lens.as_slice()));
     let (mut done, mut start) = (0usize, Instant::now());
-    for (step, rows) in batches.iter().take(o.steps + 2).enumerate() {
+    for (step, draw) in draws.iter().take(o.steps + 2).enumerate() {
         if step == 2 {
             start = Instant::now();
             done = 0;
         }
-        let b = make_batch(&ex, &Draw { rows: rows.clone(), task: None }, Source::Tokens { pad_id: clf.tokenizer.pad_id() }, Device::Cpu);
+        let b = make_batch(&ex, draw, Source::Tokens { pad_id: clf.tokenizer.pad_id() }, Device::Cpu);
         train_step(&clf.model, &mut opts, &b, &LossMix::fixed(1.0, 1.0), !freeze.freezes_encoder(), step).expect("labelled batch").read().expect("losses");
         done += b.size;
     }
     let dt = start.elapsed().as_secs_f64();
-    let ours = json!({"rust": "multitask train_step", "scenario": o.scenario, "steps": o.steps, "batch": o.batch,
+    let ours = json!({"rust": "multitask train_step", "scenario": o.scenario, "steps": o.steps, "batch": o.batch, "bucketing": o.bucketing,
         "seconds": (dt * 1000.0).round() / 1000.0, "sentences_per_s": (done as f64 / dt * 10.0).round() / 10.0});
     let theirs = if o.peer {
         peer(&["train", TASK_A, TASK_B, "--steps", &o.steps.to_string(), "--batch", &o.batch.to_string(), "--scenario", &o.scenario])
@@ -307,6 +321,41 @@ fn bench_process(o: &Opts) {
     }
 }
 
+/// Runs `cmd` to its end; returns (wall seconds, peak resident memory in MB) from `wait4`.
+fn time_and_peak(cmd: &mut Command) -> (f64, f64) {
+    let t = Instant::now();
+    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit()).spawn().expect("start process");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child, which nothing else reaps.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert!(pid > 0 && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{cmd:?} failed (status {status})");
+    (t.elapsed().as_secs_f64(), usage.ru_maxrss as f64 / 1024.0)
+}
+
+/// `mtt embed` (default flags) on the bundled training texts repeated to each line count,
+/// reporting wall time and peak resident memory.
+fn bench_memory(o: &Opts) {
+    let counts: Vec<usize> = if o.files.is_empty() { vec![10_000, 100_000] } else { o.files.iter().map(|c| c.parse().expect("line counts")).collect() };
+    let mut pool = texts(TASK_A, usize::MAX);
+    pool.extend(texts(TASK_B, usize::MAX));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bin = mtt_binary();
+    let mut peaks = Vec::new();
+    for n in counts {
+        let input = dir.path().join(format!("{n}.txt"));
+        let lines: Vec<&str> = pool.iter().cycle().take(n).map(String::as_str).collect();
+        std::fs::write(&input, lines.join("\n") + "\n").expect("write texts");
+        let (secs, mb) = time_and_peak(Command::new(&bin).args(["embed", "--input"]).arg(&input).args(o.precisions.iter().flatten().flat_map(|p| ["--precision", p.as_str()])));
+        println!("{}", json!({"rust": "mtt embed (whole process)", "lines": n, "seconds": (secs * 10.0).round() / 10.0,
+            "sentences_per_s": (n as f64 / secs).round(), "peak_rss_mb": mb.round()}));
+        peaks.push(mb);
+    }
+    if let (Some(lo), Some(hi)) = (peaks.first(), peaks.last()) {
+        println!("peak memory, largest vs smallest input: {:+.1}%", (hi / lo - 1.0) * 100.0);
+    }
+}
+
 fn bench_grid(o: &Opts) {
     let (enc, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model (run scripts/setup.sh)");
     let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
@@ -338,7 +387,7 @@ fn main() {
     // As the binaries do (allocator settings matter to libtorch's throughput).
     multi_task_transformer::cli::init_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmds = ["encode", "train", "heads-only", "process", "grid"];
+    let cmds = ["encode", "train", "heads-only", "process", "grid", "memory"];
     let (cmd, rest) = match args.iter().position(|a| cmds.contains(&a.as_str())) {
         Some(i) => (args[i].clone(), [&args[..i], &args[i + 1..]].concat()),
         None => ("encode".to_string(), args.clone()),
@@ -349,6 +398,7 @@ fn main() {
         "heads-only" => bench_heads_only(&o),
         "process" => bench_process(&o),
         "grid" => bench_grid(&o),
+        "memory" => bench_memory(&o),
         _ => bench_encode(&o),
     }
 }
