@@ -6,6 +6,7 @@
 //!   cargo bench --bench throughput -- process [FILE ...] [--n 2000] [--precisions fp32,int8,bf16]
 //!   cargo bench --bench throughput -- grid [FILE ...] [--n 1000]
 //!   cargo bench --bench throughput -- memory [LINES ...] [--precisions P]
+//!   cargo bench --bench throughput -- agreement CHECKPOINT [--precisions fp32,int8,bf16]
 //!
 //! `process` times `mtt embed` as a user runs it (a whole process: start, model load, reading,
 //! encoding, writing JSON Lines to /dev/null; default flags plus `--precision P`) on the first N
@@ -16,6 +17,8 @@
 //! `grid` encodes in-process with 1 and 2 threads over token budgets and fixed batch sizes.
 //! `memory` runs `mtt embed` on the bundled training texts repeated to 10,000 and 100,000 lines
 //! (or the counts given) and reports each run's peak resident memory (`wait4`'s maxrss).
+//! `agreement` loads a `mtt train` checkpoint at each precision and reports how many of both
+//! heads' predicted labels on the bundled dev sets equal fp32's (fp32 first, as the reference).
 //!
 //! `encode` times `SentenceEncoder::encode` on the first N texts of each file (default: the bundled
 //! TREC-6 and SST-3 training files) after a 64-text warm-up, as `python_peer.py encode` does.
@@ -322,6 +325,8 @@ fn bench_process(o: &Opts) {
 }
 
 /// Runs `cmd` to its end; returns (wall seconds, peak resident memory in MB) from `wait4`.
+// `wait4` reaps the child (std's `wait` has no resource usage), so no zombie is left.
+#[allow(clippy::zombie_processes)]
 fn time_and_peak(cmd: &mut Command) -> (f64, f64) {
     let t = Instant::now();
     let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit()).spawn().expect("start process");
@@ -356,6 +361,41 @@ fn bench_memory(o: &Opts) {
     }
 }
 
+/// Each precision's predicted labels (both heads) against fp32's on the bundled dev sets, for the
+/// checkpoint given as the first argument; timed in-process with the default token budget.
+fn bench_agreement(o: &Opts) {
+    use multi_task_transformer::cli::{DEFAULT_TOKEN_BUDGET, MAX_BUDGET_ROWS};
+    use multi_task_transformer::data::bundled::{DEV_A, DEV_B};
+    use multi_task_transformer::infer::Batching;
+    use multi_task_transformer::precision::Precision;
+    let dir = Path::new(o.files.first().expect("agreement CHECKPOINT_DIR (from mtt train --out)"));
+    let precisions: Vec<Precision> = match &o.precisions {
+        Some(p) => p.iter().map(|s| s.parse().expect("precision")).collect(),
+        None => Precision::ALL.to_vec(),
+    };
+    let labels = |clf: &Classifier, t: &[String]| -> (Vec<i64>, Vec<i64>, f64) {
+        let b = Batching { batch_size: MAX_BUDGET_ROWS, token_budget: Some(DEFAULT_TOKEN_BUDGET), pad_id: clf.tokenizer.pad_id() };
+        let start = Instant::now();
+        let (pa, pb) = clf.probabilities(t, b).expect("probabilities");
+        let secs = start.elapsed().as_secs_f64();
+        (Vec::<i64>::try_from(pa.argmax(1, false)).unwrap(), Vec::<i64>::try_from(pb.argmax(1, false)).unwrap(), secs)
+    };
+    for dev in [DEV_A, DEV_B] {
+        let t = texts(dev, usize::MAX);
+        let mut reference = None;
+        for &p in &precisions {
+            let mut clf = Classifier::load(dir, Device::Cpu).expect("checkpoint").0;
+            clf.set_precision(p).expect("precision");
+            let (a, b, secs) = labels(&clf, &t);
+            let (ra, rb): &(Vec<i64>, Vec<i64>) = reference.get_or_insert_with(|| (a.clone(), b.clone()));
+            let agree = |x: &[i64], y: &[i64]| x.iter().zip(y).filter(|(u, v)| u == v).count() as f64 / x.len() as f64;
+            println!("{}", json!({"precision": p.to_string(), "dev": dev, "texts": t.len(), "seconds": (secs * 100.0).round() / 100.0,
+                "task_a_agreement_with_fp32": (agree(&a, ra) * 10000.0).round() / 10000.0,
+                "task_b_agreement_with_fp32": (agree(&b, rb) * 10000.0).round() / 10000.0}));
+        }
+    }
+}
+
 fn bench_grid(o: &Opts) {
     let (enc, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model (run scripts/setup.sh)");
     let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
@@ -387,7 +427,7 @@ fn main() {
     // As the binaries do (allocator settings matter to libtorch's throughput).
     multi_task_transformer::cli::init_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmds = ["encode", "train", "heads-only", "process", "grid", "memory"];
+    let cmds = ["encode", "train", "heads-only", "process", "grid", "memory", "agreement"];
     let (cmd, rest) = match args.iter().position(|a| cmds.contains(&a.as_str())) {
         Some(i) => (args[i].clone(), [&args[..i], &args[i + 1..]].concat()),
         None => ("encode".to_string(), args.clone()),
@@ -399,6 +439,7 @@ fn main() {
         "process" => bench_process(&o),
         "grid" => bench_grid(&o),
         "memory" => bench_memory(&o),
+        "agreement" => bench_agreement(&o),
         _ => bench_encode(&o),
     }
 }

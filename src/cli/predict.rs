@@ -87,8 +87,7 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
     let device = args.run.setup()?;
     let texts = read_texts(args.input.as_deref())?;
     let clf = load_checkpoint_at(&args.model, device, args.infer.precision)?;
-    let ids = clf.tokenizer.encode_all(&texts);
-    let (pa, pb) = infer::probabilities(&clf.model, &ids, args.infer.batching(clf.tokenizer.pad_id()))?;
+    let (pa, pb) = clf.probabilities(&texts, args.infer.batching(clf.tokenizer.pad_id()))?;
     let (pa, pb) = (rows(&pa)?, rows(&pb)?);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
