@@ -417,6 +417,39 @@ mod tests {
     }
 
     #[test]
+    fn bucketed_training_batches_carry_each_row_once_with_its_own_tokens_and_labels() {
+        // Row i: tokens [101, i, i, ..., 102] of a length that varies with i; Task A label i % 6
+        // on two rows in three, Task B label i % 3 on the others.
+        let data: Vec<Example> = (0..500)
+            .map(|i| {
+                let mut ids = vec![101];
+                ids.extend(std::iter::repeat(1000 + i as i64).take(1 + (i * 7) % 40));
+                ids.push(102);
+                let a = i % 3 != 2;
+                Example { text: format!("row {i}"), ids, label_a: a.then_some(i % 6), label_b: (!a).then_some(i % 3) }
+            })
+            .collect();
+        let labelled: Vec<(bool, bool)> = data.iter().map(|e| (e.label_a.is_some(), e.label_b.is_some())).collect();
+        let lens: Vec<usize> = data.iter().map(|e| e.ids.len()).collect();
+        let mut seen = vec![0usize; data.len()];
+        for draw in sampled_batches(&labelled, 32, 4, 1, TaskSampling::Proportional, Some(&lens)) {
+            let b = make_batch(&data, &draw, Source::Tokens { pad_id: 0 }, Device::Cpu);
+            let Inputs::Tokens { ids, mask } = &b.inputs else { panic!("token inputs") };
+            let (ids, mask) = (Vec::<Vec<i64>>::try_from(ids).unwrap(), Vec::<Vec<i64>>::try_from(mask).unwrap());
+            let (la, lb) = (Vec::<i64>::try_from(&b.labels_a).unwrap(), Vec::<i64>::try_from(&b.labels_b).unwrap());
+            for (k, &i) in draw.rows.iter().enumerate() {
+                seen[i] += 1;
+                let n = mask[k].iter().sum::<i64>() as usize;
+                assert_eq!(ids[k][..n], data[i].ids[..], "row {i}: its own tokens");
+                assert!(ids[k][n..].iter().all(|&t| t == 0), "row {i}: then padding");
+                assert_eq!(la[k], data[i].label_a.map_or(IGNORE, |l| l as i64), "row {i}: Task A label");
+                assert_eq!(lb[k], data[i].label_b.map_or(IGNORE, |l| l as i64), "row {i}: Task B label");
+            }
+        }
+        assert!(seen.iter().all(|&c| c == 1), "every row exactly once per epoch");
+    }
+
+    #[test]
     fn bucketing_keeps_the_task_mix_of_random_batches() {
         // 600 short Task A rows and 300 long Task B rows: sorting them together would make
         // single-task batches; each bucketed batch must hold both, in the 2:1 proportion.
