@@ -258,10 +258,7 @@ fn mtt_binary() -> std::path::PathBuf {
 }
 
 fn time_process(cmd: &mut Command) -> f64 {
-    let t = Instant::now();
-    let st = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().expect("start process");
-    assert!(st.success(), "{cmd:?} failed");
-    t.elapsed().as_secs_f64()
+    time_and_peak(cmd.stderr(std::process::Stdio::null())).0
 }
 
 fn bench_process(o: &Opts) {
@@ -329,7 +326,7 @@ fn bench_process(o: &Opts) {
 #[allow(clippy::zombie_processes)]
 fn time_and_peak(cmd: &mut Command) -> (f64, f64) {
     let t = Instant::now();
-    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::inherit()).spawn().expect("start process");
+    let child = cmd.stdout(std::process::Stdio::null()).spawn().expect("start process");
     let mut status = 0;
     // SAFETY: an all-zero rusage is valid; wait4 fills it for our own child, which nothing else reaps.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -380,14 +377,15 @@ fn bench_agreement(o: &Opts) {
         let secs = start.elapsed().as_secs_f64();
         (Vec::<i64>::try_from(pa.argmax(1, false)).unwrap(), Vec::<i64>::try_from(pb.argmax(1, false)).unwrap(), secs)
     };
-    for dev in [DEV_A, DEV_B] {
-        let t = texts(dev, usize::MAX);
-        let mut reference = None;
-        for &p in &precisions {
-            let mut clf = Classifier::load(dir, Device::Cpu).expect("checkpoint").0;
-            clf.set_precision(p).expect("precision");
-            let (a, b, secs) = labels(&clf, &t);
-            let (ra, rb): &(Vec<i64>, Vec<i64>) = reference.get_or_insert_with(|| (a.clone(), b.clone()));
+    let devs: Vec<(&str, Vec<String>)> = [DEV_A, DEV_B].into_iter().map(|d| (d, texts(d, usize::MAX))).collect();
+    // The first precision's labels per dev set are the reference; each model is loaded once.
+    let mut reference: Vec<Option<(Vec<i64>, Vec<i64>)>> = vec![None; devs.len()];
+    for &p in &precisions {
+        let mut clf = Classifier::load(dir, Device::Cpu).expect("checkpoint").0;
+        clf.set_precision(p).expect("precision");
+        for ((dev, t), slot) in devs.iter().zip(reference.iter_mut()) {
+            let (a, b, secs) = labels(&clf, t);
+            let (ra, rb) = slot.get_or_insert_with(|| (a.clone(), b.clone()));
             let agree = |x: &[i64], y: &[i64]| x.iter().zip(y).filter(|(u, v)| u == v).count() as f64 / x.len() as f64;
             println!("{}", json!({"precision": p.to_string(), "dev": dev, "texts": t.len(), "seconds": (secs * 100.0).round() / 100.0,
                 "task_a_agreement_with_fp32": (agree(&a, ra) * 10000.0).round() / 10000.0,
