@@ -105,31 +105,6 @@ impl CpuFeatures {
             yes(self.vnni)
         )
     }
-
-    /// What `--precision` can expect on this CPU, one line per mode, for `mtt doctor`.
-    pub fn precision_modes(&self) -> [String; 3] {
-        [
-            "fp32: the reference (sentence-transformers parity)".to_string(),
-            format!(
-                "int8: int8 matrix multiplies {}",
-                if self.vnni {
-                    "with VNNI dot products (expect the largest speed-up)"
-                } else if self.avx2 {
-                    "on AVX2 (no VNNI: a moderate speed-up of the linear layers)"
-                } else {
-                    "without AVX2 (likely no faster than fp32)"
-                }
-            ),
-            format!(
-                "bf16: {}",
-                if self.bf16 {
-                    "bf16 matrix multiplies in hardware (expect the largest speed-up)"
-                } else {
-                    "NOT accelerated on this CPU (emulated: slower than fp32; use int8)"
-                }
-            ),
-        ]
-    }
 }
 
 /// The libtorch version this binary was built against (read by build.rs from libtorch's folder).

@@ -83,6 +83,12 @@ impl SentenceEncoder {
         self.encoder.set_precision(&mut self.params, precision, &self.tokenizer)
     }
 
+    /// [`SentenceEncoder::set_precision`] with an explicit int8 plan (see
+    /// [`Encoder::set_precision_with_plan`]).
+    pub fn set_precision_with_plan(&mut self, precision: crate::precision::Precision, plan: crate::precision::Int8Plan) -> Result<()> {
+        self.encoder.set_precision_with_plan(&mut self.params, precision, plan, &self.tokenizer)
+    }
+
     /// The encoder's configuration.
     pub fn config(&self) -> &EncoderConfig {
         self.encoder.config()

@@ -1,21 +1,23 @@
 //! Owns the numeric precision of inference: fp32 (the reference), int8 (dynamically quantised
 //! linear layers) and bf16 (the whole encoder in bfloat16). Training always runs in fp32.
 //!
-//! * **int8**: the linear layers of the transformer (all but the feed-forward block's second one,
-//!   whose 1,536-channel GELU input quantises worst) keep their weights as int8 with one scale per
-//!   output row (symmetric, 7 bits: see [`WEIGHT_LEVELS`]); each call quantises its input with
-//!   one scale per token row (8 bits) and runs libtorch's int8 matrix multiply (`_int_mm`, int32
-//!   accumulation), then rescales and adds the fp32 bias. Query, key and value run as one fused
-//!   layer, and the inputs of the layers that read a LayerNorm (query/key/value, the first
-//!   feed-forward layer) are smoothed per channel (SmoothQuant), with maxima measured once at
-//!   load on [`CALIBRATION_TEXTS`] in fp32. Embeddings, LayerNorms, attention scores and
-//!   pooling stay fp32. It is PyTorch's "dynamic quantisation" of linear layers with finer
-//!   (per-row) scales and smoothing.
+//! * **int8**: the transformer's linear layers keep their weights as int8 with one scale per
+//!   output row (symmetric); each call quantises its input with one scale per token row (8 bits)
+//!   and runs libtorch's int8 matrix multiply (`_int_mm`, int32 accumulation), then rescales and
+//!   adds the fp32 bias. Query, key and value run as one fused layer, and the inputs of the layers
+//!   that read a LayerNorm (query/key/value, the first feed-forward layer) are smoothed per
+//!   channel (SmoothQuant), with maxima measured once at load on [`CALIBRATION_TEXTS`] in fp32.
+//!   How far it goes depends on the CPU ([`Int8Plan`]): with VNNI, 8-bit weights and the
+//!   feed-forward block's second layer in int8 too (its GELU input quantised with a shift, see
+//!   [`ActivationQuant::Shifted`]); without, 7-bit weights (exact there) and that layer in fp32.
+//!   Embeddings, LayerNorms, attention scores and pooling stay fp32. It is PyTorch's "dynamic
+//!   quantisation" of linear layers with finer (per-row) scales and smoothing.
 //! * **bf16**: every encoder variable is converted to bfloat16 and the encoder runs in it
 //!   (libtorch's oneDNN kernels; fast only where the CPU has AVX512-BF16 or AMX, see
 //!   `mtt doctor`); pooling runs in fp32 on the bf16 token vectors.
 
 use crate::batch::{length_sorted_batches, pad};
+use crate::device::CpuFeatures;
 use crate::error::{invalid, Error, Result};
 use crate::tokenizer::SentenceTokenizer;
 use std::fmt;
@@ -91,13 +93,98 @@ pub fn calibration_batches(tokenizer: &SentenceTokenizer, device: Device) -> Vec
         .collect()
 }
 
-/// Largest quantised weight magnitude. CPUs without VNNI multiply int8 through 16-bit pair sums
-/// that saturate: measured with libtorch 2.4.0 on AVX2, `_int_mm` returned wrong sums (errors
-/// over 10^4) once both operands used the full ±127 range, and exact ones with weights within
-/// ±63 and activations within ±127 (`int8_linear_is_close_to_float` checks exactness).
-pub const WEIGHT_LEVELS: f64 = 63.0;
+/// Largest quantised weight magnitude where the CPU has no VNNI. Such CPUs multiply int8
+/// through 16-bit pair sums that saturate: measured with libtorch 2.4.0 on AVX2, `_int_mm`
+/// returned wrong sums (errors over 10^4) once both operands used the full ±127 range, and exact
+/// ones with weights within ±63 and activations within ±127 (`int8_linear_is_close_to_float`
+/// checks exactness on the CPU it runs on).
+pub const PORTABLE_WEIGHT_LEVELS: f64 = 63.0;
+/// Largest quantised weight magnitude with VNNI (AVX512-VNNI or AVX-VNNI), whose int8 dot
+/// products accumulate in 32 bits: the full 8-bit range is exact there (measured on AVX512-VNNI).
+pub const VNNI_WEIGHT_LEVELS: f64 = 127.0;
 /// Largest quantised activation magnitude.
 pub const ACTIVATION_LEVELS: f64 = 127.0;
+
+/// What `--precision int8` quantises, and how finely: chosen from the CPU's features.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Int8Plan {
+    /// Largest quantised weight magnitude ([`PORTABLE_WEIGHT_LEVELS`] or [`VNNI_WEIGHT_LEVELS`]).
+    pub weight_levels: f64,
+    /// Whether the feed-forward block's second layer runs in int8 too (its input quantised with
+    /// [`ActivationQuant::Shifted`]) or stays fp32.
+    pub ffn_output: bool,
+}
+
+impl Int8Plan {
+    /// Any x86-64 CPU: 7-bit weights, the feed-forward block's second layer in fp32 (with 7-bit
+    /// weights it costs the most accuracy: worst golden cosine 0.9896 in int8, 0.9962 in fp32).
+    pub const PORTABLE: Int8Plan = Int8Plan { weight_levels: PORTABLE_WEIGHT_LEVELS, ffn_output: false };
+    /// CPUs with VNNI: 8-bit weights and every linear layer of the transformer in int8.
+    pub const VNNI: Int8Plan = Int8Plan { weight_levels: VNNI_WEIGHT_LEVELS, ffn_output: true };
+
+    /// The plan for a CPU with these features (the portable one where they are unknown).
+    pub fn for_cpu(cpu: Option<&CpuFeatures>) -> Self {
+        if cpu.is_some_and(|c| c.vnni) {
+            Int8Plan::VNNI
+        } else {
+            Int8Plan::PORTABLE
+        }
+    }
+
+    /// The plan for this machine's CPU.
+    pub fn detect() -> Self {
+        Self::for_cpu(CpuFeatures::detect().as_ref())
+    }
+
+    /// One line for `mtt doctor`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}-bit weights, {}",
+            if self.weight_levels > PORTABLE_WEIGHT_LEVELS { 8 } else { 7 },
+            if self.ffn_output { "every linear layer of the transformer in int8" } else { "the feed-forward output layer in fp32" }
+        )
+    }
+}
+
+/// What each `--precision` mode does on a CPU with these features, one line each (for `mtt doctor`).
+pub fn describe_modes(cpu: &CpuFeatures) -> [String; 3] {
+    let plan = Int8Plan::for_cpu(Some(cpu));
+    [
+        "fp32: the reference (sentence-transformers parity)".to_string(),
+        format!(
+            "int8: {}; {}",
+            plan.describe(),
+            if cpu.vnni {
+                "VNNI int8 dot products (expect the largest speed-up)"
+            } else if cpu.avx2 {
+                "AVX2 without VNNI (a moderate speed-up of the linear layers)"
+            } else {
+                "no AVX2 (likely no faster than fp32)"
+            }
+        ),
+        format!(
+            "bf16: {}",
+            if cpu.bf16 {
+                "bf16 matrix multiplies in hardware (AVX512-BF16 or AMX)"
+            } else {
+                "NOT accelerated on this CPU (emulated: slower than fp32; use int8)"
+            }
+        ),
+    ]
+}
+
+/// How a layer's input is quantised, one scale per token row, before the int8 product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationQuant {
+    /// `q = round(x / s)` with `s = max|x| / 127` per row: for inputs spread around zero
+    /// (LayerNorm outputs, attention context).
+    Symmetric,
+    /// `x - m` (m: the smallest value of the whole input) mapped onto [-127, 127] per row, the
+    /// shift added back exactly through the weights' row sums: for inputs bounded below near
+    /// zero, such as GELU outputs (>= -0.17), on which a symmetric scale leaves half of its levels
+    /// unused.
+    Shifted,
+}
 
 /// A linear layer with int8 weights (one scale per output row) for inference.
 #[derive(Debug)]
@@ -110,16 +197,20 @@ pub struct Int8Linear {
     scale: Tensor,
     /// `[out]` float32 bias (zeros when the layer has none).
     bias: Tensor,
+    /// With [`ActivationQuant::Shifted`]: each output row's sum of quantised weights, as int32
+    /// times 127 (`[out]`, added to the int32 product) and as float times the row's scale.
+    shifted: Option<(Tensor, Tensor)>,
     in_features: i64,
 }
 
 impl Int8Linear {
-    /// Quantises `weight` `[out, in]` (float) symmetrically per output row. With `input_max`
-    /// (`[in]`: the largest |input| per channel seen on calibration data), input channel j is
-    /// first divided by `s_j = sqrt(input_max_j / max_i |w_ij|)` and weight column j multiplied
-    /// by it (SmoothQuant, alpha 0.5): the product is unchanged, the activations' outlier
-    /// channels shrink and per-token quantisation loses less.
-    pub fn new(weight: &Tensor, bias: Option<&Tensor>, input_max: Option<&Tensor>) -> Self {
+    /// Quantises `weight` `[out, in]` (float) symmetrically per output row to at most
+    /// `weight_levels` in magnitude. With `input_max` (`[in]`: the largest |input| per channel
+    /// seen on calibration data), input channel j is first divided by
+    /// `s_j = sqrt(input_max_j / max_i |w_ij|)` and weight column j multiplied by it (SmoothQuant,
+    /// alpha 0.5): the product is unchanged, the activations' outlier channels shrink and
+    /// per-token quantisation loses less.
+    pub fn new(weight: &Tensor, bias: Option<&Tensor>, input_max: Option<&Tensor>, weight_levels: f64, activations: ActivationQuant) -> Self {
         let mut w = weight.detach().to_kind(Kind::Float);
         let (out_f, in_f) = w.size2().expect("a linear weight is 2-D");
         let input_factor = input_max.map(|m| {
@@ -128,13 +219,17 @@ impl Int8Linear {
             w = &w * &s;
             s.reciprocal()
         });
-        let scale = w.abs().amax([1].as_slice(), false).clamp_min(1e-12) / WEIGHT_LEVELS;
-        let q = (&w / scale.unsqueeze(1)).round().clamp(-WEIGHT_LEVELS, WEIGHT_LEVELS).to_kind(Kind::Int8);
+        let scale = w.abs().amax([1].as_slice(), false).clamp_min(1e-12) / weight_levels;
+        let q = (&w / scale.unsqueeze(1)).round().clamp(-weight_levels, weight_levels).to_kind(Kind::Int8);
         let bias = match bias {
             Some(b) => b.detach().to_kind(Kind::Float),
             None => Tensor::zeros([out_f], (Kind::Float, w.device())),
         };
-        Int8Linear { weight_t: q.tr(), input_factor, scale, bias, in_features: in_f }
+        let shifted = (activations == ActivationQuant::Shifted).then(|| {
+            let row_sum = q.to_kind(Kind::Int64).sum_dim_intlist([1].as_slice(), false, Kind::Int64);
+            ((&row_sum * ACTIVATION_LEVELS as i64).to_kind(Kind::Int), row_sum.to_kind(Kind::Float) * &scale)
+        });
+        Int8Linear { weight_t: q.tr(), input_factor, scale, bias, shifted, in_features: in_f }
     }
 
     /// `x` `[..., in]` float32 to `[..., out]` float32.
@@ -146,15 +241,33 @@ impl Int8Linear {
             Some(f) => x2 * f,
             None => x2,
         };
-        let x_scale = x2.abs().amax([1].as_slice(), true).clamp_min(1e-12) / ACTIVATION_LEVELS;
-        let xq = (&x2 / &x_scale).round_().to_kind(Kind::Int8);
+        let (xq, x_scale, bias) = match &self.shifted {
+            None => {
+                let x_scale = x2.abs().amax([1].as_slice(), true).clamp_min(1e-12) / ACTIVATION_LEVELS;
+                ((&x2 / &x_scale).round_().to_kind(Kind::Int8), x_scale, None)
+            }
+            Some((_, scaled_sum)) => {
+                // x = s (q + 127) + m per row: x - m >= 0 spans [0, 254 s].
+                let m = x2.min();
+                let shifted = &x2 - &m;
+                let x_scale = shifted.amax([1].as_slice(), true).clamp_min(1e-12) / (2.0 * ACTIVATION_LEVELS);
+                let mut q = &shifted / &x_scale;
+                q -= ACTIVATION_LEVELS;
+                // The shift's share of the product, m * sum_j w_cj, goes into the bias.
+                (q.round_().to_kind(Kind::Int8), x_scale, Some(&self.bias + scaled_sum * &m))
+            }
+        };
+        let mut acc = xq.internal_int_mm(&self.weight_t);
+        if let Some((levels_sum, _)) = &self.shifted {
+            acc += levels_sum;
+        }
         // In place, one factor at a time: an `addcmul` with the outer product of the two scale
         // vectors ran ~20x slower than these three passes (libtorch 2.4, 2 threads, 1,024 x
         // 1,536 outputs: 14 ms against 0.6 ms, more than the int8 product itself).
-        let mut y = xq.internal_int_mm(&self.weight_t).to_kind(Kind::Float);
+        let mut y = acc.to_kind(Kind::Float);
         y *= &x_scale;
         y *= &self.scale;
-        y += &self.bias;
+        y += bias.as_ref().unwrap_or(&self.bias);
         *shape.last_mut().expect("at least 1-D") = self.scale.size()[0];
         y.view(shape.as_slice())
     }
@@ -174,6 +287,29 @@ mod tests {
         assert!(Precision::Bf16.check_device(Device::Cuda(0)).is_ok());
     }
 
+    /// The weight ranges this CPU multiplies exactly: 7 bits everywhere, 8 bits with VNNI.
+    fn exact_levels() -> Vec<f64> {
+        let mut l = vec![PORTABLE_WEIGHT_LEVELS];
+        if Int8Plan::detect() == Int8Plan::VNNI {
+            l.push(VNNI_WEIGHT_LEVELS);
+        }
+        l
+    }
+
+    #[test]
+    fn plans_follow_the_cpu() {
+        let cpu = |flags: &str| CpuFeatures::parse(&format!("model name\t: X\nflags\t\t: {flags}\n"));
+        assert_eq!(Int8Plan::for_cpu(Some(&cpu("avx2 fma"))), Int8Plan::PORTABLE);
+        assert_eq!(Int8Plan::for_cpu(Some(&cpu("avx2 avx512f avx512_vnni"))), Int8Plan::VNNI);
+        assert_eq!(Int8Plan::for_cpu(Some(&cpu("avx2 avx_vnni"))), Int8Plan::VNNI);
+        assert_eq!(Int8Plan::for_cpu(None), Int8Plan::PORTABLE);
+        assert!(Int8Plan::VNNI.describe().starts_with("8-bit") && Int8Plan::PORTABLE.describe().starts_with("7-bit"));
+        let modes = describe_modes(&cpu("avx2 avx512f avx512_vnni avx512_bf16"));
+        assert!(modes[1].contains("8-bit weights") && modes[1].contains("VNNI") && modes[2].contains("in hardware"), "{modes:?}");
+        let modes = describe_modes(&cpu("avx2"));
+        assert!(modes[1].contains("7-bit weights") && modes[2].contains("NOT accelerated"), "{modes:?}");
+    }
+
     #[test]
     fn int8_linear_is_close_to_float() {
         tch::manual_seed(1);
@@ -181,31 +317,65 @@ mod tests {
         let b = Tensor::randn([96], (Kind::Float, Device::Cpu));
         let x = Tensor::randn([3, 7, 384], (Kind::Float, Device::Cpu));
         let want = x.linear(&w, Some(&b));
-        let got = Int8Linear::new(&w, Some(&b), None).forward(&x);
-        assert_eq!(got.size(), vec![3, 7, 96]);
-        let cos = Tensor::cosine_similarity(&want.view([21, 96]), &got.view([21, 96]), 1, 1e-8);
-        let worst = f64::try_from(cos.min()).unwrap();
-        assert!(worst > 0.995, "worst row cosine {worst}");
+        for levels in exact_levels() {
+            let got = Int8Linear::new(&w, Some(&b), None, levels, ActivationQuant::Symmetric).forward(&x);
+            assert_eq!(got.size(), vec![3, 7, 96]);
+            let cos = Tensor::cosine_similarity(&want.view([21, 96]), &got.view([21, 96]), 1, 1e-8);
+            let worst = f64::try_from(cos.min()).unwrap();
+            assert!(worst > 0.995, "{levels} levels: worst row cosine {worst}");
 
-        // Exactly the float product of the dequantised operands (int32 accumulation is exact; a
-        // saturating int8 kernel would be off by thousands of units).
-        let x2 = x.view([21, 384]);
-        let xs = x2.abs().amax([1].as_slice(), true) / ACTIVATION_LEVELS;
-        let ws = w.abs().amax([1].as_slice(), true) / WEIGHT_LEVELS;
-        let xd = (&x2 / &xs).round() * &xs;
-        let wd = (&w / &ws).round() * &ws;
-        let exact = xd.linear(&wd, Some(&b));
-        let diff = f64::try_from((exact - got.view([21, 96])).abs().max()).unwrap();
-        assert!(diff < 1e-4, "max |diff| to the dequantised product {diff}");
+            // Exactly the float product of the dequantised operands (int32 accumulation is exact;
+            // a saturating int8 kernel would be off by thousands of units).
+            let x2 = x.view([21, 384]);
+            let xs = x2.abs().amax([1].as_slice(), true) / ACTIVATION_LEVELS;
+            let ws = w.abs().amax([1].as_slice(), true) / levels;
+            let xd = (&x2 / &xs).round() * &xs;
+            let wd = (&w / &ws).round() * &ws;
+            let exact = xd.linear(&wd, Some(&b));
+            let diff = f64::try_from((exact - got.view([21, 96])).abs().max()).unwrap();
+            assert!(diff < 1e-4, "{levels} levels: max |diff| to the dequantised product {diff}");
+        }
 
         // Smoothing keeps the product: an outlier input channel no longer ruins the other ones.
         let outlier = Tensor::ones([384], (Kind::Float, Device::Cpu)).index_fill(0, &Tensor::from_slice(&[5i64]), 60.0);
         let xo = &x * &outlier;
         let want = xo.linear(&w, Some(&b)).view([21, 96]);
         let cos_of = |q: &Int8Linear| f64::try_from(Tensor::cosine_similarity(&want, &q.forward(&xo).view([21, 96]), 1, 1e-8).min()).unwrap();
-        let plain = cos_of(&Int8Linear::new(&w, Some(&b), None));
+        let sym = ActivationQuant::Symmetric;
+        let plain = cos_of(&Int8Linear::new(&w, Some(&b), None, PORTABLE_WEIGHT_LEVELS, sym));
         let max = xo.abs().amax([0, 1].as_slice(), false);
-        let smoothed = cos_of(&Int8Linear::new(&w, Some(&b), Some(&max)));
+        let smoothed = cos_of(&Int8Linear::new(&w, Some(&b), Some(&max), PORTABLE_WEIGHT_LEVELS, sym));
         assert!(smoothed > plain && smoothed > 0.995, "plain {plain}, smoothed {smoothed}");
+    }
+
+    #[test]
+    fn shifted_activations_are_exact_and_finer_on_gelu_outputs() {
+        tch::manual_seed(2);
+        let w = Tensor::randn([64, 1536], (Kind::Float, Device::Cpu)) * 0.05;
+        let b = Tensor::randn([64], (Kind::Float, Device::Cpu));
+        let x = (Tensor::randn([2, 9, 1536], (Kind::Float, Device::Cpu)) * 1.5).gelu("none");
+        let want = x.linear(&w, Some(&b)).view([18, 64]);
+        for levels in exact_levels() {
+            let shifted = Int8Linear::new(&w, Some(&b), None, levels, ActivationQuant::Shifted);
+            let got = shifted.forward(&x).view([18, 64]);
+            // The dequantised operands: x = s (q + 127) + m per row, m the input's minimum.
+            let x2 = x.view([18, 1536]);
+            let m = x2.min();
+            let xs = (&x2 - &m).amax([1].as_slice(), true) / (2.0 * ACTIVATION_LEVELS);
+            let xd = (((&x2 - &m) / &xs) - ACTIVATION_LEVELS).round() * &xs + ACTIVATION_LEVELS * &xs + &m;
+            let ws = w.abs().amax([1].as_slice(), true) / levels;
+            let wd = (&w / &ws).round() * &ws;
+            let diff = f64::try_from((xd.linear(&wd, Some(&b)) - &got).abs().max()).unwrap();
+            assert!(diff < 1e-3, "{levels} levels: max |diff| to the dequantised product {diff}");
+            // Twice the levels on a one-sided input: the activations' rounding error falls to about
+            // a quarter of the symmetric scale's, and the layer's error falls with it.
+            let sq = |a: &Tensor, b: &Tensor| f64::try_from((a - b).square().sum(Kind::Float)).unwrap();
+            let ss = x2.abs().amax([1].as_slice(), true) / ACTIVATION_LEVELS;
+            let xd_sym = (&x2 / &ss).round() * &ss;
+            let (e_shift, e_sym) = (sq(&xd, &x2), sq(&xd_sym, &x2));
+            assert!(e_shift < 0.4 * e_sym, "activation rounding error shifted {e_shift} vs symmetric {e_sym}");
+            let symmetric = Int8Linear::new(&w, Some(&b), None, levels, ActivationQuant::Symmetric).forward(&x).view([18, 64]);
+            assert!(sq(&got, &want) < sq(&symmetric, &want), "{levels} levels: layer error shifted {} vs symmetric {}", sq(&got, &want), sq(&symmetric, &want));
+        }
     }
 }

@@ -151,7 +151,7 @@ pub fn run_doctor(args: &DoctorArgs) -> Result<()> {
     if let Some(cpu) = crate::device::CpuFeatures::detect() {
         println!("CPU: {}", cpu.describe());
         println!("precision modes (--precision on embed, predict, eval, serve):");
-        for line in cpu.precision_modes() {
+        for line in crate::precision::describe_modes(&cpu) {
             println!("  {line}");
         }
     }

@@ -10,7 +10,7 @@ use crate::model::layer::{InputMaxima, Layer};
 use crate::model::pooling;
 use crate::error::{invalid, Result};
 use crate::params::{layer_name, Params, EMBEDDINGS, ENCODER};
-use crate::precision::{calibration_batches, Precision};
+use crate::precision::{calibration_batches, Int8Plan, Precision};
 use crate::tokenizer::SentenceTokenizer;
 use rust_bert::bert::{BertEmbedding, BertEmbeddings};
 use tch::{Kind, Tensor};
@@ -54,7 +54,14 @@ impl Encoder {
     /// ([`crate::precision::CALIBRATION_TEXTS`], tokenized by `tokenizer`) once in fp32 to measure
     /// each layer's input ranges (see [`Layer::quantize_int8`]). One-way: an int8 or bf16 encoder can no
     /// longer be trained or go back to fp32 (reload the model instead).
+    /// int8 follows this CPU's [`Int8Plan`].
     pub fn set_precision(&mut self, params: &mut Params, precision: Precision, tokenizer: &SentenceTokenizer) -> Result<()> {
+        self.set_precision_with_plan(params, precision, Int8Plan::detect(), tokenizer)
+    }
+
+    /// [`Encoder::set_precision`] with int8 quantised as `plan` says (tests compare plans; a plan
+    /// with 8-bit weights is exact only on CPUs with VNNI).
+    pub fn set_precision_with_plan(&mut self, params: &mut Params, precision: Precision, plan: Int8Plan, tokenizer: &SentenceTokenizer) -> Result<()> {
         precision.check_device(params.device())?;
         if precision == self.precision {
             return Ok(());
@@ -67,7 +74,7 @@ impl Encoder {
             Precision::Int8 => {
                 let maxima = self.input_maxima(&calibration_batches(tokenizer, params.device()));
                 for (layer, m) in self.layers.iter_mut().zip(&maxima) {
-                    layer.quantize_int8(m);
+                    layer.quantize_int8(m, plan);
                 }
             }
             Precision::Bf16 => params.set_kind(ENCODER, Kind::BFloat16),

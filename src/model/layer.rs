@@ -6,7 +6,7 @@
 //! formula, linear layers through `addmm`. Fewer kernels and intermediate tensors make encoding
 //! and training faster; a test checks outputs against rust-bert's `BertLayer` with shared weights.
 
-use crate::precision::Int8Linear;
+use crate::precision::{ActivationQuant, Int8Linear, Int8Plan};
 use rust_bert::bert::BertConfig;
 use rust_bert::Activation;
 use tch::{nn, nn::Module, Tensor};
@@ -73,9 +73,8 @@ pub struct Layer {
     attention_out: Proj,
     attention_norm: nn::LayerNorm,
     intermediate: Proj,
-    /// The feed-forward block's second layer: fp32 at every precision but bf16 (see
-    /// [`Layer::quantize_int8`]).
-    output: nn::Linear,
+    /// The feed-forward block's second layer (int8 only where the [`Int8Plan`] says so).
+    output: Proj,
     output_norm: nn::LayerNorm,
     heads: i64,
     head_dim: i64,
@@ -100,7 +99,7 @@ impl Layer {
             attention_out: Proj::Float(lin(&attn / "output" / "dense", h, h)),
             attention_norm: norm(&attn / "output" / "LayerNorm"),
             intermediate: Proj::Float(lin(&p / "intermediate" / "dense", h, i)),
-            output: lin(&p / "output" / "dense", i, h),
+            output: Proj::Float(lin(&p / "output" / "dense", i, h)),
             output_norm: norm(&p / "output" / "LayerNorm"),
             heads: cfg.num_attention_heads,
             head_dim: h / cfg.num_attention_heads,
@@ -110,30 +109,34 @@ impl Layer {
         }
     }
 
-    /// Replaces the attention's linear layers and the feed-forward block's first one by int8
-    /// copies for inference (the variables are left as they are; the layer can no longer be
-    /// trained). Query, key and value become one fused layer.
+    /// Replaces the attention's linear layers and the feed-forward block's first one (and its
+    /// second one, where `plan` says so) by int8 copies for inference (the variables are left as
+    /// they are; the layer can no longer be trained). Query, key and value become one fused layer.
     /// `maxima` (from [`Layer::forward_recording`]) smooths the LayerNorm-fed layers' inputs:
     /// each input channel j is divided by `s_j = sqrt(max|x_j| / max|w_j|)` and the weights'
     /// column j multiplied by it (SmoothQuant with alpha 0.5), which moves outlier channels'
     /// range from the activations (quantised per token) into the weights.
-    pub fn quantize_int8(&mut self, maxima: &InputMaxima) {
+    pub fn quantize_int8(&mut self, maxima: &InputMaxima, plan: Int8Plan) {
         if self.qkv_int8.is_some() {
             return;
         }
+        let levels = plan.weight_levels;
         let (q, k, v) = (&self.query, &self.key, &self.value);
         let w = Tensor::cat(&[&q.ws, &k.ws, &v.ws], 0);
         let bias = match (&q.bs, &k.bs, &v.bs) {
             (Some(a), Some(b), Some(c)) => Some(Tensor::cat(&[a, b, c], 0)),
             _ => None,
         };
-        self.qkv_int8 = Some(Int8Linear::new(&w, bias.as_ref(), maxima.attention.as_ref()));
-        // The feed-forward block's second layer stays fp32: its input (GELU outputs over 1,536
-        // channels) loses the most to per-token 8-bit quantisation. Measured on the golden
-        // sentences, worst cosine to fp32: 0.9896 with it in int8, 0.9962 with it in fp32.
-        for (p, m) in [(&mut self.attention_out, None), (&mut self.intermediate, maxima.intermediate.as_ref())] {
+        self.qkv_int8 = Some(Int8Linear::new(&w, bias.as_ref(), maxima.attention.as_ref(), levels, ActivationQuant::Symmetric));
+        let mut layers = vec![(&mut self.attention_out, None, ActivationQuant::Symmetric), (&mut self.intermediate, maxima.intermediate.as_ref(), ActivationQuant::Symmetric)];
+        // The feed-forward block's second layer reads GELU outputs over 1,536 channels, which
+        // quantise worst; it goes int8 only with the plan's finer weights and a shifted scale.
+        if plan.ffn_output {
+            layers.push((&mut self.output, None, ActivationQuant::Shifted));
+        }
+        for (p, m, activations) in layers {
             if let Proj::Float(l) = p {
-                *p = Proj::Int8(Int8Linear::new(&l.ws, l.bs.as_ref(), m));
+                *p = Proj::Int8(Int8Linear::new(&l.ws, l.bs.as_ref(), m, levels, activations));
             }
         }
     }
