@@ -32,7 +32,7 @@
 //! The peer runs with `.venv/bin/python` (install it with `scripts/setup.sh --peer`) and
 //! `../shared/peer/python_peer.py`, or MTT_PEER / MTT_PEER_PYTHON; `--no-peer` skips it.
 
-use multi_task_transformer::batch::{make_batch, sampled_batches, Source, TaskSampling};
+use multi_task_transformer::batch::{epoch_draws, make_batch, Source, TaskSampling};
 use multi_task_transformer::config::{ModelFiles, DEFAULT_MODEL_DIR as MODEL};
 use multi_task_transformer::tokenizer::SentenceTokenizer;
 use multi_task_transformer::data::bundled::{TASK_A, TASK_B};
@@ -157,9 +157,7 @@ fn bench_train(o: &Opts) {
     let rates = learning_rates(params, plan, None, &[]).unwrap();
     let mut opts = Optimizers::new(params, &rates, OptimConfig::default(), o.steps + 2).unwrap();
     // As `mtt train` draws them: length-bucketed by default (`--bucketing off`: plain shuffled).
-    let labelled: Vec<(bool, bool)> = ex.iter().map(|e| (e.label_a.is_some(), e.label_b.is_some())).collect();
-    let lens: Vec<usize> = ex.iter().map(|e| e.ids.len()).collect();
-    let draws = sampled_batches(&labelled, o.batch, 0, 0, TaskSampling::Proportional, o.bucketing.then_some(lens.as_slice()));
+    let draws = epoch_draws(&ex, o.batch, 0, 0, TaskSampling::Proportional, o.bucketing);
     let (mut done, mut start) = (0usize, Instant::now());
     for (step, draw) in draws.iter().take(o.steps + 2).enumerate() {
         if step == 2 {

@@ -299,6 +299,15 @@ pub fn sampled_batches(
     out
 }
 
+/// One epoch's draws over `examples` under `sampling` (see [`sampled_batches`]), length-bucketed
+/// by the examples' token counts when `bucketing` is on: what `mtt train` and the training bench
+/// feed the model.
+pub fn epoch_draws(examples: &[Example], batch_size: usize, seed: u64, epoch: usize, sampling: TaskSampling, bucketing: bool) -> Vec<Draw> {
+    let labelled: Vec<(bool, bool)> = examples.iter().map(|e| (e.label_a.is_some(), e.label_b.is_some())).collect();
+    let lens: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
+    sampled_batches(&labelled, batch_size, seed, epoch, sampling, bucketing.then_some(lens.as_slice()))
+}
+
 /// What a training batch feeds the model.
 pub enum Inputs {
     /// `[batch, seq]` token ids and attention mask (1 = token).

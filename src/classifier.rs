@@ -65,11 +65,6 @@ impl Classifier {
         data::examples(sources, &self.model.config.labels_a, &self.model.config.labels_b, &self.tokenizer)
     }
 
-    /// Fixed batches of `batch_size` texts for this model's tokenizer.
-    pub fn batching(&self, batch_size: usize) -> Batching {
-        Batching::fixed(batch_size, self.tokenizer.pad_id())
-    }
-
     /// Both tasks' class probabilities for `texts`, rows in input order: `[n, k_a]`, `[n, k_b]`.
     pub fn probabilities<S: AsRef<str>>(&self, texts: &[S], batching: Batching) -> Result<(Tensor, Tensor)> {
         infer::probabilities(&self.model, &self.tokenizer.encode_all(texts), batching)

@@ -744,7 +744,7 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
     let full = steps_per_epoch * cfg.epochs;
     let planned = cfg.max_steps.map_or(full, |m| m.min(full));
     let mut opts = Optimizers::new(params, &rates, cfg.optim.clone(), planned)?;
-    let eval_batching = clf.batching(cfg.eval_batch_size);
+    let eval_batching = Batching::fixed(cfg.eval_batch_size, clf.tokenizer.pad_id());
     let mut metrics = RunMetrics {
         trainable_subsets: opts.subsets(),
         frozen_subsets: params.subsets().iter().filter(|s| !s.is_trainable()).map(|s| s.name.clone()).collect(),
@@ -852,11 +852,6 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
         Some((t, _, _)) => batch::Source::Cache(t),
         None => batch::Source::Tokens { pad_id: clf.tokenizer.pad_id() },
     };
-    let labelled: Vec<(bool, bool)> = train_ex.iter().map(|e| (e.label_a.is_some(), e.label_b.is_some())).collect();
-    // The same batches with or without the cache (where bucketing saves nothing but keeps the
-    // run identical to recomputing the encoder).
-    let lens: Vec<usize> = train_ex.iter().map(|e| e.ids.len()).collect();
-    let bucket_lens = cfg.bucketing.then_some(lens.as_slice());
     let sync_every = if device.is_cuda() { CUDA_SYNC_EVERY } else { 1 };
     let wall_before = position.as_ref().map_or(0.0, |p| p.metrics.wall_seconds);
     let wall = |started: &Instant| wall_before + started.elapsed().as_secs_f64();
@@ -864,7 +859,9 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
     let mut best: Option<f64> = position.as_ref().and_then(|p| p.best);
     let mut since_best = position.as_ref().map_or(0, |p| p.since_best);
     for epoch in start_epoch..cfg.epochs {
-        let draws = batch::sampled_batches(&labelled, cfg.batch_size, cfg.seed, epoch, cfg.sampling, bucket_lens);
+        // The same batches with or without the cache (where bucketing saves nothing but keeps the
+        // run identical to recomputing the encoder).
+        let draws = batch::epoch_draws(&train_ex, cfg.batch_size, cfg.seed, epoch, cfg.sampling, cfg.bucketing);
         let mut ui = EpochProgress::new(progress, draws.len(), epoch, cfg.epochs);
         let start = Instant::now();
         let mut pending = Pending::default();

@@ -6,6 +6,7 @@ mod common;
 use common::{config, fixture, run};
 use multi_task_transformer::batch::TaskSampling;
 use multi_task_transformer::freeze::Freeze;
+use multi_task_transformer::infer::Batching;
 use multi_task_transformer::model::MultiTask;
 use multi_task_transformer::optim::LrPreset;
 use multi_task_transformer::train::LossWeighting;
@@ -45,7 +46,7 @@ fn cached_and_uncached_frozen_encoder_give_the_same_losses() {
     // The saved heads give the same dev metrics through the whole model.
     let (clf, _) = multi_task_transformer::Classifier::load(&f.root.join("cached"), tch::Device::Cpu).unwrap();
     let ex = clf.examples(&[multi_task_transformer::data::read_labelled(&f.task_a, Some(multi_task_transformer::data::Task::A)).unwrap()]).unwrap();
-    let m = multi_task_transformer::infer::evaluate(&clf.model, &ex, clf.batching(8)).unwrap();
+    let m = multi_task_transformer::infer::evaluate(&clf.model, &ex, Batching::fixed(8, clf.tokenizer.pad_id())).unwrap();
     assert_eq!(m["task_a"].accuracy, cached.metrics.epochs[2].dev["task_a"].accuracy);
 }
 
@@ -147,7 +148,7 @@ fn pooling_is_a_training_choice_saved_with_the_checkpoint() {
     assert_eq!(saved.encoder.pooling.describe(), "max");
     let (clf, _) = multi_task_transformer::Classifier::load(&c.out, tch::Device::Cpu).unwrap();
     let ex = clf.examples(&[multi_task_transformer::data::read_labelled(&f.task_b, Some(multi_task_transformer::data::Task::B)).unwrap()]).unwrap();
-    let m = multi_task_transformer::infer::evaluate(&clf.model, &ex, clf.batching(3)).unwrap();
+    let m = multi_task_transformer::infer::evaluate(&clf.model, &ex, Batching::fixed(3, clf.tokenizer.pad_id())).unwrap();
     assert_eq!(m["task_b"].accuracy, out.metrics.epochs[0].dev["task_b"].accuracy);
     c.pooling = Some("median".into());
     assert!(c.validate().unwrap_err().to_string().contains("pooling 'median'"));

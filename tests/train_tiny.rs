@@ -9,7 +9,7 @@ use common::{config, fixture, run, Fixture, TASK_A, TASK_B};
 use multi_task_transformer::batch::{make_batch, pad, Batch, Draw, Source};
 use multi_task_transformer::data::{self, Example, Labels, Task};
 use multi_task_transformer::freeze::Freeze;
-use multi_task_transformer::infer;
+use multi_task_transformer::infer::{self, Batching};
 use multi_task_transformer::model::MultiTask;
 use multi_task_transformer::optim::{learning_rates, LrPreset, OptimConfig, Optimizers};
 use multi_task_transformer::params::{under_prefix, EMBEDDINGS, HEAD_A, HEAD_B};
@@ -219,7 +219,7 @@ fn save_best_keeps_the_best_dev_epoch() {
     let dir = f.root.join("best");
     let (loaded, _) = Classifier::load(&dir, Device::Cpu).unwrap();
     let dev = loaded.examples(&[data::read_labelled(&f.task_a, Some(Task::A)).unwrap(), data::read_labelled(&f.task_b, Some(Task::B)).unwrap()]).unwrap();
-    let got = infer::evaluate(&loaded.model, &dev, loaded.batching(64)).unwrap();
+    let got = infer::evaluate(&loaded.model, &dev, Batching::fixed(64, loaded.tokenizer.pad_id())).unwrap();
     assert_eq!(got, m.epochs[best - 1].dev);
     let on_disk: RunMetrics = serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap();
     assert_eq!((on_disk.saved_epoch, on_disk.epochs.len()), (Some(best), 60));

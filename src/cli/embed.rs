@@ -6,7 +6,7 @@ use crate::device::{device_name, libtorch_lib, libtorch_version, loaded_libtorch
 use crate::embed::{EncodeOptions, SentenceEncoder};
 use crate::infer::rows;
 use crate::precision::Precision;
-use crate::textio::{open_texts, read_texts};
+use crate::textio::open_texts;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -91,15 +91,16 @@ pub const TASK1_SENTENCES: [&str; 3] = [
 ];
 
 /// `task1`: each sentence with its embedding's shape and first five values, as the seed printed.
+/// With `--input` it streams like `mtt embed` (`--window` lines at a time).
 pub fn run_task1(args: &EmbedArgs) -> Result<()> {
     let device = args.run.setup()?;
-    let texts = match &args.input {
-        Some(_) => read_texts(args.input.as_deref())?,
-        None => TASK1_SENTENCES.iter().map(|s| s.to_string()).collect(),
+    let mut input = match &args.input {
+        Some(path) => Some(open_texts(Some(path))?),
+        None => None,
     };
+    let mut samples = Some(TASK1_SENTENCES.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     let enc = load_encoder(&args.model, device, args.infer.precision)?;
     let opts = encode_options(args);
-    let vectors = rows(&enc.encode(&texts, opts)?)?;
     println!(
         "Task 1: sentence embeddings with {} ({} pooling{}{}, device {})",
         args.model.display(),
@@ -108,13 +109,21 @@ pub fn run_task1(args: &EmbedArgs) -> Result<()> {
         if args.infer.precision == Precision::Fp32 { String::new() } else { format!(", {}", args.infer.precision) },
         device_name(device)
     );
-    for (text, v) in texts.iter().zip(&vectors) {
-        let head: Vec<String> = v.iter().take(5).map(|x| format!("{x:.4}")).collect();
-        println!("\nSentence: {text}");
-        println!("Embedding shape: [1, {}]", v.len());
-        println!("First 5 values: [{}]", head.join(", "));
+    loop {
+        let texts = match input.as_mut() {
+            Some(input) => input.window(args.window)?,
+            None => samples.take().unwrap_or_default(),
+        };
+        if texts.is_empty() {
+            return Ok(());
+        }
+        for (text, v) in texts.iter().zip(&rows(&enc.encode(&texts, opts)?)?) {
+            let head: Vec<String> = v.iter().take(5).map(|x| format!("{x:.4}")).collect();
+            println!("\nSentence: {text}");
+            println!("Embedding shape: [1, {}]", v.len());
+            println!("First 5 values: [{}]", head.join(", "));
+        }
     }
-    Ok(())
 }
 
 /// Arguments of `mtt doctor`.

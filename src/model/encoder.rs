@@ -88,12 +88,7 @@ impl Encoder {
         let _guard = tch::no_grad_guard();
         let mut out: Vec<InputMaxima> = self.layers.iter().map(|_| InputMaxima::default()).collect();
         for (input_ids, mask) in batches {
-            let mut hidden = self.embeddings.forward_t(Some(input_ids), None, None, None, false).expect("input ids are given");
-            let additive = additive_mask(mask, hidden.kind());
-            let tokens = mask.unsqueeze(-1).to_kind(hidden.kind());
-            for (layer, m) in self.layers.iter().zip(out.iter_mut()) {
-                hidden = layer.forward_recording(&hidden, &additive, &tokens, m);
-            }
+            let _ = self.run(input_ids, mask, false, Some(&mut out));
         }
         out
     }
@@ -106,13 +101,23 @@ impl Encoder {
     /// Token vectors `[batch, seq, hidden]` for `input_ids` and `mask` (both `[batch, seq]`,
     /// int64; mask 1 = token, 0 = padding). `train` turns dropout on.
     pub fn forward_t(&self, input_ids: &Tensor, mask: &Tensor, train: bool) -> Tensor {
+        self.run(input_ids, mask, train, None)
+    }
+
+    /// The embeddings and every layer; with `maxima` (one per layer), without dropout, also
+    /// records each layer's input ranges over real tokens.
+    fn run(&self, input_ids: &Tensor, mask: &Tensor, train: bool, mut maxima: Option<&mut [InputMaxima]>) -> Tensor {
         let mut hidden = self
             .embeddings
-            .forward_t(Some(input_ids), None, None, None, train)
+            .forward_t(Some(input_ids), None, None, None, train && maxima.is_none())
             .expect("input ids are given, so embeddings cannot fail");
         let additive = additive_mask(mask, hidden.kind());
-        for layer in &self.layers {
-            hidden = layer.forward_t(&hidden, &additive, train);
+        let tokens = maxima.is_some().then(|| mask.unsqueeze(-1).to_kind(hidden.kind()));
+        for (i, layer) in self.layers.iter().enumerate() {
+            hidden = match (maxima.as_deref_mut(), &tokens) {
+                (Some(m), Some(tokens)) => layer.forward_recording(&hidden, &additive, tokens, &mut m[i]),
+                _ => layer.forward_t(&hidden, &additive, train),
+            };
         }
         hidden
     }
