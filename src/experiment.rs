@@ -332,8 +332,8 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    /// Trains one run into `dir` (or returns its stored result), then drops the weights unless
-    /// they are to be kept.
+    /// Trains one run into `dir` (or returns its stored result); the weights are written only
+    /// when they are to be kept.
     /// The third value says whether the result was stored from an earlier invocation.
     fn run_one(&mut self, name: &str, seed: u64, args: &[String], dir: &Path, log: &mut dyn FnMut(&str)) -> Result<(RunResult, RunMetrics, bool)> {
         let result_file = dir.join("result.json");
@@ -350,7 +350,8 @@ impl<'a> Runner<'a> {
         }
         let mut full = args.to_vec();
         full.extend(["--out".into(), dir.display().to_string()]);
-        let cfg = (self.make)(&full)?;
+        let mut cfg = (self.make)(&full)?;
+        cfg.save_weights = self.plan.keep_weights;
         let t0 = Instant::now();
         let outcome = train(&cfg, self.progress, &mut |l: &str| log(&format!("    {l}")))?;
         let m = outcome.metrics;
@@ -376,14 +377,6 @@ impl<'a> Runner<'a> {
             cache_seconds: m.cache_seconds,
             epochs_run: m.epochs.iter().filter(|e| e.epoch > 0).count(),
         };
-        if !self.plan.keep_weights {
-            for f in [crate::model::multitask::WEIGHTS_FILE, crate::classifier::VOCAB_FILE] {
-                let p = dir.join(f);
-                if p.exists() {
-                    std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
-                }
-            }
-        }
         write_json(&result_file, &result)?;
         self.timings.push(result.wall_seconds);
         Ok((result, m, false))

@@ -33,6 +33,16 @@ pub fn layer_name(i: usize) -> String {
     format!("{LAYERS}.{i}")
 }
 
+/// Copies `value` (tensor `file_name` of `path`) into the model's variable `name` after checking
+/// that the shapes agree; the error names the file and both names.
+pub fn copy_checked(path: &Path, file_name: &str, name: &str, var: &Tensor, value: &Tensor) -> Result<()> {
+    let werr = |msg: String| Error::Weights { path: path.to_path_buf(), msg };
+    if var.size() != value.size() {
+        return Err(werr(format!("tensor {file_name} has shape {:?}, the model's {name} needs {:?}", value.size(), var.size())));
+    }
+    tch::no_grad(|| var.shallow_clone().f_copy_(value)).map_err(|e| werr(format!("{file_name}: {e}")))
+}
+
 /// Whether `name` lies under `prefix`, component-wise (`a.b` matches `a.b` and `a.b.c`, not `a.bc`).
 pub fn under_prefix(name: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('.');
@@ -193,14 +203,7 @@ impl Params {
             let name = canonical_name(&file_name);
             match vars.get(&name) {
                 Some(var) => {
-                    if var.size() != value.size() {
-                        return Err(werr(format!(
-                            "tensor {file_name} has shape {:?}, the model's {name} needs {:?}",
-                            value.size(),
-                            var.size()
-                        )));
-                    }
-                    tch::no_grad(|| var.shallow_clone().f_copy_(&value)).map_err(|e| werr(format!("{file_name}: {e}")))?;
+                    copy_checked(path, &file_name, &name, var, &value)?;
                     seen.insert(name);
                     report.loaded += 1;
                 }

@@ -155,10 +155,7 @@ pub fn restore_vars(path: &Path, saved: Vec<(String, Tensor)>, vars: &[(String, 
     let mut saved: BTreeMap<String, Tensor> = saved.into_iter().collect();
     for (name, var) in vars {
         let value = saved.remove(name).ok_or_else(|| werr(format!("no tensor {name}: the state is from another model")))?;
-        if value.size() != var.size() {
-            return Err(werr(format!("tensor {name} has shape {:?}, the model's needs {:?}", value.size(), var.size())));
-        }
-        tch::no_grad(|| var.shallow_clone().f_copy_(&value)).map_err(|e| werr(format!("{name}: {e}")))?;
+        crate::params::copy_checked(path, name, name, var, &value)?;
     }
     if let Some(extra) = saved.keys().next() {
         return Err(werr(format!("tensor {extra} matches no variable of the model: the state is from another model")));

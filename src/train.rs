@@ -163,6 +163,10 @@ pub struct TrainConfig {
     /// that `--resume` can continue the run; a stop signal writes it mid-epoch too.
     #[serde(default = "yes")]
     pub resume_state: bool,
+    /// Write the checkpoint (weights, config, vocabulary) to `out` after each epoch; `false`
+    /// writes `metrics.json` only (the experiment runner, which keeps weights only on request).
+    #[serde(default = "yes")]
+    pub save_weights: bool,
     /// Act as if a stop signal arrived right after this optimizer step (tests of resuming).
     #[serde(skip)]
     pub interrupt_after: Option<usize>,
@@ -207,6 +211,7 @@ impl TrainConfig {
             bucketing: true,
             only_task: None,
             resume_state: true,
+            save_weights: true,
             interrupt_after: None,
         }
     }
@@ -839,7 +844,7 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
         });
         metrics.saved_epoch = Some(0);
         metrics.wall_seconds = started.elapsed().as_secs_f64();
-        save(&clf, &cfg.out, &metrics)?;
+        save(&clf, cfg, &metrics)?;
         return Ok(TrainOutcome { metrics, classifier: clf });
     }
     for (name, rate) in opts.subsets() {
@@ -898,7 +903,7 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
                 let (state, tensors) = run_state(cfg, &clf, &opts, mix.log_vars, at, &metrics, false);
                 resume::write(&cfg.out, state, tensors)?;
                 if !cfg.save_best {
-                    save(&clf, &cfg.out, &metrics)?;
+                    save(&clf, cfg, &metrics)?;
                 }
                 return Err(Error::Interrupted { out: cfg.out.clone(), step, epoch: epoch + 1, batch: i + 1, batches: draws.len() });
             }
@@ -956,7 +961,7 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
         metrics.wall_seconds = wall(&started);
         if !cfg.save_best || improved {
             metrics.saved_epoch = Some(epoch + 1);
-            save(&clf, &cfg.out, &metrics)?;
+            save(&clf, cfg, &metrics)?;
         } else {
             write_metrics(&cfg.out, &metrics)?;
             log(&format!("  (dev not better than epoch {}: checkpoint kept)", metrics.saved_epoch.unwrap_or(0)));
@@ -998,14 +1003,20 @@ fn report_dev(set: &str, dev: &BTreeMap<String, TaskMetrics>, log: &mut dyn FnMu
     }
 }
 
+/// The checkpoint (unless `cfg.save_weights` is off) and `metrics.json`.
+fn save(clf: &Classifier, cfg: &TrainConfig, metrics: &RunMetrics) -> Result<()> {
+    if cfg.save_weights {
+        clf.save(&cfg.out)?;
+    } else {
+        clf.model.save_config(&cfg.out)?;
+    }
+    write_metrics(&cfg.out, metrics)
+}
+
 fn write_metrics(out: &Path, metrics: &RunMetrics) -> Result<()> {
     write_atomic(&out.join("metrics.json"), &serde_json::to_vec_pretty(metrics).expect("metrics serialise"))
 }
 
-fn save(clf: &Classifier, out: &Path, metrics: &RunMetrics) -> Result<()> {
-    clf.save(out)?;
-    write_metrics(out, metrics)
-}
 
 #[cfg(test)]
 mod tests {

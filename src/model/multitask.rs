@@ -265,9 +265,23 @@ impl MultiTask {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let weights = dir.join(WEIGHTS_FILE);
         self.params.save(&weights)?;
+        self.write_config(dir, true)
+    }
+
+    /// Writes `config.json` alone: a record of the model (labels, pooling, head dropout) without
+    /// weights or checksums, which does not load as a checkpoint (the experiment runner's run
+    /// folders).
+    pub fn save_config(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        self.write_config(dir, false)
+    }
+
+    fn write_config(&self, dir: &Path, with_weights: bool) -> Result<()> {
         let mut config = self.config.clone();
         config.integrity = None;
-        config.integrity = Some(Integrity { weights_sha256: file_sha256(&weights)?, config_sha256: config.content_sha256() });
+        if with_weights {
+            config.integrity = Some(Integrity { weights_sha256: file_sha256(&dir.join(WEIGHTS_FILE))?, config_sha256: config.content_sha256() });
+        }
         let json = serde_json::to_vec_pretty(&config).expect("config serialises");
         write_atomic(&dir.join(CONFIG_FILE), &json)
     }
