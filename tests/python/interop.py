@@ -14,24 +14,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
-from transformers import AutoModel, AutoTokenizer  # noqa: E402
+from transformers import AutoTokenizer, BertConfig  # noqa: E402
 
-
-class MultiTask(torch.nn.Module):
-    """The seed's model: an encoder named `encoder` and two linear heads."""
-
-    def __init__(self, folder, n_a, n_b):
-        super().__init__()
-        self.encoder = AutoModel.from_pretrained(folder)
-        dim = self.encoder.config.hidden_size
-        self.classification_head = torch.nn.Linear(dim, n_a)
-        self.sentiment_head = torch.nn.Linear(dim, n_b)
-
-    def forward(self, ids, mask):
-        h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).to(h.dtype)
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        return self.classification_head(pooled), self.sentiment_head(pooled)
+# The seed's model, as the DDP script defines it (one definition for both).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+from torchrun_finetune import MultiTask  # noqa: E402
 
 
 def texts(path):
@@ -41,7 +28,8 @@ def texts(path):
 
 def model_and_probs(folder, state, lines):
     labels = json.load(open(os.path.join(folder, "labels.json")))
-    model = MultiTask(folder, len(labels["task_a"]), len(labels["task_b"]))
+    # Built from the configuration alone: every weight must come from `state`.
+    model = MultiTask(BertConfig.from_pretrained(folder), len(labels["task_a"]), len(labels["task_b"]))
     result = model.load_state_dict(load_file(state), strict=False)
     model.eval()
     return model, result, probs(model, folder, lines)
