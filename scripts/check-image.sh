@@ -2,7 +2,8 @@
 # Builds the Docker image variants and checks each one in containers, as a user would run it:
 #   scripts/check-image.sh [--variants "cpu cuda"] [--pull always|missing|never] [--rebuild-probe] [--reset]
 #   scripts/check-image.sh --disk-ok     only the disk check below (exit 0 when there is room)
-# The engine is podman when installed, else docker (ENGINE=docker|podman to choose).
+# The engine is podman when installed, else docker when its daemon answers (ENGINE=docker|podman
+# to choose).
 # Per variant: the build (timed) and the image size; then, in containers:
 #   1. mtt doctor: libtorch 2.4.0 loaded from the image, the model folder complete, a non-root user;
 #   2. task1: the seed's output, line for line the same as this checkout's own task1;
@@ -45,7 +46,8 @@ fail() { printf 'check-image: FAILED: %s\n' "$*" >&2; exit 1; }
 
 engine=${ENGINE:-}
 if [ -z "$engine" ]; then
-  if command -v podman >/dev/null; then engine=podman; elif command -v docker >/dev/null; then engine=docker; fi
+  # A docker client without a daemon (as on the CI machine before podman is installed) is no engine.
+  if command -v podman >/dev/null; then engine=podman; elif command -v docker >/dev/null && docker info >/dev/null 2>&1; then engine=docker; fi
 fi
 
 # --- disk ------------------------------------------------------------------------------------------
