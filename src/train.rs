@@ -164,7 +164,8 @@ pub struct TrainConfig {
     #[serde(default = "yes")]
     pub resume_state: bool,
     /// Write the checkpoint (weights, config, vocabulary) to `out` after each epoch; `false`
-    /// writes `metrics.json` only (the experiment runner, which keeps weights only on request).
+    /// writes `config.json` without weights or checksums and `metrics.json` (the experiment
+    /// runner, which keeps weights only on request).
     #[serde(default = "yes")]
     pub save_weights: bool,
     /// Act as if a stop signal arrived right after this optimizer step (tests of resuming).
