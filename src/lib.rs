@@ -18,8 +18,9 @@
 //!   encoder; tokenizer plus multi-task model).
 //! * [`export`]: a checkpoint as a sentence-transformers folder for Python, and back.
 //! * [`cache`]: a frozen encoder's pooled vectors, computed once (in memory or on disk).
-//! * [`freeze`], [`optim`], [`train`], [`resume`]: Task 3's scenarios, Task 4's per-subset
-//!   optimizers and schedule, the training run, and its state for `--resume` and stop signals.
+//! * [`freeze`], [`optim`]: Task 3's scenarios; Task 4's per-subset optimizers and schedule.
+//! * [`signals`], [`resume`], [`output`], [`train`]: stop signals; a run's state for `--resume`;
+//!   the output folder's rules and lock; the training run.
 //! * [`plot`], [`experiment`]: PNG charts; grids of training runs over seeds, the tuned-recipe
 //!   searches and the results page.
 //! * [`serve`]: `mtt serve`, the model behind HTTP (routes, request limits, the batching model
@@ -44,10 +45,12 @@ pub mod metrics;
 pub mod model;
 pub mod plot;
 pub mod optim;
+pub mod output;
 pub mod params;
 pub mod precision;
 pub mod resume;
 pub mod serve;
+pub mod signals;
 #[doc(hidden)]
 pub mod testing;
 pub mod textio;

@@ -1,6 +1,6 @@
 //! Owns resumable training: the state a run needs to continue exactly where it stopped, written
-//! into `OUT/resume/` at the end of every epoch and when a stop signal interrupts a step, and the
-//! stop signals themselves.
+//! into `OUT/resume/` at the end of every epoch and when a stop signal interrupts a step (the
+//! signals themselves are [`crate::signals`]'s).
 //!
 //! `OUT/resume/` holds `weights.safetensors` (every model variable, plus uncertainty weighting's
 //! log-variances), `optimizer.safetensors` (each subset's Adam moments) and `state.json` (the
@@ -19,7 +19,6 @@ use crate::train::{RunMetrics, TrainConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use tch::{Device, Tensor};
 
 /// The folder inside a run's output folder.
@@ -161,32 +160,6 @@ pub fn restore_vars(path: &Path, saved: Vec<(String, Tensor)>, vars: &[(String, 
         return Err(werr(format!("tensor {extra} matches no variable of the model: the state is from another model")));
     }
     Ok(())
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_stop_signal(_: libc::c_int) {
-    // A second signal while the first is being honoured ends the process at once.
-    if STOP.swap(true, Ordering::SeqCst) {
-        unsafe { libc::_exit(130) };
-    }
-}
-
-/// Makes SIGINT and SIGTERM ask training to stop after the current step (a second signal ends
-/// the process at once). For command-line programs; a library user keeps the default actions
-/// unless it calls this.
-pub fn catch_stop_signals() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| unsafe {
-        let handler = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-    });
-}
-
-/// Whether a stop signal arrived.
-pub fn stop_requested() -> bool {
-    STOP.load(Ordering::SeqCst)
 }
 
 #[cfg(test)]

@@ -26,7 +26,9 @@ use crate::metrics::TaskMetrics;
 use crate::model::MultiTask;
 use crate::optim::{check_rate, learning_rates, LrPreset, OptimConfig, Optimizers};
 use crate::params::ENCODER;
-use crate::resume::{self, EpochSums, RunState, StateTensors};
+use crate::output::{self, Existing, OutputLock};
+use crate::resume::{self, EpochSums, RunState, StateTensors, RESUME_DIR};
+use crate::signals;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -168,6 +170,10 @@ pub struct TrainConfig {
     /// runner, which keeps weights only on request).
     #[serde(default = "yes")]
     pub save_weights: bool,
+    /// Replace the checkpoint an earlier run left in `out` (refused otherwise). Never replaces
+    /// anything else: a non-empty folder that holds no checkpoint is always refused.
+    #[serde(skip)]
+    pub overwrite: bool,
     /// Act as if a stop signal arrived right after this optimizer step (tests of resuming).
     #[serde(skip)]
     pub interrupt_after: Option<usize>,
@@ -213,6 +219,7 @@ impl TrainConfig {
             only_task: None,
             resume_state: true,
             save_weights: true,
+            overwrite: false,
             interrupt_after: None,
         }
     }
@@ -533,11 +540,11 @@ impl Pending {
         let (totals, rest) = values.split_at(self.totals.len());
         let (a, rest) = rest.split_at(self.a.len());
         let (b, norms) = rest.split_at(self.b.len());
+        let saved = saved_note(out, metrics.saved_epoch);
         let stop = |what: &str, v: f64, step: usize| {
             Error::NonFinite(format!(
-                "{what} became {v} at step {step} (epoch {}); training stopped and nothing more was saved: the last checkpoint in {} is left as it was. Try a lower learning rate or gradient clipping",
+                "{what} became {v} at step {step} (epoch {}); training stopped and nothing more was saved: {saved}. Try a lower learning rate or gradient clipping",
                 epoch + 1,
-                out.display()
             ))
         };
         if let Some((&step, &v)) = self.steps.iter().zip(totals).find(|(_, v)| !v.is_finite()) {
@@ -645,6 +652,12 @@ pub fn train(cfg: &TrainConfig, progress: Progress, log: &mut dyn FnMut(&str)) -
 /// the configuration it was started with. The finished run equals an uninterrupted one bitwise
 /// on the CPU.
 pub fn resume(out: &Path, progress: Progress, log: &mut dyn FnMut(&str)) -> Result<TrainOutcome> {
+    resume_on(out, None, progress, log)
+}
+
+/// [`resume`] on `device` (`auto`, `cpu`, `cuda[:N]`) instead of the device the run was started
+/// with, when given: the run goes on elsewhere (bitwise equality holds only on the same device).
+pub fn resume_on(out: &Path, device: Option<&str>, progress: Progress, log: &mut dyn FnMut(&str)) -> Result<TrainOutcome> {
     let (state, tensors) = resume::read(out)?;
     if state.finished {
         return Err(invalid(format!(
@@ -656,6 +669,9 @@ pub fn resume(out: &Path, progress: Progress, log: &mut dyn FnMut(&str)) -> Resu
     }
     let mut cfg = state.config.clone();
     cfg.out = out.to_path_buf();
+    if let Some(d) = device {
+        cfg.device = d.to_string();
+    }
     log(&format!(
         "resuming {} at epoch {}/{}, batch {}, after {} optimizer steps",
         out.display(),
@@ -714,7 +730,11 @@ const LOG_VARS: &str = "loss_weighting/log_vars";
 fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: Progress, log: &mut dyn FnMut(&str)) -> Result<TrainOutcome> {
     let started = Instant::now();
     cfg.validate()?;
-    prepare_output_dir(&cfg.out)?;
+    // The output folder's rules, checked before anything is read or written; the folder itself
+    // is created and locked once the data and the model are loaded.
+    if resumed.is_none() {
+        output::check(&cfg.out, &cfg.model, cfg.overwrite)?;
+    }
     let device = parse_device(&cfg.device)?;
     let train_sources = read_sources(&[(cfg.task_a.as_ref(), Task::A), (cfg.task_b.as_ref(), Task::B)], &cfg.joint, cfg.limit)?;
     let dev_sources = read_sources(&[(cfg.dev_a.as_ref(), Task::A), (cfg.dev_b.as_ref(), Task::B)], &cfg.dev_joint, None)?;
@@ -742,6 +762,23 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
         Some(p) => data::examples(&[data::read_labelled(p, Some(Task::B))?], &labels_a, &labels_b, &clf.tokenizer)?,
         None => vec![],
     };
+    let created = !cfg.out.exists();
+    prepare_output_dir(&cfg.out)?;
+    // A folder this run made goes again if the run ends (by an error) before writing into it.
+    let _made = created.then(|| output::RemoveIfEmpty(cfg.out.clone()));
+    let lock = OutputLock::acquire(&cfg.out)?;
+    let _remove = signals::remove_on_signal(Some(lock.path()), created.then_some(cfg.out.as_path()));
+    // Again under the lock: another run may have written a checkpoint since the first check.
+    if resumed.is_none() && output::check(&cfg.out, &cfg.model, cfg.overwrite)? == Existing::Checkpoint {
+        log(&format!("replacing the checkpoint of an earlier run in {} (--overwrite)", cfg.out.display()));
+        // Its resume state belongs to the earlier run: `--resume` must never mix the two.
+        for name in [RESUME_DIR.to_string(), format!("{RESUME_DIR}.old"), format!("{RESUME_DIR}.tmp")] {
+            let d = cfg.out.join(name);
+            if d.exists() {
+                std::fs::remove_dir_all(&d).map_err(|e| Error::io(&d, e))?;
+            }
+        }
+    }
     let params = clf.model.params();
     cfg.freeze.apply(params)?;
     let encoder_trains = params.under(ENCODER).iter().any(|s| s.is_trainable());
@@ -864,6 +901,8 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
     let (start_epoch, mut step) = position.as_ref().map_or((0, 0), |p| (p.epoch, p.step));
     let mut best: Option<f64> = position.as_ref().and_then(|p| p.best);
     let mut since_best = position.as_ref().map_or(0, |p| p.since_best);
+    // From here a first stop signal ends the run after a step, with a checkpoint.
+    let _training = signals::training();
     for epoch in start_epoch..cfg.epochs {
         // The same batches with or without the cache (where bucketing saves nothing but keeps the
         // run identical to recomputing the encoder).
@@ -888,7 +927,7 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
             seen += b.size;
             pending.push(step, out);
             at_limit = cfg.max_steps == Some(step);
-            let stop = !at_limit && (resume::stop_requested() || cfg.interrupt_after == Some(step));
+            let stop = !at_limit && (signals::stop_requested() || cfg.interrupt_after == Some(step));
             if pending.len() >= sync_every || ui.due() || at_limit || stop || i + 1 == draws.len() {
                 if let Err(e) = pending.flush(epoch, &mut metrics, &mut sums, &cfg.out) {
                     ui.bar.finish_and_clear();
@@ -921,7 +960,9 @@ fn run(cfg: &TrainConfig, resumed: Option<(RunState, StateTensors)>, progress: P
         let seconds = seconds_before + start.elapsed().as_secs_f64();
         let mean = |s: f64, n: usize| if n == 0 { f64::NAN } else { s / n as f64 };
         let (loss_a, loss_b) = (mean(sums.sum_a, sums.n_a), mean(sums.sum_b, sums.n_b));
-        log(&format!("Epoch [{}/{}], Loss Task A: {loss_a:.4}, Loss Task B: {loss_b:.4}", epoch + 1, cfg.epochs));
+        // A task with no rows in the epoch has no loss to show (never "NaN").
+        let shown = |n: usize, l: f64| if n == 0 { "no rows".to_string() } else { format!("{l:.4}") };
+        log(&format!("Epoch [{}/{}], Loss Task A: {}, Loss Task B: {}", epoch + 1, cfg.epochs, shown(sums.n_a, loss_a), shown(sums.n_b, loss_b)));
         let log_vars = match &mix.log_vars {
             Some(s) => {
                 let v = Vec::<f64>::try_from(s.to_kind(Kind::Double).to_device(Device::Cpu))?;
@@ -1012,6 +1053,15 @@ fn save(clf: &Classifier, cfg: &TrainConfig, metrics: &RunMetrics) -> Result<()>
         clf.model.save_config(&cfg.out)?;
     }
     write_metrics(&cfg.out, metrics)
+}
+
+/// What a run stopped by a non-finite value leaves in `out`, in words.
+fn saved_note(out: &Path, saved_epoch: Option<usize>) -> String {
+    match (MultiTask::is_checkpoint(out), saved_epoch) {
+        (true, Some(e)) => format!("the checkpoint of epoch {e} in {} is left as it was", out.display()),
+        (true, None) => format!("{} still holds an earlier run's checkpoint, left as it was", out.display()),
+        (false, _) => format!("{} holds no checkpoint: the run stopped before the end of its first epoch", out.display()),
+    }
 }
 
 fn write_metrics(out: &Path, metrics: &RunMetrics) -> Result<()> {

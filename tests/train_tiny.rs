@@ -239,7 +239,8 @@ fn max_steps_on_an_epoch_boundary_stops_right_there() {
     assert!(m.epochs[0].loss_a.is_finite() && m.epochs[0].loss_b.is_finite());
     assert!(!lines.iter().any(|l| l.contains("NaN")), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("stopped at the step limit (4 optimizer steps)")), "{lines:?}");
-    // A limit equal to the whole plan is not an early stop.
+    // A limit equal to the whole plan is not an early stop (the same folder: replaced on request).
+    c.overwrite = true;
     c.max_steps = Some(12);
     let (out, _) = run(&c);
     assert_eq!((out.metrics.epochs.len(), out.metrics.step_losses.len(), out.metrics.stopped_early), (3, 12, false));
@@ -329,10 +330,11 @@ fn non_finite_loss_stops_with_an_error_and_keeps_the_last_checkpoint() {
     let saved = std::fs::read(&weights).unwrap();
     // An absurd rate sends the weights to ~1e30 after one step; the next loss is not finite.
     let mut bad = config(&f, "nan");
+    bad.overwrite = true;
     bad.lr_overrides = vec![("".into(), 1e30)];
     let e = train(&bad, Progress::Off, &mut |_: &str| {}).err().expect("a non-finite loss must stop training").to_string();
     assert!(e.contains("loss became NaN") || e.contains("loss became inf"), "{e}");
-    assert!(e.contains("the last checkpoint in") && e.contains("is left as it was"), "{e}");
+    assert!(e.contains("nan still holds an earlier run's checkpoint, left as it was"), "{e}");
     assert_eq!(std::fs::read(&weights).unwrap(), saved, "checkpoint was modified");
 }
 

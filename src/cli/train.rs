@@ -9,7 +9,7 @@ use crate::freeze::Freeze;
 use crate::optim::{parse_lr_override, LrPreset, OptimConfig};
 use crate::batch::TaskSampling;
 use crate::error::Error;
-use crate::train::{resume, train, LossWeighting, Progress, TrainConfig};
+use crate::train::{resume_on, train, LossWeighting, Progress, TrainConfig};
 use anyhow::Result;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
@@ -69,6 +69,20 @@ fn dropout(s: &str) -> Result<f64, String> {
 fn lr_override(s: &str) -> Result<(String, f64), String> {
     parse_lr_override(s).map_err(|e| e.to_string())
 }
+
+/// The options that set what a run computes (every one but `--resume` and those that only say
+/// how it runs): `--resume` takes the run's own settings and refuses these. A test checks the
+/// list against the arguments.
+const SETTINGS: &[&str] = &[
+    "task_a", "task_b", "joint", "dev_a", "dev_b", "dev_joint", "out", "model", "freeze", "lr_plan", "lr", "layer_decay", "adamw",
+    "warmup_steps", "linear_decay", "clip_norm", "epochs", "batch_size", "seed", "max_steps", "limit", "weight_a", "weight_b",
+    "head_dropout", "save_best", "patience", "pooling", "task_sampling", "task_temperature", "loss_weighting", "loss_weighting_lr",
+    "no_cache", "cache_dir", "bucketing", "only_task", "ood_b", "overwrite", "interrupt_after_steps",
+];
+
+/// Options `--resume` accepts: they change how the run goes, not what it computes.
+#[cfg(test)]
+const RUN_ONLY: &[&str] = &["resume", "progress_every", "device", "threads"];
 
 /// Arguments of `mtt train`, `task3` and `task4`.
 #[derive(Args, Debug, Clone)]
@@ -187,9 +201,14 @@ pub struct TrainArgs {
     /// (out-of-domain check, e.g. data/tweet_sentiment/dev.tsv).
     #[arg(long, value_name = "FILE")]
     pub ood_b: Option<PathBuf>,
+    /// Replace the checkpoint an earlier run left in --out (refused otherwise). A folder that
+    /// holds anything else is always refused.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Continue the interrupted run in DIR (its checkpoint folder) from its saved state, with the
-    /// settings it was started with: alone, no other training option.
-    #[arg(long, value_name = "DIR", exclusive = true)]
+    /// settings it was started with. Only options that do not change the result may come with it:
+    /// --progress-every, --threads, --device.
+    #[arg(long, value_name = "DIR", conflicts_with_all = SETTINGS)]
     pub resume: Option<PathBuf>,
     /// Stop as if interrupted right after this optimizer step (for tests of --resume).
     #[arg(long, hide = true, value_name = "STEP")]
@@ -230,7 +249,11 @@ impl TrainArgs {
             (None, Some(o)) => PathBuf::from(o),
             (None, None) => anyhow::bail!("--out DIR is required"),
         };
+        // The binary's own default folder (task3, task4) is theirs to replace: running the main
+        // job twice must work. A folder the user names needs --overwrite.
+        let overwrite = self.overwrite || (self.out.is_none() && d.out.is_some());
         let mut c = TrainConfig::new(self.model.clone(), out);
+        c.overwrite = overwrite;
         let no_train = self.task_a.is_none() && self.task_b.is_none() && self.joint.is_empty();
         let bundled = d.bundled_data && no_train;
         if !bundled && no_train {
@@ -287,16 +310,19 @@ impl TrainArgs {
 
 /// `mtt train` / `task3` / `task4`: a bar on a terminal, plain progress lines otherwise. SIGINT
 /// and SIGTERM stop training after the current step with a checkpoint and its resume state
-/// (exit status 130).
+/// (exit status 130); before training starts they end the process at once, leaving nothing
+/// behind (also 130).
 pub fn run_train(args: &TrainArgs, defaults: &TrainDefaults, title: &str) -> Result<()> {
     set_threads(args.run.threads);
     let progress = if std::io::stderr().is_terminal() { Progress::Bar } else { Progress::Lines(Duration::from_secs(args.progress_every)) };
     let mut log = |line: &str| println!("{line}");
-    crate::resume::catch_stop_signals();
+    crate::signals::catch_stop_signals();
     let outcome = match &args.resume {
         Some(dir) => {
             println!("{title} --resume {}", dir.display());
-            resume(dir, progress, &mut log)
+            // --device moves the run (the default, auto, keeps the one it was started with).
+            let device = (args.run.device != "auto").then_some(args.run.device.as_str());
+            resume_on(dir, device, progress, &mut log)
         }
         None => {
             let cfg = args.to_config(defaults)?;
@@ -312,5 +338,46 @@ pub fn run_train(args: &TrainArgs, defaults: &TrainDefaults, title: &str) -> Res
             std::process::exit(130)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: TrainArgs,
+    }
+
+    #[test]
+    fn resume_refuses_every_setting_and_accepts_run_only_options() {
+        let cmd = Cmd::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" {
+                continue;
+            }
+            assert!(SETTINGS.contains(&id) != RUN_ONLY.contains(&id), "argument {id}: list it in SETTINGS or RUN_ONLY (exactly one)");
+        }
+        let ok = Cmd::try_parse_from(["t", "--resume", "d", "--progress-every", "5", "--threads", "1", "--device", "cpu"]);
+        assert!(ok.is_ok(), "{:?}", ok.err().map(|e| e.to_string()));
+        for flag in [["--epochs", "2"], ["--out", "x"], ["--seed", "3"]] {
+            let e = Cmd::try_parse_from(["t", "--resume", "d", flag[0], flag[1]]).err().expect("refused").to_string();
+            assert!(e.contains("cannot be used with") && e.contains(flag[0]), "{e}");
+        }
+        let e = Cmd::try_parse_from(["t", "--resume", "d", "--overwrite"]).err().expect("refused").to_string();
+        assert!(e.contains("cannot be used with"), "{e}");
+    }
+
+    #[test]
+    fn only_the_binaries_own_default_folder_is_replaced_without_overwrite() {
+        let parse = |a: &[&str]| Cmd::try_parse_from(std::iter::once("t").chain(a.iter().copied())).unwrap().args;
+        assert!(parse(&[]).to_config(&TrainDefaults::TASK4).unwrap().overwrite);
+        assert!(!parse(&["--out", "x"]).to_config(&TrainDefaults::TASK4).unwrap().overwrite);
+        assert!(parse(&["--out", "x", "--overwrite"]).to_config(&TrainDefaults::TASK4).unwrap().overwrite);
+        assert!(!parse(&["--out", "x", "--task-a", "a", "--task-b", "b"]).to_config(&TrainDefaults::MTT).unwrap().overwrite);
     }
 }
