@@ -32,9 +32,9 @@ enum Command {
     Serve(cli::ServeArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     cli::init_process();
-    match Mtt::parse().command {
+    cli::exit_code(match Mtt::parse().command {
         Command::Embed(a) => cli::run_embed(&a),
         Command::Doctor(a) => cli::run_doctor(&a),
         Command::Train(a) => cli::run_train(&a, &cli::TrainDefaults::MTT, "mtt train"),
@@ -44,5 +44,5 @@ fn main() -> anyhow::Result<()> {
         Command::Export(a) => cli::run_export(&a),
         Command::Import(a) => cli::run_import(&a),
         Command::Serve(a) => cli::run_serve(&a),
-    }
+    })
 }

@@ -12,7 +12,7 @@ struct Task1 {
     args: cli::EmbedArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     cli::init_process();
-    cli::run_task1(&Task1::parse().args)
+    cli::exit_code(cli::run_task1(&Task1::parse().args))
 }

@@ -14,7 +14,7 @@ struct Task2 {
     args: cli::Task2Args,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     cli::init_process();
-    cli::run_task2(&Task2::parse().args)
+    cli::exit_code(cli::run_task2(&Task2::parse().args))
 }

@@ -14,7 +14,7 @@ struct Task3 {
     args: cli::TrainArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     cli::init_process();
-    cli::run_train(&Task3::parse().args, &cli::TrainDefaults::TASK3, "Task 3: training with freezing (uniform learning rate 1e-4)")
+    cli::exit_code(cli::run_train(&Task3::parse().args, &cli::TrainDefaults::TASK3, "Task 3: training with freezing (uniform learning rate 1e-4)"))
 }

@@ -14,7 +14,7 @@ struct Task4 {
     args: cli::TrainArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     cli::init_process();
-    cli::run_train(&Task4::parse().args, &cli::TrainDefaults::TASK4, "Task 4: layer-wise learning rates (embeddings 1e-6, layers 1e-5, heads 1e-4)")
+    cli::exit_code(cli::run_train(&Task4::parse().args, &cli::TrainDefaults::TASK4, "Task 4: layer-wise learning rates (embeddings 1e-6, layers 1e-5, heads 1e-4)"))
 }

@@ -115,6 +115,36 @@ pub fn init_process() {
     }
 }
 
+/// How a binary ends: status 0, or the error's message chain on stderr (in anyhow's layout) and
+/// status 1. Never a stack backtrace, whatever `RUST_BACKTRACE` says: errors that reach here
+/// are the user's (a missing file, a bad value), and say what to do; panics keep theirs.
+pub fn exit_code(r: Result<()>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", error_report(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Error: message`, then its causes under `Caused by:` (numbered when there are several).
+pub fn error_report(e: &anyhow::Error) -> String {
+    let mut s = format!("Error: {e}");
+    let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+    if !causes.is_empty() {
+        s.push_str("\n\nCaused by:");
+        for (i, c) in causes.iter().enumerate() {
+            if causes.len() == 1 {
+                s.push_str(&format!("\n    {c}"));
+            } else {
+                s.push_str(&format!("\n    {i}: {c}"));
+            }
+        }
+    }
+    s
+}
+
 /// Prints a warning for tensors of a weights file that no variable took.
 pub fn warn_unexpected(report: &LoadReport) {
     if !report.unexpected.is_empty() {
