@@ -88,15 +88,15 @@ fn reduced_load_test_on_a_base_encoder() {
 fn a_checkpoint_serves_predict_like_mtt_predict_and_embed_like_mtt_embed() {
     let f = fixture();
     let mut c = config(&f, "ckpt");
-    c.max_steps = Some(3);
+    c.schedule.max_steps = Some(3);
     run(&c);
     let texts = texts();
-    let server = Server::start(MTT, &c.out, &[]);
+    let server = Server::start(MTT, &c.output.out, &[]);
     let body = serde_json::json!({ "texts": texts }).to_string();
     let (s, got, _) = call(&server.url, "/predict", &body);
     assert_eq!(s, 200, "{got}");
     let got: serde_json::Value = serde_json::from_str(&got).unwrap();
-    let mut child = Command::new(MTT).args(["predict", "--model", &c.out.display().to_string()]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(MTT).args(["predict", "--model", &c.output.out.display().to_string()]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all((texts.join("\n") + "\n").as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success());
@@ -114,7 +114,7 @@ fn a_checkpoint_serves_predict_like_mtt_predict_and_embed_like_mtt_embed() {
     }
     assert!(max_diff <= 1e-5, "probabilities differ from mtt predict's by {max_diff}");
     // /embed on the checkpoint: the fine-tuned encoder, as `mtt embed --model CHECKPOINT`.
-    let expected = reference_embeddings(MTT, &c.out, &texts);
+    let expected = reference_embeddings(MTT, &c.output.out, &texts);
     let (s, got, _) = call(&server.url, "/embed", &body);
     assert_eq!(s, 200);
     let got: serde_json::Value = serde_json::from_str(&got).unwrap();

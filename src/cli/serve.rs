@@ -1,4 +1,4 @@
-//! `mtt serve`: arguments, the tokio runtime, binding and graceful shutdown.
+//! `mtt serve`: arguments, the tokio runtime, binding and the shutdown report.
 
 use super::RunArgs;
 use crate::config::DEFAULT_MODEL_DIR;
@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Arguments of `mtt serve`.
 #[derive(Args, Debug, Clone)]
@@ -32,33 +33,78 @@ pub struct ServeArgs {
     /// Encoder precision: fp32, int8 (CPU only) or bf16 (see `mtt embed --help`).
     #[arg(long, default_value = "fp32")]
     pub precision: crate::precision::Precision,
+    /// Seconds a request's head (request line and headers) may take to arrive, counted from its
+    /// first byte; a connection slower than that (slowloris) is closed.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = positive_seconds)]
+    pub header_timeout: Duration,
+    /// Seconds a connection may sit with nothing moving before it is closed: no request in progress
+    /// and no byte received (new or kept-alive connections), a request body that stops arriving
+    /// (answered 408), or a response the client stops reading. Time spent waiting for the model
+    /// never counts.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = positive_seconds)]
+    pub idle_timeout: Duration,
+    /// Grace period on SIGTERM/SIGINT, in seconds: the server stops accepting, closes idle and
+    /// half-sent connections at once, and lets requests in flight finish for at most this long;
+    /// then it cuts the connections left (printing how many) and exits 0.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = seconds)]
+    pub shutdown_timeout: Duration,
+    /// Most connections open at once; one more is answered 503 (JSON, Retry-After: 1) and closed
+    /// (counted in /metrics as mtt_connections_refused_total).
+    #[arg(long, default_value_t = ServeConfig::default().max_connections)]
+    pub max_connections: usize,
     #[command(flatten)]
     pub run: RunArgs,
 }
 
+/// A duration in seconds (fractions allowed), zero or more.
+fn seconds(s: &str) -> std::result::Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    Duration::try_from_secs_f64(v).map_err(|_| format!("'{s}': a number of seconds from 0 up"))
+}
+
+/// A duration in seconds (fractions allowed), more than zero.
+fn positive_seconds(s: &str) -> std::result::Result<Duration, String> {
+    seconds(s).and_then(|d| if d.is_zero() { Err(format!("'{s}': must be more than 0 seconds")) } else { Ok(d) })
+}
+
 /// `mtt serve`: loads the model, listens, serves until SIGINT/SIGTERM, then finishes the
-/// requests in flight and exits 0.
+/// requests in flight within the grace period (cutting what is left) and exits 0.
 pub fn run_serve(a: &ServeArgs) -> Result<()> {
     let device = a.run.setup()?;
     let engine = Engine::load(&a.model, device, a.precision).with_context(|| format!("loading model {}", a.model.display()))?;
     let multitask = engine.labels().is_some();
-    let cfg = ServeConfig { max_body_bytes: a.max_body_bytes, max_texts: a.max_texts.max(1), queue_capacity: a.queue_capacity.max(1), token_budget: a.token_budget.max(1) };
+    let cfg = ServeConfig {
+        max_body_bytes: a.max_body_bytes,
+        max_texts: a.max_texts.max(1),
+        queue_capacity: a.queue_capacity.max(1),
+        token_budget: a.token_budget.max(1),
+        header_timeout: a.header_timeout,
+        idle_timeout: a.idle_timeout,
+        shutdown_timeout: a.shutdown_timeout,
+        max_connections: a.max_connections.max(1),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the tokio runtime")?;
     let service = Service::start(engine, &a.model.display().to_string(), cfg);
-    let Service { router, model_thread } = service;
-    rt.block_on(async move {
+    let report = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.addr).await.with_context(|| format!("binding {}", a.addr))?;
         let local = listener.local_addr()?;
+        let signal = shutdown_signal();
         println!(
             "mtt serve: {} ({}) listening on http://{local}",
             a.model.display(),
             if multitask { "multi-task checkpoint: /embed, /predict" } else { "base encoder: /embed" }
         );
         std::io::stdout().flush()?;
-        axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await.context("serving")?;
-        anyhow::Ok(())
+        anyhow::Ok(service.serve(listener, signal).await)
     })?;
-    let _ = model_thread.join();
+    if report.cut > 0 {
+        println!(
+            "mtt serve: the {} s grace period ran out: cut {} connection{} still open",
+            a.shutdown_timeout.as_secs_f64(),
+            report.cut,
+            if report.cut == 1 { "" } else { "s" }
+        );
+    }
     println!("mtt serve: stopped");
     Ok(())
 }
