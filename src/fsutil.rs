@@ -1,5 +1,6 @@
 //! Owns how the project writes files it must never leave half-written: atomic writes (a
-//! temporary file in the same folder, then a rename) and the up-front check of an output folder.
+//! temporary file in the same folder, then a rename), the up-front check of an output folder,
+//! and the SHA-256 checksums that files are checked by.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_with(path, |tmp| std::fs::write(tmp, bytes).map_err(|e| Error::io(tmp, e)))
 }
 
-/// Runs `write` on a temporary path next to `path`, then renames it into place. On failure the
+/// Runs the closure `write` on a temporary path next to `path`, then renames it into place. On failure the
 /// temporary file is removed and `path` is left as it was.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = tmp_path(path);
@@ -25,6 +26,26 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
         return Err(e);
     }
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Lower-case hex of `digest`.
+pub fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `bytes`, in hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(bytes))
+}
+
+/// SHA-256 of the file at `path`, in hex (read in a stream).
+pub fn file_sha256(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
+    Ok(hex(&h.finalize()))
 }
 
 /// Makes sure results can be written into folder `dir` before any long work starts: creates it

@@ -2,7 +2,7 @@
 //! class probabilities and evaluation by `embed`, `predict`, `eval`, `task2` and the trainer's
 //! dev pass. Runs without gradients and with dropout off; rows come back in input order.
 
-use crate::batch;
+use crate::padding;
 use crate::data::{Example, Task};
 use crate::error::{invalid, Result};
 use crate::metrics::{task_metrics, TaskMetrics};
@@ -47,9 +47,9 @@ pub fn batched(
     let mut out: Vec<Tensor> = widths.iter().map(|&w| Tensor::zeros([n, w], (Kind::Float, Device::Cpu))).collect();
     let _guard = tch::no_grad_guard();
     let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
-    for rows in batch::length_sorted_batches(&lens, b.batch_size, b.token_budget) {
+    for rows in padding::length_sorted_batches(&lens, b.batch_size, b.token_budget) {
         let seqs: Vec<&[i64]> = rows.iter().map(|&i| ids[i].as_slice()).collect();
-        let (input, mask) = batch::pad(&seqs, b.pad_id, device);
+        let (input, mask) = padding::pad(&seqs, b.pad_id, device);
         let index = Tensor::from_slice(&rows.iter().map(|&i| i as i64).collect::<Vec<_>>());
         for (dst, v) in out.iter_mut().zip(f(&input, &mask)) {
             let _ = dst.index_copy_(0, &index, &v.to_kind(Kind::Float).to_device(Device::Cpu));

@@ -16,7 +16,7 @@
 //!   (libtorch's oneDNN kernels; fast only where the CPU has AVX512-BF16 or AMX, see
 //!   `mtt doctor`); pooling runs in fp32 on the bf16 token vectors.
 
-use crate::batch::{length_sorted_batches, pad};
+use crate::padding::{length_sorted_batches, pad};
 use crate::device::CpuFeatures;
 use crate::error::{invalid, Error, Result};
 use crate::tokenizer::SentenceTokenizer;

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{config, fixture, run, Fixture};
-use multi_task_transformer::output::{OutputLock, LOCK_FILE};
+use multi_task_transformer::train::output::{OutputLock, LOCK_FILE};
 use multi_task_transformer::train::{train, Progress};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -118,7 +118,7 @@ fn a_second_trainer_on_the_same_folder_fails_at_once_naming_the_holder() {
 fn a_non_finite_loss_on_a_fresh_folder_says_nothing_was_saved() {
     let f = fixture();
     let mut bad = config(&f, "fresh-nan");
-    bad.lr_overrides = vec![("".into(), 1e30)];
+    bad.optimizer.lr_overrides = vec![("".into(), 1e30)];
     let e = train(&bad, Progress::Off, &mut |_: &str| {}).err().expect("a non-finite loss must stop training").to_string();
     assert!(e.contains("holds no checkpoint: the run stopped before the end of its first epoch"), "{e}");
     assert!(!e.contains("left as it was"), "{e}");
@@ -129,7 +129,7 @@ fn a_non_finite_loss_on_a_fresh_folder_says_nothing_was_saved() {
 fn a_task_without_rows_shows_no_rows_instead_of_nan() {
     let f = fixture();
     let mut c = config(&f, "only-a");
-    c.only_task = Some(multi_task_transformer::data::Task::A);
+    c.data.only_task = Some(multi_task_transformer::data::Task::A);
     let (_, lines) = run(&c);
     let epoch = lines.iter().find(|l| l.starts_with("Epoch [1/1]")).expect("an epoch line");
     assert!(epoch.contains("Loss Task B: no rows") && !epoch.contains("NaN"), "{epoch}");

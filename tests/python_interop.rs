@@ -61,8 +61,8 @@ fn max_diff(x: &[Vec<f64>], y: &serde_json::Value) -> f64 {
 fn checkpoints_go_to_python_and_back() {
     let f = fixture();
     let mut c = config(&f, "ckpt");
-    c.epochs = 2;
-    c.lr_overrides = vec![("".into(), 1e-2)];
+    c.schedule.epochs = 2;
+    c.optimizer.lr_overrides = vec![("".into(), 1e-2)];
     run(&c);
     let ckpt = f.root.join("ckpt");
     let texts = f.root.join("texts.txt");
@@ -123,7 +123,7 @@ fn checkpoints_go_to_python_and_back() {
 fn torchrun_continues_a_checkpoint_on_two_processes() {
     let f = fixture();
     let mut c = config(&f, "ckpt");
-    c.lr_plan = multi_task_transformer::optim::LrPreset::Uniform;
+    c.optimizer.lr_plan = multi_task_transformer::optim::LrPreset::Uniform;
     run(&c);
     let ckpt = f.root.join("ckpt");
     let out = f.root.join("ddp");

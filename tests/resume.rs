@@ -8,8 +8,8 @@ mod common;
 use common::{config, fixture, run, Fixture};
 use multi_task_transformer::freeze::Freeze;
 use multi_task_transformer::optim::LrPreset;
-use multi_task_transformer::resume::{OPTIMIZER_FILE, RESUME_DIR};
-use multi_task_transformer::train::{self, LossWeighting, Progress, RunMetrics, TrainConfig};
+use multi_task_transformer::train::state::{OPTIMIZER_FILE, RESUME_DIR};
+use multi_task_transformer::train::{self, LossWeighting, Progress, RunControl, RunMetrics, TrainConfig};
 use multi_task_transformer::Error;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -26,35 +26,35 @@ fn metrics(dir: &Path) -> RunMetrics {
 /// 16 rows in batches of 4: 4 steps per epoch, 3 epochs.
 fn base(f: &Fixture, out: &str) -> TrainConfig {
     let mut c = config(f, out);
-    c.epochs = 3;
-    c.lr_plan = LrPreset::Uniform;
-    c.lr_overrides = vec![("encoder".into(), 1e-3), ("classification_head".into(), 1e-2), ("sentiment_head".into(), 1e-2)];
+    c.schedule.epochs = 3;
+    c.optimizer.lr_plan = LrPreset::Uniform;
+    c.optimizer.lr_overrides = vec![("encoder".into(), 1e-3), ("classification_head".into(), 1e-2), ("sentiment_head".into(), 1e-2)];
     c.head_dropout = Some(0.2);
-    c.optim.adamw = true;
-    c.optim.weight_decay = 0.01;
-    c.optim.clip_norm = Some(1.0);
-    c.optim.warmup_steps = 2;
-    c.optim.linear_decay = true;
+    c.optimizer.optim.adamw = true;
+    c.optimizer.optim.weight_decay = 0.01;
+    c.optimizer.optim.clip_norm = Some(1.0);
+    c.optimizer.optim.warmup_steps = 2;
+    c.optimizer.optim.linear_decay = true;
     c
 }
 
 /// Trains `c` stopping after `stop_at`, resumes, and checks the result against `full`.
 fn stop_and_resume(c: &TrainConfig, stop_at: usize, full: &Path) {
-    let mut cut = c.clone();
-    cut.interrupt_after = Some(stop_at);
+    let cut = c.clone();
     let mut lines = Vec::new();
-    let e = train::train(&cut, Progress::Off, &mut |l: &str| lines.push(l.to_string())).err().expect("the run must stop");
+    let ctl = RunControl { interrupt_after: Some(stop_at), ..RunControl::new(Progress::Off) };
+    let e = train::train_with(&cut, &ctl, &mut |l: &str| lines.push(l.to_string())).err().expect("the run must stop");
     match &e {
         Error::Interrupted { step, .. } => assert_eq!(*step, stop_at),
         other => panic!("expected an interruption, got {other}"),
     }
-    assert!(e.to_string().contains(&format!("mtt train --resume {}", c.out.display())), "{e}");
-    assert!(c.out.join(RESUME_DIR).join("state.json").is_file());
+    assert!(e.to_string().contains(&format!("mtt train --resume {}", c.output.out.display())), "{e}");
+    assert!(c.output.out.join(RESUME_DIR).join("state.json").is_file());
     let mut lines = Vec::new();
-    train::resume(&c.out, Progress::Off, &mut |l: &str| lines.push(l.to_string())).unwrap_or_else(|e| panic!("{e}\n{lines:?}"));
+    train::resume(&c.output.out, Progress::Off, &mut |l: &str| lines.push(l.to_string())).unwrap_or_else(|e| panic!("{e}\n{lines:?}"));
     assert!(lines[0].starts_with("resuming"), "{lines:?}");
-    assert!(weights(&c.out) == weights(full), "stopped after step {stop_at}: resumed weights differ from the uninterrupted run's");
-    let (a, b) = (metrics(&c.out), metrics(full));
+    assert!(weights(&c.output.out) == weights(full), "stopped after step {stop_at}: resumed weights differ from the uninterrupted run's");
+    let (a, b) = (metrics(&c.output.out), metrics(full));
     assert_eq!(a.step_losses, b.step_losses, "stopped after step {stop_at}");
     assert_eq!(a.epochs.len(), b.epochs.len());
     for (x, y) in a.epochs.iter().zip(&b.epochs) {
@@ -70,10 +70,10 @@ fn resumed_runs_end_bitwise_equal_to_uninterrupted_ones() {
     run(&full);
     // Mid-epoch (epoch 2, batch 2 of 4), and exactly at the end of epoch 1.
     for stop_at in [6, 4] {
-        stop_and_resume(&base(&f, &format!("cut-{stop_at}")), stop_at, &full.out);
+        stop_and_resume(&base(&f, &format!("cut-{stop_at}")), stop_at, &full.output.out);
     }
     // A finished run has nothing to resume.
-    let e = train::resume(&full.out, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
+    let e = train::resume(&full.output.out, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
     assert!(e.contains("nothing to resume"), "{e}");
 }
 
@@ -81,36 +81,36 @@ fn resumed_runs_end_bitwise_equal_to_uninterrupted_ones() {
 fn uncertainty_weighting_and_cached_heads_resume_bitwise() {
     let f = fixture();
     let mut u = base(&f, "u-full");
-    u.loss_weighting = LossWeighting::Uncertainty;
+    u.optimizer.loss_weighting = LossWeighting::Uncertainty;
     run(&u);
     let mut cut = u.clone();
-    cut.out = f.root.join("u-cut");
-    stop_and_resume(&cut, 7, &u.out);
+    cut.output.out = f.root.join("u-cut");
+    stop_and_resume(&cut, 7, &u.output.out);
 
     let mut h = config(&f, "h-full");
-    h.epochs = 3;
-    h.freeze = Freeze::Encoder;
-    h.lr_plan = LrPreset::Uniform;
-    h.lr_overrides = vec![("classification_head".into(), 3e-2), ("sentiment_head".into(), 3e-2)];
+    h.schedule.epochs = 3;
+    h.optimizer.freeze = Freeze::Encoder;
+    h.optimizer.lr_plan = LrPreset::Uniform;
+    h.optimizer.lr_overrides = vec![("classification_head".into(), 3e-2), ("sentiment_head".into(), 3e-2)];
     let (out, _) = run(&h);
     assert!(out.metrics.cached);
     let mut cut = h.clone();
-    cut.out = f.root.join("h-cut");
-    stop_and_resume(&cut, 5, &h.out);
+    cut.output.out = f.root.join("h-cut");
+    stop_and_resume(&cut, 5, &h.output.out);
 }
 
 #[test]
 fn a_damaged_resume_state_is_refused_naming_the_file() {
     let f = fixture();
-    let mut c = base(&f, "cut");
-    c.interrupt_after = Some(3);
-    assert!(train::train(&c, Progress::Off, &mut |_: &str| {}).is_err());
-    let p = c.out.join(RESUME_DIR).join(OPTIMIZER_FILE);
+    let c = base(&f, "cut");
+    let ctl = RunControl { interrupt_after: Some(3), ..RunControl::new(Progress::Off) };
+    assert!(train::train_with(&c, &ctl, &mut |_: &str| {}).is_err());
+    let p = c.output.out.join(RESUME_DIR).join(OPTIMIZER_FILE);
     let mut bytes = std::fs::read(&p).unwrap();
     let n = bytes.len();
     bytes[n / 2] ^= 0x10;
     std::fs::write(&p, bytes).unwrap();
-    let e = train::resume(&c.out, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
+    let e = train::resume(&c.output.out, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
     assert!(e.contains(OPTIMIZER_FILE) && e.contains("SHA-256"), "{e}");
 }
 

@@ -15,16 +15,16 @@ use multi_task_transformer::train::LossWeighting;
 fn cached_and_uncached_frozen_encoder_give_the_same_losses() {
     let f = fixture();
     let mut c = config(&f, "cached");
-    c.freeze = Freeze::Encoder;
-    c.lr_plan = LrPreset::Uniform;
-    c.lr_overrides = vec![("".into(), 1e-2)];
-    c.epochs = 3;
-    c.ood_b = Some(f.task_b.clone());
+    c.optimizer.freeze = Freeze::Encoder;
+    c.optimizer.lr_plan = LrPreset::Uniform;
+    c.optimizer.lr_overrides = vec![("".into(), 1e-2)];
+    c.schedule.epochs = 3;
+    c.data.ood_b = Some(f.task_b.clone());
     let (cached, lines) = run(&c);
     assert!(cached.metrics.cached, "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("computed once")), "{lines:?}");
-    c.cache = false;
-    c.out = f.root.join("uncached");
+    c.schedule.cache = false;
+    c.output.out = f.root.join("uncached");
     let (plain, _) = run(&c);
     assert!(!plain.metrics.cached);
     let (a, b) = (&cached.metrics.step_losses, &plain.metrics.step_losses);
@@ -54,24 +54,24 @@ fn cached_and_uncached_frozen_encoder_give_the_same_losses() {
 fn a_cache_folder_is_reused_and_a_damaged_file_rebuilt() {
     let f = fixture();
     let mut c = config(&f, "first");
-    c.freeze = Freeze::Encoder;
-    c.cache_dir = Some(f.root.join("cache"));
+    c.optimizer.freeze = Freeze::Encoder;
+    c.schedule.cache_dir = Some(f.root.join("cache"));
     let (first, _) = run(&c);
     let files: Vec<_> = std::fs::read_dir(f.root.join("cache")).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 2, "train and dev sets (no ood set): {files:?}");
-    c.out = f.root.join("second");
+    c.output.out = f.root.join("second");
     let (second, lines) = run(&c);
     assert!(lines.iter().any(|l| l.contains("loaded from the cache")), "{lines:?}");
     assert_eq!(first.metrics.step_losses, second.metrics.step_losses);
     // A damaged file is reported, rebuilt, and the run goes on.
     std::fs::write(&files[0], b"not a safetensors file").unwrap();
-    c.out = f.root.join("third");
+    c.output.out = f.root.join("third");
     let (third, lines) = run(&c);
     assert!(lines.iter().any(|l| l.starts_with("warning: cache file ignored and rebuilt") && l.contains(&*files[0].to_string_lossy())), "{lines:?}");
     assert_eq!(first.metrics.step_losses, third.metrics.step_losses);
     // Another pooling is another cache entry.
     c.pooling = Some("max".into());
-    c.out = f.root.join("max");
+    c.output.out = f.root.join("max");
     run(&c);
     assert_eq!(std::fs::read_dir(f.root.join("cache")).unwrap().count(), 4);
 }
@@ -81,17 +81,17 @@ fn per_task_sampling_trains_each_batch_on_one_task() {
     let f = fixture();
     for sampling in [TaskSampling::RoundRobin, TaskSampling::Temperature(2.0)] {
         let mut c = config(&f, &format!("sampling-{sampling}"));
-        c.sampling = sampling;
-        c.lr_plan = LrPreset::Uniform;
-        c.lr_overrides = vec![("".into(), 3e-3)];
-        c.epochs = 15;
+        c.schedule.sampling = sampling;
+        c.optimizer.lr_plan = LrPreset::Uniform;
+        c.optimizer.lr_overrides = vec![("".into(), 3e-3)];
+        c.schedule.epochs = 15;
         let (out, lines) = run(&c);
         let m = &out.metrics;
         assert_eq!(m.epochs[0].steps, 4, "as many batches as mixed sampling");
         let first: f64 = m.step_losses[..4].iter().sum();
         let last: f64 = m.step_losses[m.step_losses.len() - 4..].iter().sum();
         assert!(last < first / 2.0, "{sampling}: {first} -> {last}\n{lines:?}");
-        let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(c.out.join("config.json")).unwrap()).unwrap();
+        let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(c.output.out.join("config.json")).unwrap()).unwrap();
         assert_eq!(saved["training"]["sampling"], sampling.to_string());
     }
 }
@@ -100,21 +100,21 @@ fn per_task_sampling_trains_each_batch_on_one_task() {
 fn uncertainty_weighting_learns_and_saves_its_log_variances() {
     let f = fixture();
     let mut c = config(&f, "uncertainty");
-    c.loss_weighting = LossWeighting::Uncertainty;
-    c.lr_plan = LrPreset::Uniform;
-    c.epochs = 3;
+    c.optimizer.loss_weighting = LossWeighting::Uncertainty;
+    c.optimizer.lr_plan = LrPreset::Uniform;
+    c.schedule.epochs = 3;
     let (out, lines) = run(&c);
     let s = out.metrics.epochs.last().unwrap().loss_log_vars.expect("recorded");
     assert!(s[0] != 0.0 && s[1] != 0.0, "log-variances moved from 0: {s:?}");
     assert!(out.metrics.trainable_subsets.iter().any(|(n, r)| n == "loss_weighting" && *r == 1e-2), "{lines:?}");
-    let saved = MultiTask::read_config(&c.out).unwrap();
+    let saved = MultiTask::read_config(&c.output.out).unwrap();
     assert_eq!(saved.loss_log_vars, Some(s));
     // Continuing from the checkpoint starts from the saved values.
     let mut c2 = config(&f, "continued");
-    c2.model = c.out.clone();
-    c2.loss_weighting = LossWeighting::Uncertainty;
-    c2.lr_overrides = vec![("".into(), 0.0)];
-    c2.loss_weighting_lr = 1e-12;
+    c2.model = c.output.out.clone();
+    c2.optimizer.loss_weighting = LossWeighting::Uncertainty;
+    c2.optimizer.lr_overrides = vec![("".into(), 0.0)];
+    c2.optimizer.loss_weighting_lr = 1e-12;
     let (out2, _) = run(&c2);
     let s2 = out2.metrics.epochs[0].loss_log_vars.unwrap();
     assert!((s2[0] - s[0]).abs() < 1e-6 && (s2[1] - s[1]).abs() < 1e-6, "{s:?} -> {s2:?}");
@@ -125,15 +125,15 @@ fn patience_stops_when_dev_stops_improving() {
     let f = fixture();
     let mut c = config(&f, "patience");
     // Nothing moves (every rate 0): dev accuracy never improves after the first epoch.
-    c.lr_overrides = vec![("".into(), 0.0)];
-    c.epochs = 10;
-    c.patience = Some(2);
+    c.optimizer.lr_overrides = vec![("".into(), 0.0)];
+    c.schedule.epochs = 10;
+    c.schedule.patience = Some(2);
     let (out, lines) = run(&c);
     assert_eq!(out.metrics.epochs.len(), 3, "{lines:?}");
     assert_eq!(out.metrics.early_stopped_epoch, Some(3));
     assert!(lines.iter().any(|l| l.starts_with("early stop: mean dev accuracy has not improved for 2 epoch(s)")), "{lines:?}");
-    c.dev_a = None;
-    c.dev_b = None;
+    c.data.dev_a = None;
+    c.data.dev_b = None;
     let e = multi_task_transformer::train::train(&c, multi_task_transformer::train::Progress::Off, &mut |_| {}).err().unwrap();
     assert!(e.to_string().contains("patience needs dev data"), "{e}");
 }
@@ -144,9 +144,9 @@ fn pooling_is_a_training_choice_saved_with_the_checkpoint() {
     let mut c = config(&f, "max");
     c.pooling = Some("max".into());
     let (out, _) = run(&c);
-    let saved = MultiTask::read_config(&c.out).unwrap();
+    let saved = MultiTask::read_config(&c.output.out).unwrap();
     assert_eq!(saved.encoder.pooling.describe(), "max");
-    let (clf, _) = multi_task_transformer::Classifier::load(&c.out, tch::Device::Cpu).unwrap();
+    let (clf, _) = multi_task_transformer::Classifier::load(&c.output.out, tch::Device::Cpu).unwrap();
     let ex = clf.examples(&[multi_task_transformer::data::read_labelled(&f.task_b, Some(multi_task_transformer::data::Task::B)).unwrap()]).unwrap();
     let m = multi_task_transformer::infer::evaluate(&clf.model, &ex, Batching::fixed(3, clf.tokenizer.pad_id())).unwrap();
     assert_eq!(m["task_b"].accuracy, out.metrics.epochs[0].dev["task_b"].accuracy);

@@ -6,7 +6,8 @@ mod common;
 
 use common::{config, fixture, run, Fixture, TASK_A, TASK_B};
 
-use multi_task_transformer::batch::{make_batch, pad, Batch, Draw, Source};
+use multi_task_transformer::batch::{make_batch, Batch, Draw, Source};
+use multi_task_transformer::padding::pad;
 use multi_task_transformer::data::{self, Example, Labels, Task};
 use multi_task_transformer::freeze::Freeze;
 use multi_task_transformer::infer::{self, Batching};
@@ -182,10 +183,10 @@ fn a_task_a_only_batch_after_a_mixed_batch_leaves_the_sentiment_head_untouched()
 
 fn overfit_config(f: &Fixture, out: &str) -> TrainConfig {
     let mut c = config(f, out);
-    c.lr_plan = LrPreset::Uniform;
-    c.lr_overrides = vec![("".into(), 3e-3)];
-    c.epochs = 60;
-    c.batch_size = 8;
+    c.optimizer.lr_plan = LrPreset::Uniform;
+    c.optimizer.lr_overrides = vec![("".into(), 3e-3)];
+    c.schedule.epochs = 60;
+    c.schedule.batch_size = 8;
     c
 }
 
@@ -206,7 +207,7 @@ fn overfits_eight_examples_to_full_accuracy() {
 fn save_best_keeps_the_best_dev_epoch() {
     let f = fixture();
     let mut c = overfit_config(&f, "best");
-    c.save_best = true;
+    c.output.save_best = true;
     let (out, lines) = run(&c);
     let m = &out.metrics;
     let score = |e: usize| m.epochs[e - 1].dev.values().map(|d| d.accuracy).sum::<f64>() / 2.0;
@@ -230,8 +231,8 @@ fn max_steps_on_an_epoch_boundary_stops_right_there() {
     let f = fixture();
     // 16 rows, batch 4: 4 steps per epoch.
     let mut c = config(&f, "limit");
-    c.epochs = 3;
-    c.max_steps = Some(4);
+    c.schedule.epochs = 3;
+    c.schedule.max_steps = Some(4);
     let (out, lines) = run(&c);
     let m = &out.metrics;
     assert_eq!(m.epochs.len(), 1, "{lines:?}");
@@ -240,12 +241,12 @@ fn max_steps_on_an_epoch_boundary_stops_right_there() {
     assert!(!lines.iter().any(|l| l.contains("NaN")), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("stopped at the step limit (4 optimizer steps)")), "{lines:?}");
     // A limit equal to the whole plan is not an early stop (the same folder: replaced on request).
-    c.overwrite = true;
-    c.max_steps = Some(12);
+    c.output.overwrite = true;
+    c.schedule.max_steps = Some(12);
     let (out, _) = run(&c);
     assert_eq!((out.metrics.epochs.len(), out.metrics.step_losses.len(), out.metrics.stopped_early), (3, 12, false));
     // A limit inside an epoch ends that epoch early and saves it.
-    c.max_steps = Some(6);
+    c.schedule.max_steps = Some(6);
     let (out, _) = run(&c);
     let steps: Vec<usize> = out.metrics.epochs.iter().map(|e| e.steps).collect();
     assert_eq!((steps, out.metrics.saved_epoch), (vec![4, 2], Some(2)));
@@ -256,8 +257,8 @@ fn same_seed_gives_identical_losses_and_another_seed_does_not() {
     let f = fixture();
     let losses = |seed: u64, out: &str| {
         let mut c = config(&f, out);
-        c.seed = seed;
-        c.epochs = 2;
+        c.schedule.seed = seed;
+        c.schedule.epochs = 2;
         c.head_dropout = Some(0.1);
         run(&c).0.metrics.step_losses
     };
@@ -269,7 +270,7 @@ fn same_seed_gives_identical_losses_and_another_seed_does_not() {
 fn logits_of(clf: &Classifier, texts: &[&str]) -> (Tensor, Tensor) {
     let ids = clf.tokenizer.encode_all(texts);
     let seqs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
-    let (x, m) = multi_task_transformer::batch::pad(&seqs, clf.tokenizer.pad_id(), Device::Cpu);
+    let (x, m) = multi_task_transformer::padding::pad(&seqs, clf.tokenizer.pad_id(), Device::Cpu);
     let l = tch::no_grad(|| clf.model.forward_t(&x, &m, false));
     (l.a, l.b)
 }
@@ -278,7 +279,7 @@ fn logits_of(clf: &Classifier, texts: &[&str]) -> (Tensor, Tensor) {
 fn save_then_load_gives_identical_logits_and_seed_names() {
     let f = fixture();
     let mut c = config(&f, "ckpt");
-    c.max_steps = Some(3);
+    c.schedule.max_steps = Some(3);
     let (out, _) = run(&c);
     assert!(out.metrics.stopped_early);
     let dir = f.root.join("ckpt");
@@ -303,7 +304,7 @@ fn save_then_load_gives_identical_logits_and_seed_names() {
 fn continuing_from_a_checkpoint_honours_head_dropout() {
     let f = fixture();
     let mut c = config(&f, "drop1");
-    c.max_steps = Some(2);
+    c.schedule.max_steps = Some(2);
     c.head_dropout = Some(0.1);
     run(&c);
     let first = f.root.join("drop1");
@@ -311,12 +312,12 @@ fn continuing_from_a_checkpoint_honours_head_dropout() {
     // Not given: the checkpoint's own value carries on.
     let mut cont = config(&f, "drop2");
     cont.model = first.clone();
-    cont.max_steps = Some(2);
+    cont.schedule.max_steps = Some(2);
     run(&cont);
     assert_eq!(MultiTask::read_config(&f.root.join("drop2")).unwrap().head_dropout, 0.1);
     // Given: it replaces the checkpoint's.
     cont.head_dropout = Some(0.3);
-    cont.out = f.root.join("drop3");
+    cont.output.out = f.root.join("drop3");
     run(&cont);
     assert_eq!(MultiTask::read_config(&f.root.join("drop3")).unwrap().head_dropout, 0.3);
 }
@@ -330,8 +331,8 @@ fn non_finite_loss_stops_with_an_error_and_keeps_the_last_checkpoint() {
     let saved = std::fs::read(&weights).unwrap();
     // An absurd rate sends the weights to ~1e30 after one step; the next loss is not finite.
     let mut bad = config(&f, "nan");
-    bad.overwrite = true;
-    bad.lr_overrides = vec![("".into(), 1e30)];
+    bad.output.overwrite = true;
+    bad.optimizer.lr_overrides = vec![("".into(), 1e30)];
     let e = train(&bad, Progress::Off, &mut |_: &str| {}).err().expect("a non-finite loss must stop training").to_string();
     assert!(e.contains("loss became NaN") || e.contains("loss became inf"), "{e}");
     assert!(e.contains("nan still holds an earlier run's checkpoint, left as it was"), "{e}");
@@ -342,7 +343,7 @@ fn non_finite_loss_stops_with_an_error_and_keeps_the_last_checkpoint() {
 fn freeze_all_evaluates_without_training() {
     let f = fixture();
     let mut c = config(&f, "all");
-    c.freeze = Freeze::All;
+    c.optimizer.freeze = Freeze::All;
     let (out, lines) = run(&c);
     assert!(out.metrics.step_losses.is_empty());
     assert!(lines.iter().any(|l| l.contains("evaluation only")), "{lines:?}");
@@ -355,14 +356,14 @@ fn bad_settings_fail_before_any_training() {
     let mut c = config(&f, "err");
     let dev = f.root.join("dev.tsv");
     std::fs::write(&dev, "text\tlabel\nwhat is it ?\tENTY\nwho ?\tDESC\n").unwrap();
-    c.dev_a = Some(dev);
+    c.data.dev_a = Some(dev);
     let e = train(&c, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
     assert!(e.contains("dev.tsv:3: task_a label 'DESC' was never seen in training"), "{e}");
     let mut c = config(&f, "err2");
-    c.lr_overrides = vec![("encoder.decoder".into(), 1e-3)];
+    c.optimizer.lr_overrides = vec![("encoder.decoder".into(), 1e-3)];
     let e = train(&c, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
     assert!(e.contains("'encoder.decoder' matches no subset"), "{e}");
-    c.lr_overrides = vec![("encoder.encoder.layer.0.attention".into(), 1e-3)];
+    c.optimizer.lr_overrides = vec![("encoder.encoder.layer.0.attention".into(), 1e-3)];
     let e = train(&c, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string();
     assert!(e.contains("lies inside the subset encoder.encoder.layer.0"), "{e}");
     // An output path that is a file is refused before the model is even loaded.
@@ -373,8 +374,8 @@ fn bad_settings_fail_before_any_training() {
     let e = train(&c, Progress::Off, &mut |l: &str| lines.push(l.to_string())).err().unwrap().to_string();
     assert!(e.contains("taken exists and is not a folder"), "{e}");
     assert!(lines.is_empty(), "{lines:?}");
-    c.out = f.root.join("fine");
-    c.batch_size = 0;
+    c.output.out = f.root.join("fine");
+    c.schedule.batch_size = 0;
     assert!(train(&c, Progress::Off, &mut |_: &str| {}).err().unwrap().to_string().contains("batch_size must be at least 1"));
 }
 

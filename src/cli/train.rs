@@ -9,12 +9,13 @@ use crate::freeze::Freeze;
 use crate::optim::{parse_lr_override, LrPreset, OptimConfig};
 use crate::batch::TaskSampling;
 use crate::error::Error;
-use crate::train::{resume_on, train, LossWeighting, Progress, TrainConfig};
+use crate::train::{resume_with, train_with, LossWeighting, Progress, RunControl, StopFlag, TrainConfig};
 use anyhow::Result;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// clap parser for `--freeze`: any [`Freeze`] name; `--help` lists them.
@@ -253,57 +254,56 @@ impl TrainArgs {
         // job twice must work. A folder the user names needs --overwrite.
         let overwrite = self.overwrite || (self.out.is_none() && d.out.is_some());
         let mut c = TrainConfig::new(self.model.clone(), out);
-        c.overwrite = overwrite;
+        c.output.overwrite = overwrite;
         let no_train = self.task_a.is_none() && self.task_b.is_none() && self.joint.is_empty();
         let bundled = d.bundled_data && no_train;
         if !bundled && no_train {
             anyhow::bail!("no training data: pass --task-a FILE and --task-b FILE (or --train JOINT_FILE)");
         }
         let pick = |given: &Option<PathBuf>, default: &str| given.clone().or_else(|| bundled.then(|| PathBuf::from(default)));
-        c.task_a = pick(&self.task_a, bundled::TASK_A);
-        c.task_b = pick(&self.task_b, bundled::TASK_B);
-        c.joint = self.joint.clone();
+        c.data.task_a = pick(&self.task_a, bundled::TASK_A);
+        c.data.task_b = pick(&self.task_b, bundled::TASK_B);
+        c.data.joint = self.joint.clone();
         let no_dev = self.dev_a.is_none() && self.dev_b.is_none() && self.dev_joint.is_empty();
         let bundled_dev = bundled && no_dev;
-        c.dev_a = self.dev_a.clone().or_else(|| bundled_dev.then(|| PathBuf::from(bundled::DEV_A)));
-        c.dev_b = self.dev_b.clone().or_else(|| bundled_dev.then(|| PathBuf::from(bundled::DEV_B)));
-        c.dev_joint = self.dev_joint.clone();
-        c.freeze = self.freeze.unwrap_or(d.freeze);
-        c.lr_plan = self.lr_plan.unwrap_or(d.lr_plan);
-        c.lr_overrides = self.lr.clone();
-        c.layer_decay = self.layer_decay;
-        c.optim = OptimConfig {
+        c.data.dev_a = self.dev_a.clone().or_else(|| bundled_dev.then(|| PathBuf::from(bundled::DEV_A)));
+        c.data.dev_b = self.dev_b.clone().or_else(|| bundled_dev.then(|| PathBuf::from(bundled::DEV_B)));
+        c.data.dev_joint = self.dev_joint.clone();
+        c.optimizer.freeze = self.freeze.unwrap_or(d.freeze);
+        c.optimizer.lr_plan = self.lr_plan.unwrap_or(d.lr_plan);
+        c.optimizer.lr_overrides = self.lr.clone();
+        c.optimizer.layer_decay = self.layer_decay;
+        c.optimizer.optim = OptimConfig {
             adamw: self.adamw.is_some(),
             weight_decay: self.adamw.unwrap_or(0.0),
             warmup_steps: self.warmup_steps,
             linear_decay: self.linear_decay,
             clip_norm: self.clip_norm,
         };
-        c.epochs = self.epochs.unwrap_or(d.epochs);
-        c.batch_size = self.batch_size;
-        c.seed = self.seed;
-        c.max_steps = self.max_steps;
-        c.limit = self.limit;
-        c.weight_a = self.weight_a;
-        c.weight_b = self.weight_b;
+        c.schedule.epochs = self.epochs.unwrap_or(d.epochs);
+        c.schedule.batch_size = self.batch_size;
+        c.schedule.seed = self.seed;
+        c.schedule.max_steps = self.max_steps;
+        c.data.limit = self.limit;
+        c.optimizer.weight_a = self.weight_a;
+        c.optimizer.weight_b = self.weight_b;
         c.head_dropout = self.head_dropout;
-        c.save_best = self.save_best;
+        c.output.save_best = self.save_best;
         c.device = self.run.device.clone();
-        c.patience = self.patience;
+        c.schedule.patience = self.patience;
         c.pooling = self.pooling.clone();
-        c.sampling = match (self.task_sampling, self.task_temperature) {
+        c.schedule.sampling = match (self.task_sampling, self.task_temperature) {
             (_, Some(t)) => TaskSampling::Temperature(t),
             (Some(s), None) => s,
             (None, None) => TaskSampling::Proportional,
         };
-        c.loss_weighting = self.loss_weighting;
-        c.loss_weighting_lr = self.loss_weighting_lr;
-        c.cache = !self.no_cache;
-        c.cache_dir = self.cache_dir.clone();
-        c.ood_b = self.ood_b.clone();
-        c.bucketing = self.bucketing == "on";
-        c.only_task = self.only_task.as_deref().map(|t| if t == "a" { Task::A } else { Task::B });
-        c.interrupt_after = self.interrupt_after_steps;
+        c.optimizer.loss_weighting = self.loss_weighting;
+        c.optimizer.loss_weighting_lr = self.loss_weighting_lr;
+        c.schedule.cache = !self.no_cache;
+        c.schedule.cache_dir = self.cache_dir.clone();
+        c.data.ood_b = self.ood_b.clone();
+        c.schedule.bucketing = self.bucketing == "on";
+        c.data.only_task = self.only_task.as_deref().map(|t| if t == "a" { Task::A } else { Task::B });
         Ok(c)
     }
 }
@@ -316,19 +316,21 @@ pub fn run_train(args: &TrainArgs, defaults: &TrainDefaults, title: &str) -> Res
     set_threads(args.run.threads);
     let progress = if std::io::stderr().is_terminal() { Progress::Bar } else { Progress::Lines(Duration::from_secs(args.progress_every)) };
     let mut log = |line: &str| println!("{line}");
-    crate::signals::catch_stop_signals();
+    let stop = Arc::new(StopFlag::new());
+    stop_on_signals(&stop)?;
+    let ctl = RunControl { progress, stop: Some(stop), interrupt_after: args.interrupt_after_steps };
     let outcome = match &args.resume {
         Some(dir) => {
             println!("{title} --resume {}", dir.display());
             // --device moves the run (the default, auto, keeps the one it was started with).
             let device = (args.run.device != "auto").then_some(args.run.device.as_str());
-            resume_on(dir, device, progress, &mut log)
+            resume_with(dir, device, &ctl, &mut log)
         }
         None => {
             let cfg = args.to_config(defaults)?;
             cfg.validate()?;
             println!("{title}");
-            train(&cfg, progress, &mut log)
+            train_with(&cfg, &ctl, &mut log)
         }
     };
     match outcome {
@@ -339,6 +341,19 @@ pub fn run_train(args: &TrainArgs, defaults: &TrainDefaults, title: &str) -> Res
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// SIGINT and SIGTERM become stop requests of `flag`: before training they end the process at
+/// once (status 130, nothing left behind), during it they stop the run after a step (a second
+/// signal: at once).
+fn stop_on_signals(flag: &Arc<StopFlag>) -> Result<()> {
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let f = Arc::clone(flag);
+        // SAFETY: StopFlag::request does only async-signal-safe work (atomics, unlink, rmdir,
+        // _exit), as a signal handler must.
+        unsafe { signal_hook::low_level::register(signal, move || f.request()) }.map_err(|e| anyhow::anyhow!("installing the handler of signal {signal}: {e}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -375,9 +390,9 @@ mod tests {
     #[test]
     fn only_the_binaries_own_default_folder_is_replaced_without_overwrite() {
         let parse = |a: &[&str]| Cmd::try_parse_from(std::iter::once("t").chain(a.iter().copied())).unwrap().args;
-        assert!(parse(&[]).to_config(&TrainDefaults::TASK4).unwrap().overwrite);
-        assert!(!parse(&["--out", "x"]).to_config(&TrainDefaults::TASK4).unwrap().overwrite);
-        assert!(parse(&["--out", "x", "--overwrite"]).to_config(&TrainDefaults::TASK4).unwrap().overwrite);
-        assert!(!parse(&["--out", "x", "--task-a", "a", "--task-b", "b"]).to_config(&TrainDefaults::MTT).unwrap().overwrite);
+        assert!(parse(&[]).to_config(&TrainDefaults::TASK4).unwrap().output.overwrite);
+        assert!(!parse(&["--out", "x"]).to_config(&TrainDefaults::TASK4).unwrap().output.overwrite);
+        assert!(parse(&["--out", "x", "--overwrite"]).to_config(&TrainDefaults::TASK4).unwrap().output.overwrite);
+        assert!(!parse(&["--out", "x", "--task-a", "a", "--task-b", "b"]).to_config(&TrainDefaults::MTT).unwrap().output.overwrite);
     }
 }

@@ -13,7 +13,7 @@
 
 use crate::error::{invalid, Error, Result};
 use crate::model::MultiTask;
-use crate::resume::{RESUME_DIR, STATE_FILE};
+use super::state::{RESUME_DIR, STATE_FILE};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
@@ -116,7 +116,8 @@ pub fn check(out: &Path, model: &Path, overwrite: bool) -> Result<Existing> {
 /// kernel drops the lock; the stale file is ignored by the next run).
 #[derive(Debug)]
 pub struct OutputLock {
-    file: std::fs::File,
+    /// Held, not read: the lock lives as long as this open file.
+    _file: std::fs::File,
     path: PathBuf,
 }
 
@@ -153,7 +154,7 @@ impl OutputLock {
             }
             let mut f = &file;
             f.set_len(0).and_then(|_| writeln!(f, "{}", std::process::id())).map_err(|e| Error::io(&path, e))?;
-            return Ok(OutputLock { file, path });
+            return Ok(OutputLock { _file: file, path });
         }
     }
 

@@ -1,6 +1,6 @@
 //! Owns resumable training: the state a run needs to continue exactly where it stopped, written
 //! into `OUT/resume/` at the end of every epoch and when a stop signal interrupts a step (the
-//! signals themselves are [`crate::signals`]'s).
+//! request to stop comes through [`super::StopFlag`]).
 //!
 //! `OUT/resume/` holds `weights.safetensors` (every model variable, plus uncertainty weighting's
 //! log-variances), `optimizer.safetensors` (each subset's Adam moments) and `state.json` (the
@@ -13,9 +13,10 @@
 //! The folder is written whole under `resume.tmp/`, then swapped in by renames (the previous one
 //! kept as `resume.old/` until the swap is done), so a crash leaves a complete state behind.
 
+use super::config::TrainConfig;
+use super::metrics::RunMetrics;
 use crate::error::{invalid, Error, Result};
-use crate::model::multitask::file_sha256;
-use crate::train::{RunMetrics, TrainConfig};
+use crate::fsutil::file_sha256;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,19 +39,15 @@ pub struct EpochSums {
     pub last_total: f64,
 }
 
-/// Where a run stands, and everything besides tensors that it needs to go on.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunState {
-    pub format: String,
-    pub config: TrainConfig,
+/// Where a run stands: the part of its state a training loop moves forward.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Position {
     /// The epoch in progress (0-based) and the index of its next batch; `next_draw` 0 with
     /// `epoch` k means epochs 0..k are complete.
     pub epoch: usize,
     pub next_draw: usize,
     /// Optimizer steps taken.
     pub step: usize,
-    /// The run ended (all epochs, the step limit or early stopping): nothing to resume.
-    pub finished: bool,
     pub sums: EpochSums,
     /// Rows seen, steps taken and seconds spent in the epoch in progress.
     pub seen: usize,
@@ -59,6 +56,24 @@ pub struct RunState {
     /// Early stopping: best mean dev accuracy so far and epochs since it.
     pub best: Option<f64>,
     pub since_best: usize,
+}
+
+impl Position {
+    /// The start of epoch `epoch` after `step` steps, early stopping's record kept.
+    pub fn epoch_start(&self, epoch: usize) -> Position {
+        Position { epoch, next_draw: 0, step: self.step, best: self.best, since_best: self.since_best, ..Position::default() }
+    }
+}
+
+/// Where a run stands, and everything besides tensors that it needs to go on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunState {
+    pub format: String,
+    pub config: TrainConfig,
+    #[serde(flatten)]
+    pub position: Position,
+    /// The run ended (all epochs, the step limit or early stopping): nothing to resume.
+    pub finished: bool,
     pub metrics: RunMetrics,
     /// Adam's step count per `subset/variable`.
     pub adam_steps: BTreeMap<String, i64>,
@@ -111,7 +126,7 @@ pub fn write(out: &Path, mut state: RunState, tensors: StateTensors) -> Result<(
 }
 
 /// The state folder of run folder `out`: `resume/`, or `resume.old/` when a crash came between
-/// the two renames of [`write`].
+/// the two renames of [`write()`].
 pub fn state_dir(out: &Path) -> Result<PathBuf> {
     for name in [RESUME_DIR.to_string(), format!("{RESUME_DIR}.old")] {
         let d = out.join(name);
@@ -173,16 +188,8 @@ mod tests {
         let state = RunState {
             format: String::new(),
             config: cfg,
-            epoch: 1,
-            next_draw: 3,
-            step: 7,
+            position: Position { epoch: 1, next_draw: 3, step: 7, ..Position::default() },
             finished: false,
-            sums: EpochSums::default(),
-            seen: 0,
-            steps_this_epoch: 0,
-            epoch_seconds: 0.0,
-            best: None,
-            since_best: 0,
             metrics: RunMetrics::default(),
             adam_steps: BTreeMap::new(),
             weights_sha256: String::new(),
@@ -192,7 +199,10 @@ mod tests {
         write(d.path(), state.clone(), t()).unwrap();
         write(d.path(), state, t()).unwrap();
         let (back, tensors) = read(d.path()).unwrap();
-        assert_eq!((back.epoch, back.next_draw, back.step), (1, 3, 7));
+        assert_eq!((back.position.epoch, back.position.next_draw, back.position.step), (1, 3, 7));
+        // The position is stored flat, as before it was a struct of its own.
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join(RESUME_DIR).join(STATE_FILE)).unwrap()).unwrap();
+        assert_eq!((json["epoch"].as_u64(), json["next_draw"].as_u64(), json["step"].as_u64()), (Some(1), Some(3), Some(7)));
         assert_eq!(tensors.weights[0].0, "w");
         // A crash after the first rename: only resume.old is there.
         std::fs::rename(d.path().join(RESUME_DIR), d.path().join("resume.old")).unwrap();

@@ -65,12 +65,12 @@ pub fn fixture() -> Fixture {
 /// Training settings on the fixture's files (dev = training files), CPU, batch 4, into `root/out`.
 pub fn config(f: &Fixture, out: &str) -> TrainConfig {
     let mut c = TrainConfig::new(f.model.clone(), f.root.join(out));
-    c.task_a = Some(f.task_a.clone());
-    c.task_b = Some(f.task_b.clone());
-    c.dev_a = Some(f.task_a.clone());
-    c.dev_b = Some(f.task_b.clone());
+    c.data.task_a = Some(f.task_a.clone());
+    c.data.task_b = Some(f.task_b.clone());
+    c.data.dev_a = Some(f.task_a.clone());
+    c.data.dev_b = Some(f.task_b.clone());
     c.device = "cpu".into();
-    c.batch_size = 4;
+    c.schedule.batch_size = 4;
     c
 }
 
