@@ -5,8 +5,17 @@
 //! or rust-bert's `rust_model.ot`), `vocab.txt`, `tokenizer_config.json`,
 //! `sentence_bert_config.json`, `modules.json` and the pooling module's `config.json`
 //! (`1_Pooling/config.json` for all-MiniLM-L6-v2).
+//!
+//! Every setting is checked when it is read, before any tensor is built from it: each size at
+//! least 1 (and at most [`MAX_DIM`]), `hidden_size` a multiple of `num_attention_heads`,
+//! `vocab_size` above every token id of `vocab.txt`, `max_seq_length` within
+//! `2..=max_position_embeddings`, dropout probabilities in [0, 1), a positive finite
+//! `layer_norm_eps`, at least one pooling mode. An error names the file and the field. The same
+//! checks apply to the encoder section of a multi-task checkpoint's `config.json`
+//! ([`EncoderConfig::check`]). A `--model` path that is not a folder (a file, `/dev/null`, a
+//! symlink loop) is reported as what it is.
 
-use crate::error::{Error, Result};
+use crate::error::{check_path, Error, PathKind, Result, Want};
 use rust_bert::bert::BertConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -126,6 +135,124 @@ impl EncoderConfig {
     pub fn n_layers(&self) -> usize {
         self.bert.num_hidden_layers as usize
     }
+
+    /// Checks the whole configuration as stored in one file, `path` (a multi-task checkpoint's
+    /// `config.json`, where it sits under `prefix`, e.g. `encoder.`), and `vocab_size` against
+    /// `vocab` when given. Errors name `path` and the field.
+    pub fn check(&self, path: &Path, prefix: &str, vocab: Option<&Path>) -> Result<()> {
+        check_bert(&self.bert, path, &format!("{prefix}bert."))?;
+        if let Some(vocab) = vocab {
+            check_vocab_size(&self.bert, path, &format!("{prefix}bert."), vocab)?;
+        }
+        check_max_seq_length(self.max_seq_length, &self.bert, path, &format!("{prefix}max_seq_length"))?;
+        if self.pooling.n_modes() == 0 {
+            return Err(Error::config(path, format!("{prefix}pooling: no pooling mode is enabled")));
+        }
+        Ok(())
+    }
+}
+
+/// Largest size accepted for any dimension. No BERT comes near it; it keeps products such as the
+/// pooled width (`hidden_size` times the pooling modes) from overflowing.
+pub const MAX_DIM: i64 = i32::MAX as i64;
+
+/// Checks the sizes and probabilities of a BERT config read from `path`; `prefix` goes before
+/// each field name in messages (empty for a model folder's `config.json`).
+pub fn check_bert(bert: &BertConfig, path: &Path, prefix: &str) -> Result<()> {
+    let sizes = [
+        ("hidden_size", bert.hidden_size),
+        ("num_hidden_layers", bert.num_hidden_layers),
+        ("num_attention_heads", bert.num_attention_heads),
+        ("intermediate_size", bert.intermediate_size),
+        ("vocab_size", bert.vocab_size),
+        ("max_position_embeddings", bert.max_position_embeddings),
+        ("type_vocab_size", bert.type_vocab_size),
+    ];
+    for (name, v) in sizes {
+        if v < 1 {
+            return Err(Error::config(path, format!("{prefix}{name} is {v}: must be at least 1")));
+        }
+        if v > MAX_DIM {
+            return Err(Error::config(path, format!("{prefix}{name} is {v}: must be at most {MAX_DIM}")));
+        }
+    }
+    if bert.hidden_size % bert.num_attention_heads != 0 {
+        return Err(Error::config(
+            path,
+            format!(
+                "{prefix}hidden_size {} is not a multiple of {prefix}num_attention_heads {}",
+                bert.hidden_size, bert.num_attention_heads
+            ),
+        ));
+    }
+    for (name, p) in [("hidden_dropout_prob", bert.hidden_dropout_prob), ("attention_probs_dropout_prob", bert.attention_probs_dropout_prob)] {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::config(path, format!("{prefix}{name} is {p}: must be in [0, 1)")));
+        }
+    }
+    if bert.is_decoder == Some(true) {
+        return Err(Error::config(path, format!("{prefix}is_decoder=true: a sentence encoder must be a BERT encoder")));
+    }
+    Ok(())
+}
+
+/// The largest token id of a `vocab.txt` (ids are line numbers from 0, as the tokenizer reads
+/// them; blank lines hold no token), or `None` when it has no token.
+pub fn max_token_id(vocab: &Path) -> Result<Option<i64>> {
+    let bytes = std::fs::read(vocab).map_err(|e| Error::io(vocab, e))?;
+    let body = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    if body.is_empty() && bytes.is_empty() {
+        return Ok(None);
+    }
+    Ok(body
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !String::from_utf8_lossy(l).trim().is_empty())
+        .map(|(i, _)| i as i64)
+        .last())
+}
+
+/// `vocab_size` must exceed every id the tokenizer can produce from `vocab` (special tokens
+/// included); otherwise the embedding lookup would index past its table.
+fn check_vocab_size(bert: &BertConfig, path: &Path, prefix: &str, vocab: &Path) -> Result<()> {
+    if let Some(max) = max_token_id(vocab)? {
+        if bert.vocab_size <= max {
+            return Err(Error::config(
+                path,
+                format!(
+                    "{prefix}vocab_size is {} but {} has token ids up to {max}: must be at least {}",
+                    bert.vocab_size,
+                    vocab.display(),
+                    max + 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `max_seq_length` (named `field` in `path`) must lie within `2..=max_position_embeddings`.
+fn check_max_seq_length(n: usize, bert: &BertConfig, path: &Path, field: &str) -> Result<()> {
+    if n < 2 || !i64::try_from(n).is_ok_and(|n| n <= bert.max_position_embeddings) {
+        return Err(Error::config(path, format!("{field} {n} must be within 2..={} (max_position_embeddings)", bert.max_position_embeddings)));
+    }
+    Ok(())
+}
+
+/// `layer_norm_eps`, when a `config.json` sets it, must be a finite number above 0 (`null` counts
+/// as unset; the encoder uses BERT's 1e-12 either way).
+fn check_layer_norm_eps(text: &str, path: &Path) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Eps {
+        #[serde(default)]
+        layer_norm_eps: serde_json::Value,
+    }
+    let Ok(Eps { layer_norm_eps: v }) = serde_json::from_str::<Eps>(text) else { return Ok(()) };
+    match v.as_f64() {
+        _ if v.is_null() => Ok(()),
+        Some(eps) if eps.is_finite() && eps > 0.0 => Ok(()),
+        _ => Err(Error::config(path, format!("layer_norm_eps is {v}: must be a finite number greater than 0"))),
+    }
 }
 
 /// The files of a sentence-transformers model folder, checked to exist.
@@ -170,6 +297,16 @@ pub fn folder_report(dir: &Path) -> Vec<(String, bool)> {
     ]
 }
 
+/// Checks that `dir` is a folder: a missing one is [`Error::MissingModelFile`] (with the hint to
+/// run scripts/setup.sh), anything else that is not a folder says what it is.
+pub fn check_model_dir(dir: &Path) -> Result<()> {
+    match PathKind::of(dir) {
+        PathKind::Directory => Ok(()),
+        PathKind::Missing => Err(Error::MissingModelFile { dir: dir.to_path_buf(), file: "the folder itself (it does not exist)".into() }),
+        _ => check_path(dir, "model folder", Want::Folder).map(|_| ()),
+    }
+}
+
 fn pooling_dir(dir: &Path) -> Option<String> {
     let text = std::fs::read_to_string(dir.join("modules.json")).ok()?;
     let modules: Vec<ModuleEntry> = serde_json::from_str(&text).ok()?;
@@ -182,27 +319,32 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 impl ModelFiles {
-    /// Checks that `dir` is a complete sentence-transformers folder; names the first missing file.
+    /// Checks that `dir` is a complete sentence-transformers folder; names the first missing file
+    /// (or says what a path that should be a folder or a file is instead).
     pub fn locate(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let missing = |file: &str| Error::MissingModelFile { dir: dir.clone(), file: file.to_string() };
-        if !dir.is_dir() {
-            return Err(missing("the folder itself"));
-        }
+        check_model_dir(&dir)?;
         let need = |name: &str| -> Result<PathBuf> {
             let p = dir.join(name);
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(missing(name))
+            match PathKind::of(&p) {
+                PathKind::RegularFile => Ok(p),
+                PathKind::Missing => Err(missing(name)),
+                _ => Err(check_path(&p, "model file", Want::RegularFile).err().unwrap_or_else(|| Error::Unusable {
+                    what: "model file",
+                    path: p.clone(),
+                    is: "is a FIFO (named pipe), not a regular file".into(),
+                })),
             }
         };
         let config = need("config.json")?;
-        let weights = ["model.safetensors", "rust_model.ot"]
-            .iter()
-            .map(|f| dir.join(f))
-            .find(|p| p.is_file())
-            .ok_or_else(|| missing("model.safetensors (or rust_model.ot)"))?;
+        let weights = match ["model.safetensors", "rust_model.ot"].iter().map(|f| dir.join(f)).find(|p| p.is_file()) {
+            Some(p) => p,
+            None => need("model.safetensors").map_err(|e| match e {
+                Error::MissingModelFile { .. } => missing("model.safetensors (or rust_model.ot)"),
+                other => other,
+            })?,
+        };
         let vocab = need("vocab.txt")?;
         let tokenizer_config = need("tokenizer_config.json")?;
         let sentence_bert_config = need("sentence_bert_config.json")?;
@@ -216,15 +358,13 @@ impl ModelFiles {
         Ok(ModelFiles { dir, config, weights, vocab, tokenizer_config, sentence_bert_config, modules, pooling_config })
     }
 
-    /// Reads and validates the configuration files.
+    /// Reads and validates the configuration files (see the module's rules).
     pub fn encoder_config(&self) -> Result<EncoderConfig> {
-        let bert: BertConfig = read_json(&self.config)?;
-        if bert.hidden_size % bert.num_attention_heads != 0 {
-            return Err(Error::config(&self.config, "hidden_size is not a multiple of num_attention_heads"));
-        }
-        if bert.is_decoder == Some(true) {
-            return Err(Error::config(&self.config, "is_decoder=true: a sentence encoder must be a BERT encoder"));
-        }
+        let text = std::fs::read_to_string(&self.config).map_err(|e| Error::io(&self.config, e))?;
+        let bert: BertConfig = serde_json::from_str(&text).map_err(|e| Error::config(&self.config, format!("invalid JSON: {e}")))?;
+        check_bert(&bert, &self.config, "")?;
+        check_layer_norm_eps(&text, &self.config)?;
+        check_vocab_size(&bert, &self.config, "", &self.vocab)?;
         let tokenizer: TokenizerConfig = read_json(&self.tokenizer_config)?;
         let pooling: PoolingConfig = read_json(&self.pooling_config)?;
         if pooling.n_modes() == 0 {
@@ -232,14 +372,146 @@ impl ModelFiles {
         }
         let sbert: SentenceBertConfig = read_json(&self.sentence_bert_config)?;
         let max_seq_length = sbert.max_seq_length.unwrap_or(bert.max_position_embeddings as usize);
-        if max_seq_length < 2 || max_seq_length as i64 > bert.max_position_embeddings {
-            return Err(Error::config(
-                &self.sentence_bert_config,
-                format!("max_seq_length {max_seq_length} must be within 2..={}", bert.max_position_embeddings),
-            ));
-        }
+        check_max_seq_length(max_seq_length, &bert, &self.sentence_bert_config, "max_seq_length")?;
         let entries: Vec<ModuleEntry> = read_json(&self.modules)?;
         let normalize = entries.iter().any(|m| m.kind.ends_with(".Normalize"));
         Ok(EncoderConfig { bert, tokenizer, pooling, max_seq_length, normalize })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder with every file [`ModelFiles::locate`] needs (the weights file is empty: nothing
+    /// here loads it), its `config.json` from `edit` applied to the tiny preset's.
+    fn folder(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+        let m = dir.join("m");
+        std::fs::create_dir_all(m.join("1_Pooling")).unwrap();
+        let vocab: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"].iter().map(|s| s.to_string()).collect();
+        std::fs::write(m.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
+        let mut cfg = serde_json::to_value(EncoderConfig::tiny(vocab.len() as i64).bert).unwrap();
+        edit(&mut cfg);
+        std::fs::write(m.join("config.json"), cfg.to_string()).unwrap();
+        std::fs::write(m.join("model.safetensors"), b"").unwrap();
+        std::fs::write(m.join("tokenizer_config.json"), r#"{"do_lower_case": true}"#).unwrap();
+        std::fs::write(m.join("sentence_bert_config.json"), r#"{"max_seq_length": 32}"#).unwrap();
+        std::fs::write(m.join("modules.json"), r#"[{"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]"#).unwrap();
+        std::fs::write(m.join("1_Pooling/config.json"), r#"{"pooling_mode_mean_tokens": true}"#).unwrap();
+        m
+    }
+
+    fn config_error(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let d = tempfile::tempdir().unwrap();
+        let m = folder(d.path(), edit);
+        let e = ModelFiles::locate(&m).unwrap().encoder_config().unwrap_err().to_string();
+        let prefix = format!("{}: ", m.join("config.json").display());
+        e.strip_prefix(&prefix).unwrap_or_else(|| panic!("{e} does not start with {prefix}")).to_string()
+    }
+
+    #[test]
+    fn the_tiny_folder_is_valid() {
+        let d = tempfile::tempdir().unwrap();
+        let m = folder(d.path(), |_| {});
+        let c = ModelFiles::locate(&m).unwrap().encoder_config().unwrap();
+        assert_eq!((c.bert.hidden_size, c.max_seq_length), (32, 32));
+        c.check(&m.join("config.json"), "encoder.", Some(&m.join("vocab.txt"))).unwrap();
+    }
+
+    #[test]
+    fn every_size_must_be_at_least_1() {
+        for field in ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size", "max_position_embeddings", "type_vocab_size"] {
+            for v in [0i64, -1, i64::MIN] {
+                let e = config_error(|c| c[field] = v.into());
+                assert_eq!(e, format!("{field} is {v}: must be at least 1"));
+            }
+            let e = config_error(|c| c[field] = (1i64 << 40).into());
+            assert_eq!(e, format!("{field} is {}: must be at most {MAX_DIM}", 1i64 << 40));
+        }
+    }
+
+    #[test]
+    fn hidden_size_must_be_a_multiple_of_the_heads() {
+        assert_eq!(config_error(|c| c["num_attention_heads"] = 5.into()), "hidden_size 32 is not a multiple of num_attention_heads 5");
+    }
+
+    #[test]
+    fn dropout_probabilities_must_be_in_0_1() {
+        for field in ["hidden_dropout_prob", "attention_probs_dropout_prob"] {
+            for v in [1.0, -0.1, 7.5] {
+                assert_eq!(config_error(|c| c[field] = v.into()), format!("{field} is {v}: must be in [0, 1)"));
+            }
+        }
+    }
+
+    #[test]
+    fn layer_norm_eps_must_be_finite_and_positive() {
+        for (v, shown) in [(serde_json::json!(0.0), "0.0"), (serde_json::json!(-1e-12), "-1e-12"), (serde_json::json!("tiny"), "\"tiny\"")] {
+            assert_eq!(config_error(|c| c["layer_norm_eps"] = v), format!("layer_norm_eps is {shown}: must be a finite number greater than 0"));
+        }
+        for ok in [serde_json::json!(1e-12), serde_json::Value::Null] {
+            let d = tempfile::tempdir().unwrap();
+            let m = folder(d.path(), |c| c["layer_norm_eps"] = ok);
+            ModelFiles::locate(&m).unwrap().encoder_config().unwrap();
+        }
+    }
+
+    #[test]
+    fn vocab_size_must_cover_every_token_id() {
+        let e = config_error(|c| c["vocab_size"] = 6.into());
+        assert!(e.starts_with("vocab_size is 6 but ") && e.ends_with("vocab.txt has token ids up to 6: must be at least 7"), "{e}");
+        let d = tempfile::tempdir().unwrap();
+        let v = d.path().join("vocab.txt");
+        for (text, max) in [("", None), ("\n", None), ("a", Some(0)), ("a\nb\n", Some(1)), ("a\nb\n\n\n", Some(1)), ("[PAD]\r\n \nx\r\n", Some(2))] {
+            std::fs::write(&v, text).unwrap();
+            assert_eq!(max_token_id(&v).unwrap(), max, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn max_seq_length_must_fit_the_positions() {
+        let d = tempfile::tempdir().unwrap();
+        let m = folder(d.path(), |c| c["max_position_embeddings"] = 16.into());
+        let e = ModelFiles::locate(&m).unwrap().encoder_config().unwrap_err().to_string();
+        assert!(e.ends_with("sentence_bert_config.json: max_seq_length 32 must be within 2..=16 (max_position_embeddings)"), "{e}");
+        std::fs::write(m.join("sentence_bert_config.json"), format!(r#"{{"max_seq_length": {}}}"#, u64::MAX)).unwrap();
+        let e = ModelFiles::locate(&m).unwrap().encoder_config().unwrap_err().to_string();
+        assert!(e.contains(&format!("max_seq_length {} must be within", u64::MAX)), "{e}");
+    }
+
+    #[test]
+    fn a_checkpoint_encoder_is_checked_with_its_prefix() {
+        let path = Path::new("ckpt/config.json");
+        let mut c = EncoderConfig::tiny(40);
+        c.bert.hidden_size = -1;
+        assert_eq!(c.check(path, "encoder.", None).unwrap_err().to_string(), "ckpt/config.json: encoder.bert.hidden_size is -1: must be at least 1");
+        let mut c = EncoderConfig::tiny(40);
+        c.max_seq_length = 65;
+        assert!(c.check(path, "encoder.", None).unwrap_err().to_string().contains("encoder.max_seq_length 65 must be within 2..=64"));
+        let mut c = EncoderConfig::tiny(40);
+        c.pooling = PoolingConfig { mean: false, ..PoolingConfig::MEAN };
+        assert!(c.check(path, "encoder.", None).unwrap_err().to_string().contains("encoder.pooling: no pooling mode"));
+    }
+
+    #[test]
+    fn model_paths_that_are_not_folders_say_what_they_are() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let err = |p: &Path| ModelFiles::locate(p).unwrap_err().to_string();
+        assert_eq!(err(&file), format!("model folder {}: is a regular file, not a directory", file.display()));
+        assert_eq!(err(Path::new("/dev/null")), "model folder /dev/null: is a character device, not a directory");
+        let l = d.path().join("loop");
+        std::os::unix::fs::symlink(&l, &l).unwrap();
+        assert!(err(&l).ends_with("loop: is a symlink loop (too many levels of symbolic links)"), "{}", err(&l));
+        let missing = d.path().join("none");
+        assert!(err(&missing).starts_with(&format!("model folder {}: missing the folder itself (it does not exist)", missing.display())));
+        // A file of the folder that is something else.
+        let m = folder(d.path(), |_| {});
+        std::fs::remove_file(m.join("vocab.txt")).unwrap();
+        std::fs::create_dir(m.join("vocab.txt")).unwrap();
+        assert_eq!(err(&m), format!("model file {}: is a directory, not a file", m.join("vocab.txt").display()));
+        std::fs::remove_dir(m.join("vocab.txt")).unwrap();
+        assert!(err(&m).contains("missing vocab.txt"));
     }
 }

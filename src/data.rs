@@ -4,12 +4,23 @@
 //! A per-task file has columns `text` and `label`; a joint file has `text`, `label_a`, `label_b`
 //! (either label may be empty: that row then adds nothing to that task's loss). TSV has a header
 //! line and no quoting (tweets start with `"`), CSV follows RFC 4180, JSON Lines holds one object
-//! per line with the same keys. Every bad row is an error naming the file and line.
+//! per line with the same keys. A UTF-8 byte order mark at the start of a file is dropped. Every
+//! bad row is an error naming the file and line.
+//!
+//! In JSON Lines a label is a string, or an integer standing for its decimal text (`1` and `"1"`
+//! are one class); `null` or a missing key is no label (allowed in joint files only, like an
+//! empty cell). Any other value (`1.0`, `true`, an object or an array) is an error naming the
+//! file, line and key, so that `1` and `1.0` can never become two classes.
+//!
+//! A data file must be a regular file (or a FIFO, read to its end): a directory, a device such as
+//! `/dev/null` or a symlink loop is refused as what it is. [`label_warnings`] lists what looks
+//! wrong in a task's labels (a single class, names differing only in case, too many classes).
 
-use crate::error::{Error, Result};
+use crate::error::{check_path, Error, Result, Want};
+use crate::textio::BOM;
 use crate::tokenizer::SentenceTokenizer;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The training and dev files bundled in `data/` (copied from shared/data: TREC-6 for Task A,
@@ -71,7 +82,7 @@ fn format_of(path: &Path) -> Result<Format> {
         Some("tsv") | Some("txt") => Ok(Format::Tsv),
         Some("csv") => Ok(Format::Csv),
         Some("jsonl") | Some("ndjson") | Some("json") => Ok(Format::Jsonl),
-        _ => Err(Error::data(path, 0, "unknown data format: use a .tsv, .csv or .jsonl file")),
+        _ => Err(Error::config(path, "unknown data format: use a .tsv, .csv or .jsonl file")),
     }
 }
 
@@ -138,12 +149,14 @@ fn make_row(path: &Path, line: usize, cols: &Columns, fields: &[String], task: O
 /// Reads a labelled file. `task` says which task a plain `label` column belongs to (per-task
 /// files); `None` expects a joint file with `label_a` / `label_b`.
 pub fn read_labelled(path: &Path, task: Option<Task>) -> Result<Source> {
+    check_path(path, "data file", Want::RegularFile)?;
     let format = format_of(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(&bytes);
     let rows = match format {
-        Format::Tsv => read_tsv(path, &bytes, task)?,
-        Format::Csv => read_csv(path, &bytes, task)?,
-        Format::Jsonl => read_jsonl(path, &bytes, task)?,
+        Format::Tsv => read_tsv(path, bytes, task)?,
+        Format::Csv => read_csv(path, bytes, task)?,
+        Format::Jsonl => read_jsonl(path, bytes, task)?,
     };
     if rows.is_empty() {
         return Err(Error::data(path, 1, "no data rows"));
@@ -192,6 +205,31 @@ fn read_csv(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRow>
     Ok(rows)
 }
 
+/// Why a JSON value cannot be a label, or the label (`None` for `null`).
+fn json_label(v: &serde_json::Value) -> std::result::Result<Option<String>, &'static str> {
+    use serde_json::Value;
+    match v {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s.clone())),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+        Value::Number(_) => Err("a number that is not an integer"),
+        Value::Bool(_) => Err("a boolean"),
+        Value::Array(_) => Err("an array"),
+        Value::Object(_) => Err("an object"),
+    }
+}
+
+/// A JSON value for an error message, cut to a readable length.
+fn shown(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(40) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
+    }
+}
+
+const LABEL_RULE: &str = "label must be a string or an integer";
+
 fn read_jsonl(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRow>> {
     let mut rows = Vec::new();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
@@ -202,24 +240,42 @@ fn read_jsonl(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRo
         }
         let v: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(s).map_err(|e| Error::data(path, line, format!("not a JSON object: {e}")))?;
-        let get = |k: &str| -> Result<Option<String>> {
+        let text = match v.get("text") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            Some(other) => return Err(Error::data(path, line, format!("field 'text' must be a string, found {}", shown(other)))),
+        };
+        // Each label key present: its label, or `None` for null.
+        let label = |k: &'static str| -> Result<Option<(&'static str, Option<String>)>> {
             match v.get(k) {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-                Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
-                Some(other) => Err(Error::data(path, line, format!("field '{k}' must be a string, found {other}"))),
+                None => Ok(None),
+                Some(value) => match json_label(value) {
+                    Ok(l) => Ok(Some((k, l))),
+                    Err(what) => Err(Error::data(path, line, format!("key '{k}' is {what} ({}): {LABEL_RULE}", shown(value)))),
+                },
             }
         };
-        let label = get("label")?;
-        let mut a = get("label_a")?;
-        let mut b = get("label_b")?;
+        let plain = label("label")?;
+        let mut a = label("label_a")?;
+        let mut b = label("label_b")?;
         match task {
-            Some(Task::A) if a.is_none() => a = label,
-            Some(Task::B) if b.is_none() => b = label,
+            Some(Task::A) if !matches!(a, Some((_, Some(_)))) => a = plain.or(a),
+            Some(Task::B) if !matches!(b, Some((_, Some(_)))) => b = plain.or(b),
             _ => {}
         }
-        let text = get("text")?.ok_or_else(|| Error::data(path, line, "object has no 'text'"))?;
-        let fields = vec![text, a.unwrap_or_default(), b.unwrap_or_default()];
+        // A per-task file needs its label: null there is a wrong value, not a missing one.
+        let needed = match task {
+            Some(Task::A) => Some(&a),
+            Some(Task::B) => Some(&b),
+            None => None,
+        };
+        if let Some(Some((k, None))) = needed {
+            return Err(Error::data(path, line, format!("key '{k}' is null: {LABEL_RULE}")));
+        }
+        let text = text.ok_or_else(|| Error::data(path, line, "object has no 'text'"))?;
+        let value = |l: Option<(&str, Option<String>)>| l.and_then(|(_, l)| l).unwrap_or_default();
+        let fields = vec![text, value(a), value(b)];
         let cols = Columns { text: 0, a: Some(1), b: Some(2), n: 3 };
         rows.push(make_row(path, line, &cols, &fields, task)?);
     }
@@ -252,6 +308,80 @@ impl Labels {
     pub fn index(&self, name: &str) -> Option<usize> {
         self.0.binary_search_by(|l| l.as_str().cmp(name)).ok()
     }
+}
+
+/// [`label_warnings`] flags a file with more distinct labels than a tenth of its labelled rows
+/// (fewer than 10 examples per class on average) only from this many labelled rows on: below it,
+/// samples and test files would be flagged for nothing.
+pub const MANY_LABELS_MIN_ROWS: usize = 100;
+
+/// What looks wrong in `task`'s labels across the training files `sources`, one message per
+/// finding, each naming the task and the file(s) (empty when nothing does):
+///
+/// * the task has a single label in all its files: its head can only ever predict it;
+/// * labels that differ only in case (`Positive` and `positive`): they are separate classes;
+/// * a file with at least [`MANY_LABELS_MIN_ROWS`] labelled rows and more distinct labels than
+///   10% of them (the label column may hold texts or ids).
+///
+/// Files without a label for `task` are left out. Pure: the caller prints the messages.
+pub fn label_warnings(sources: &[Source], task: Task) -> Vec<String> {
+    fn label(r: &RawRow, task: Task) -> Option<&str> {
+        if task == Task::A { r.label_a.as_deref() } else { r.label_b.as_deref() }
+    }
+    let mut out = Vec::new();
+    // Label -> (rows, first file and line it is on), over every file of the task.
+    let mut seen: BTreeMap<&str, (usize, &Path, usize)> = BTreeMap::new();
+    let mut files: Vec<String> = Vec::new();
+    let mut total = 0;
+    for s in sources {
+        let mut per_file: BTreeSet<&str> = BTreeSet::new();
+        let mut rows = 0;
+        for r in &s.rows {
+            if let Some(l) = label(r, task) {
+                rows += 1;
+                per_file.insert(l);
+                seen.entry(l).or_insert((0, &s.path, r.line)).0 += 1;
+            }
+        }
+        if rows == 0 {
+            continue;
+        }
+        total += rows;
+        files.push(s.path.display().to_string());
+        if rows >= MANY_LABELS_MIN_ROWS && per_file.len() * 10 > rows {
+            out.push(format!(
+                "{}: {} has {} distinct labels in {rows} labelled rows (more than 10%, fewer than 10 examples per class): is the label column the right one?",
+                task.key(),
+                s.path.display(),
+                per_file.len()
+            ));
+        }
+    }
+    if seen.len() == 1 {
+        let name = seen.keys().next().expect("one label");
+        out.push(format!(
+            "{}: the training data ({}) has a single label '{name}' ({total} row{}): the head can only ever predict it",
+            task.key(),
+            files.join(", "),
+            if total == 1 { "" } else { "s" }
+        ));
+    }
+    let mut by_case: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for l in seen.keys() {
+        by_case.entry(l.to_lowercase()).or_default().push(l);
+    }
+    for spellings in by_case.values().filter(|v| v.len() > 1) {
+        let named: Vec<String> = spellings
+            .iter()
+            .map(|l| {
+                let (n, path, line) = seen[l];
+                format!("'{l}' ({n} row{}, first at {}:{line})", if n == 1 { "" } else { "s" }, path.display())
+            })
+            .collect();
+        let (last, rest) = named.split_last().expect("two or more");
+        out.push(format!("{}: labels {} and {last} differ only in case: they are separate classes", task.key(), rest.join(", ")));
+    }
+    out
 }
 
 /// A tokenized example with label indices.
@@ -341,5 +471,137 @@ mod tests {
             let e = read_labelled(&p, Some(Task::A)).unwrap_err().to_string();
             assert!(e.contains(want), "{name}: got {e}");
         }
+    }
+
+    #[test]
+    fn a_bom_is_dropped_from_every_format() {
+        let d = tempfile::tempdir().unwrap();
+        let bom = "\u{feff}";
+        for (name, body) in [
+            ("b.tsv", format!("{bom}text\tlabel\nhello\tA\n")),
+            ("b.csv", format!("{bom}text,label\nhello,A\n")),
+            ("q.csv", format!("{bom}\"text\",label\nhello,A\n")),
+            ("b.jsonl", format!("{bom}{{\"text\": \"hello\", \"label\": \"A\"}}\n")),
+        ] {
+            let p = write(d.path(), name, &body);
+            let s = read_labelled(&p, Some(Task::A)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let line = if name.ends_with(".jsonl") { 1 } else { 2 };
+            assert_eq!((s.rows[0].text.as_str(), s.rows[0].label_a.as_deref(), s.rows[0].line), ("hello", Some("A"), line), "{name}");
+        }
+        // Only at the start of the file: elsewhere it is text.
+        let p = write(d.path(), "mid.tsv", &format!("text\tlabel\n{bom}hi\tA\n"));
+        assert_eq!(read_labelled(&p, Some(Task::A)).unwrap().rows[0].text, format!("{bom}hi"));
+    }
+
+    #[test]
+    fn jsonl_labels_are_strings_or_integers() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "ints.jsonl", "{\"text\": \"x\", \"label\": 1}\n{\"text\": \"y\", \"label\": \"1\"}\n{\"text\": \"z\", \"label\": -2}\n");
+        let s = read_labelled(&p, Some(Task::A)).unwrap();
+        assert_eq!(Labels::collect(&[s], Task::A).0, vec!["-2", "1"], "1 and \"1\" are one class");
+        let bad = [
+            ("{\"text\": \"x\", \"label\": 1.0}", "key 'label' is a number that is not an integer (1.0): label must be a string or an integer"),
+            ("{\"text\": \"x\", \"label\": 1e3}", "key 'label' is a number that is not an integer"),
+            ("{\"text\": \"x\", \"label\": true}", "key 'label' is a boolean (true): label must be a string or an integer"),
+            ("{\"text\": \"x\", \"label\": null}", "key 'label' is null: label must be a string or an integer"),
+            ("{\"text\": \"x\", \"label_a\": null}", "key 'label_a' is null: label must be a string or an integer"),
+            ("{\"text\": \"x\", \"label\": {\"k\": 1}}", "key 'label' is an object ({\"k\":1}): label must be"),
+            ("{\"text\": \"x\", \"label\": [1]}", "key 'label' is an array ([1]): label must be"),
+            ("{\"text\": \"x\", \"label_b\": 2.5, \"label\": \"A\"}", "key 'label_b' is a number that is not an integer (2.5)"),
+        ];
+        for (i, (row, want)) in bad.iter().enumerate() {
+            let p = write(d.path(), &format!("bad{i}.jsonl"), &format!("{{\"text\": \"ok\", \"label\": \"A\"}}\n{row}\n"));
+            let e = read_labelled(&p, Some(Task::A)).unwrap_err().to_string();
+            assert!(e.contains(&format!("bad{i}.jsonl:2: {want}")), "{row}: got {e}");
+        }
+        // A label_a of null with a plain label falls back to the plain one.
+        let p = write(d.path(), "fallback.jsonl", "{\"text\": \"x\", \"label_a\": null, \"label\": 3}\n");
+        assert_eq!(read_labelled(&p, Some(Task::A)).unwrap().rows[0].label_a.as_deref(), Some("3"));
+        // Joint files: null, empty or missing is "no label" for that task.
+        let p = write(d.path(), "joint.jsonl", "{\"text\": \"x\", \"label_a\": null, \"label_b\": 0}\n{\"text\": \"y\", \"label_a\": \"\", \"label_b\": \"neg\"}\n{\"text\": \"z\", \"label_a\": 7}\n");
+        let s = read_labelled(&p, None).unwrap();
+        let got: Vec<_> = s.rows.iter().map(|r| (r.label_a.as_deref(), r.label_b.as_deref())).collect();
+        assert_eq!(got, vec![(None, Some("0")), (None, Some("neg")), (Some("7"), None)]);
+        let p = write(d.path(), "jointfloat.jsonl", "{\"text\": \"x\", \"label_a\": 1.0}\n");
+        assert!(read_labelled(&p, None).unwrap_err().to_string().contains("jointfloat.jsonl:1: key 'label_a' is a number that is not an integer"));
+    }
+
+    #[test]
+    fn paths_that_are_not_data_files_say_what_they_are() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("train.tsv");
+        std::fs::create_dir(&dir).unwrap();
+        let e = read_labelled(&dir, Some(Task::A)).unwrap_err().to_string();
+        assert_eq!(e, format!("data file {}: is a directory, not a file", dir.display()));
+        let e = read_labelled(&d.path().join("none.tsv"), Some(Task::A)).unwrap_err().to_string();
+        assert!(e.ends_with("none.tsv: does not exist"), "{e}");
+        let e = read_labelled(Path::new("/dev/null"), Some(Task::A)).unwrap_err().to_string();
+        assert_eq!(e, "data file /dev/null: is not a regular file (it is a character device)");
+        let l = d.path().join("loop.tsv");
+        std::os::unix::fs::symlink(&l, &l).unwrap();
+        let e = read_labelled(&l, Some(Task::A)).unwrap_err().to_string();
+        assert!(e.ends_with("loop.tsv: is a symlink loop (too many levels of symbolic links)"), "{e}");
+        let p = write(d.path(), "x.parquet", "text\tlabel\n");
+        let e = read_labelled(&p, Some(Task::A)).unwrap_err().to_string();
+        assert!(e.ends_with("x.parquet: unknown data format: use a .tsv, .csv or .jsonl file"), "{e}");
+    }
+
+    #[test]
+    fn a_fifo_is_read_as_a_data_file() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo.tsv");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::write(fifo, "text\tlabel\nhello\tA\n").unwrap())
+        };
+        let s = read_labelled(&fifo, Some(Task::A)).unwrap();
+        writer.join().unwrap();
+        assert_eq!(s.rows.len(), 1);
+    }
+
+    fn source(path: &str, labels: &[&str]) -> Source {
+        let rows = labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| RawRow { line: i + 2, text: format!("t{i}"), label_a: None, label_b: (!l.is_empty()).then(|| l.to_string()) })
+            .collect();
+        Source { path: PathBuf::from(path), rows }
+    }
+
+    #[test]
+    fn label_warnings_single_label() {
+        let w = label_warnings(&[source("b.tsv", &["pos", "pos", "pos"])], Task::B);
+        assert_eq!(w, vec!["task_b: the training data (b.tsv) has a single label 'pos' (3 rows): the head can only ever predict it"]);
+        // Two files that together have two labels are fine; rows without the task's label are left out.
+        assert!(label_warnings(&[source("b.tsv", &["pos", ""]), source("j.jsonl", &["neg"])], Task::B).is_empty());
+        // Files without the task's labels say nothing about it.
+        assert!(label_warnings(&[source("b.tsv", &["pos", "neg"])], Task::A).is_empty());
+        assert!(label_warnings(&[], Task::A).is_empty());
+    }
+
+    #[test]
+    fn label_warnings_case_only_differences() {
+        let w = label_warnings(&[source("b.tsv", &["Positive", "negative", "positive", "positive"]), source("c.tsv", &["POSITIVE"])], Task::B);
+        assert_eq!(
+            w,
+            vec!["task_b: labels 'POSITIVE' (1 row, first at c.tsv:2), 'Positive' (1 row, first at b.tsv:2) and 'positive' (2 rows, first at b.tsv:4) differ only in case: they are separate classes"]
+        );
+        assert!(label_warnings(&[source("b.tsv", &["pos", "neg"])], Task::B).is_empty());
+    }
+
+    #[test]
+    fn label_warnings_too_many_classes() {
+        let many: Vec<String> = (0..MANY_LABELS_MIN_ROWS).map(|i| format!("c{}", i % 11)).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let w = label_warnings(&[source("ids.tsv", &many)], Task::B);
+        assert_eq!(w, vec![format!("task_b: ids.tsv has 11 distinct labels in {MANY_LABELS_MIN_ROWS} labelled rows (more than 10%, fewer than 10 examples per class): is the label column the right one?")]);
+        // Exactly 10% is fine, and so are small files with many classes.
+        let ten: Vec<String> = (0..MANY_LABELS_MIN_ROWS).map(|i| format!("c{}", i % 10)).collect();
+        assert!(label_warnings(&[source("ok.tsv", &ten.iter().map(String::as_str).collect::<Vec<_>>())], Task::B).is_empty());
+        let small: Vec<String> = (0..MANY_LABELS_MIN_ROWS - 1).map(|i| format!("c{i}")).collect();
+        assert!(label_warnings(&[source("small.tsv", &small.iter().map(String::as_str).collect::<Vec<_>>())], Task::B).is_empty());
     }
 }

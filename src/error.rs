@@ -1,8 +1,12 @@
 //! Owns the library's error type: every variant names the file, line, field or tensor it is
 //! about. No variant both prints a wrapped error and reports it as its source, so `anyhow`'s
 //! `Caused by:` never repeats a message.
+//!
+//! Also owns [`PathKind`], what a path turned out to be (a directory, a device, a symlink loop,
+//! ...), and the checks the readers make with it before opening a model folder, a data file or
+//! an input of texts, so that a wrong path is reported as what it is.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Errors from loading models, reading data, training and inference.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +26,10 @@ pub enum Error {
     /// A weights file does not fit the model.
     #[error("{}: {msg}", path.display())]
     Weights { path: PathBuf, msg: String },
+    /// A path is not the kind of thing expected there: `what` names its role ("data file",
+    /// "model folder", ...), `is` says what it is instead ("is a directory", ...).
+    #[error("{what} {}: {is}", path.display())]
+    Unusable { what: &'static str, path: PathBuf, is: String },
     /// An argument or request that cannot be served (bad device, unknown prefix, ...).
     #[error("{0}")]
     Invalid(String),
@@ -72,6 +80,123 @@ impl Error {
     }
 }
 
+/// What a path is, found without opening it (symbolic links followed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathKind {
+    RegularFile,
+    Directory,
+    /// A named pipe (also what `<(command)` gives a program).
+    Fifo,
+    /// `/dev/null`, a terminal, ...
+    CharDevice,
+    BlockDevice,
+    Socket,
+    /// Nothing at that path.
+    Missing,
+    /// A symbolic link whose target does not exist.
+    DanglingSymlink,
+    /// Symbolic links that lead back to themselves (ELOOP).
+    SymlinkLoop,
+    /// The path could not be examined (for instance a folder on the way is not readable).
+    Unknown(String),
+}
+
+impl PathKind {
+    /// What `path` is.
+    pub fn of(path: &Path) -> PathKind {
+        match std::fs::metadata(path) {
+            Ok(m) => {
+                let t = m.file_type();
+                if t.is_file() {
+                    return PathKind::RegularFile;
+                }
+                if t.is_dir() {
+                    return PathKind::Directory;
+                }
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::FileTypeExt;
+                    if t.is_fifo() {
+                        return PathKind::Fifo;
+                    }
+                    if t.is_char_device() {
+                        return PathKind::CharDevice;
+                    }
+                    if t.is_block_device() {
+                        return PathKind::BlockDevice;
+                    }
+                    if t.is_socket() {
+                        return PathKind::Socket;
+                    }
+                }
+                PathKind::Unknown("of an unknown file type".into())
+            }
+            #[cfg(unix)]
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => PathKind::SymlinkLoop,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                    PathKind::DanglingSymlink
+                } else {
+                    PathKind::Missing
+                }
+            }
+            Err(e) => PathKind::Unknown(e.to_string()),
+        }
+    }
+
+    /// A noun phrase for the kinds that exist ("a directory", "a character device", ...).
+    fn noun(&self) -> &'static str {
+        match self {
+            PathKind::RegularFile => "a regular file",
+            PathKind::Directory => "a directory",
+            PathKind::Fifo => "a FIFO (named pipe)",
+            PathKind::CharDevice => "a character device",
+            PathKind::BlockDevice => "a block device",
+            PathKind::Socket => "a socket",
+            _ => "not a file",
+        }
+    }
+
+    /// Why a path of this kind is unusable when `want` is expected, or `None` when it is usable.
+    fn problem(&self, want: Want) -> Option<String> {
+        Some(match (self, want) {
+            (PathKind::Missing, _) => "does not exist".into(),
+            (PathKind::DanglingSymlink, _) => "is a dangling symbolic link (its target does not exist)".into(),
+            (PathKind::SymlinkLoop, _) => "is a symlink loop (too many levels of symbolic links)".into(),
+            (PathKind::Unknown(why), _) => format!("cannot be examined: {why}"),
+            (PathKind::Directory, Want::Folder) => return None,
+            (k, Want::Folder) => format!("is {}, not a directory", k.noun()),
+            (PathKind::Directory, _) => "is a directory, not a file".into(),
+            (PathKind::RegularFile, _) | (PathKind::Fifo, _) => return None,
+            (k, Want::RegularFile) => format!("is not a regular file (it is {})", k.noun()),
+            (_, Want::Stream) => return None,
+        })
+    }
+}
+
+/// What a reader expects at a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// A directory (a model or checkpoint folder).
+    Folder,
+    /// A file read whole: a regular file, or a FIFO (read to its end). Devices such as
+    /// `/dev/null` and sockets are refused.
+    RegularFile,
+    /// A stream of texts: anything that can be opened and read except a directory (so FIFOs,
+    /// `<(command)` and `/dev/stdin` work).
+    Stream,
+}
+
+/// Checks that `path` is what `want` asks for; otherwise an [`Error::Unusable`] saying what it
+/// is, with `what` naming its role ("data file", "model folder", ...).
+pub fn check_path(path: &Path, what: &'static str, want: Want) -> Result<PathKind> {
+    let kind = PathKind::of(path);
+    match kind.problem(want) {
+        None => Ok(kind),
+        Some(is) => Err(Error::Unusable { what, path: path.to_path_buf(), is }),
+    }
+}
+
 /// Shorthand for [`Error::Invalid`].
 pub(crate) fn invalid(msg: impl Into<String>) -> Error {
     Error::Invalid(msg.into())
@@ -88,5 +213,47 @@ mod tests {
         assert_eq!(shown.matches("File exists").count(), 1, "{shown}");
         let e = anyhow::Error::from(Error::from(tch::TchError::Kind("bad kind".into())));
         assert_eq!(format!("{e:?}").matches("bad kind").count(), 1);
+    }
+
+    #[test]
+    fn path_kinds_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("f.tsv");
+        std::fs::write(&file, "x").unwrap();
+        let missing = d.path().join("nope");
+        assert_eq!(PathKind::of(&file), PathKind::RegularFile);
+        assert_eq!(PathKind::of(d.path()), PathKind::Directory);
+        assert_eq!(PathKind::of(&missing), PathKind::Missing);
+        let msg = |p: &Path, want| check_path(p, "data file", want).unwrap_err().to_string();
+        assert_eq!(msg(d.path(), Want::RegularFile), format!("data file {}: is a directory, not a file", d.path().display()));
+        assert!(msg(d.path(), Want::Stream).ends_with(": is a directory, not a file"));
+        assert!(msg(&file, Want::Folder).ends_with(": is a regular file, not a directory"));
+        assert!(msg(&missing, Want::RegularFile).ends_with(": does not exist"));
+        assert!(check_path(&file, "data file", Want::RegularFile).is_ok());
+        assert!(check_path(d.path(), "model folder", Want::Folder).is_ok());
+        #[cfg(unix)]
+        {
+            let l = d.path().join("loop");
+            std::os::unix::fs::symlink(&l, &l).unwrap();
+            assert_eq!(PathKind::of(&l), PathKind::SymlinkLoop);
+            for want in [Want::Folder, Want::RegularFile, Want::Stream] {
+                assert!(msg(&l, want).ends_with(": is a symlink loop (too many levels of symbolic links)"), "{}", msg(&l, want));
+            }
+            let dangling = d.path().join("dangling");
+            std::os::unix::fs::symlink(&missing, &dangling).unwrap();
+            assert!(msg(&dangling, Want::RegularFile).contains("dangling symbolic link"));
+            let null = Path::new("/dev/null");
+            assert_eq!(PathKind::of(null), PathKind::CharDevice);
+            assert_eq!(msg(null, Want::RegularFile), "data file /dev/null: is not a regular file (it is a character device)");
+            assert!(msg(null, Want::Folder).ends_with("is a character device, not a directory"));
+            assert!(check_path(null, "input", Want::Stream).is_ok());
+            let fifo = d.path().join("fifo");
+            let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            assert_eq!(PathKind::of(&fifo), PathKind::Fifo);
+            assert!(check_path(&fifo, "data file", Want::RegularFile).is_ok(), "FIFOs stay readable");
+            assert!(check_path(&fifo, "input", Want::Stream).is_ok());
+        }
     }
 }

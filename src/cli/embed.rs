@@ -1,12 +1,14 @@
-//! `mtt embed`, `task1` and `mtt doctor`: arguments and command bodies.
+//! `mtt embed`, `task1` and `mtt doctor`: arguments and command bodies, and the reporting of
+//! skipped or bad input lines that `mtt predict` shares.
 
 use super::{at_least_one, warn_unexpected, InferArgs, RunArgs};
 use crate::config::{folder_report, ModelFiles, DEFAULT_MODEL_DIR};
 use crate::device::{device_name, libtorch_lib, libtorch_version, loaded_libtorch};
 use crate::embed::{EncodeOptions, SentenceEncoder};
 use crate::infer::rows;
+use crate::error::{Error, PathKind};
 use crate::precision::Precision;
-use crate::textio::open_texts;
+use crate::textio::{open_texts, Lines};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -32,8 +34,40 @@ pub struct EmbedArgs {
     /// embed` streams: memory stays flat however long the input).
     #[arg(long, default_value_t = 4096, value_parser = at_least_one)]
     pub window: usize,
+    /// Skip input lines that are not valid UTF-8 instead of stopping at the first one: each is
+    /// reported on stderr with its line number, the output has one line per valid input line, and
+    /// the number skipped is reported at the end.
+    #[arg(long)]
+    pub skip_invalid: bool,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Reports on stderr the lines `input` skipped since the last call (`--skip-invalid`).
+pub(super) fn report_skipped<R: std::io::BufRead>(input: &mut Lines<R>, cmd: &str) {
+    for (line, why) in input.take_skipped() {
+        eprintln!("{cmd}: skipped line {line} of {}: {why}", input.source().display());
+    }
+}
+
+/// The final count of skipped lines on stderr (`--skip-invalid`).
+pub(super) fn report_skip_total<R: std::io::BufRead>(input: &Lines<R>, cmd: &str) {
+    let n = input.skipped_count();
+    eprintln!(
+        "{cmd}: skipped {n} invalid line{} of {} read from {}",
+        if n == 1 { "" } else { "s" },
+        input.lines_read(),
+        input.source().display()
+    );
+}
+
+/// The error that stopped reading the input after `written` output lines: a bad line names
+/// itself and says what was written before it.
+pub(super) fn stopped(e: Error, written: usize) -> anyhow::Error {
+    match e {
+        Error::Data { .. } => anyhow::anyhow!("{e}; the {written} line(s) before it were processed and written (--skip-invalid skips such lines)"),
+        other => other.into(),
+    }
 }
 
 /// Loads the encoder at `precision`, warning on stderr about file tensors nothing uses.
@@ -59,17 +93,21 @@ struct EmbeddingLine<'a> {
 /// `mtt embed`: JSON Lines `{"text", "embedding"}` on stdout, in input order.
 ///
 /// Streams: reads `--window` lines, encodes them (length-sorted inside the window), writes their
-/// lines in input order, and goes on; a bad line stops with an error naming it (the windows
-/// before its own are written).
+/// lines in input order, and goes on; a line that is not UTF-8 ends a window early, so every line
+/// before it is written and flushed, then stops with an error naming the source and the line
+/// (`--skip-invalid` skips such lines instead, reporting each on stderr).
 pub fn run_embed(args: &EmbedArgs) -> Result<()> {
+    const CMD: &str = "mtt embed";
     let device = args.run.setup()?;
-    let mut input = open_texts(args.input.as_deref())?;
+    let mut input = open_texts(args.input.as_deref())?.skip_invalid(args.skip_invalid);
     let enc = load_encoder(&args.model, device, args.infer.precision)?;
     let opts = encode_options(args);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut written = 0;
     loop {
-        let texts = input.window(args.window)?;
+        let texts = input.window(args.window).map_err(|e| stopped(e, written))?;
+        report_skipped(&mut input, CMD);
         if texts.is_empty() {
             break;
         }
@@ -79,6 +117,10 @@ pub fn run_embed(args: &EmbedArgs) -> Result<()> {
             out.write_all(b"\n")?;
         }
         out.flush()?;
+        written += texts.len();
+    }
+    if args.skip_invalid {
+        report_skip_total(&input, CMD);
     }
     Ok(())
 }
@@ -95,9 +137,10 @@ pub const TASK1_SENTENCES: [&str; 3] = [
 pub fn run_task1(args: &EmbedArgs) -> Result<()> {
     let device = args.run.setup()?;
     let mut input = match &args.input {
-        Some(path) => Some(open_texts(Some(path))?),
+        Some(path) => Some(open_texts(Some(path))?.skip_invalid(args.skip_invalid)),
         None => None,
     };
+    let mut written = 0;
     let mut samples = Some(TASK1_SENTENCES.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     let enc = load_encoder(&args.model, device, args.infer.precision)?;
     let opts = encode_options(args);
@@ -111,12 +154,20 @@ pub fn run_task1(args: &EmbedArgs) -> Result<()> {
     );
     loop {
         let texts = match input.as_mut() {
-            Some(input) => input.window(args.window)?,
+            Some(input) => {
+                let texts = input.window(args.window).map_err(|e| stopped(e, written))?;
+                report_skipped(input, "task1");
+                texts
+            }
             None => samples.take().unwrap_or_default(),
         };
         if texts.is_empty() {
+            if let Some(input) = input.as_ref().filter(|_| args.skip_invalid) {
+                report_skip_total(input, "task1");
+            }
             return Ok(());
         }
+        written += texts.len();
         for (text, v) in texts.iter().zip(&rows(&enc.encode(&texts, opts)?)?) {
             let head: Vec<String> = v.iter().take(5).map(|x| format!("{x:.4}")).collect();
             println!("\nSentence: {text}");
@@ -165,6 +216,9 @@ pub fn run_doctor(args: &DoctorArgs) -> Result<()> {
         }
     }
     println!("model folder: {}", args.model.display());
+    if !matches!(PathKind::of(&args.model), PathKind::Directory | PathKind::Missing) {
+        crate::config::check_model_dir(&args.model)?;
+    }
     let mut ok = true;
     for (file, present) in folder_report(&args.model) {
         println!("  [{}] {file}", if present { "ok" } else { "MISSING" });
@@ -172,6 +226,7 @@ pub fn run_doctor(args: &DoctorArgs) -> Result<()> {
     }
     if !ok {
         println!("status: model folder incomplete; run scripts/setup.sh (installs all-MiniLM-L6-v2) or pass --model DIR");
+        crate::config::check_model_dir(&args.model)?;
         anyhow::bail!("model folder {} is incomplete", args.model.display());
     }
     let files = ModelFiles::locate(&args.model)?;

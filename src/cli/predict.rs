@@ -5,7 +5,8 @@ use crate::classifier::Classifier;
 use crate::config::DEFAULT_MODEL_DIR;
 use crate::data::{self as ds, Labels, Task};
 use crate::infer::{self, argmax, rows};
-use crate::textio::read_texts;
+use crate::textio::open_texts;
+use super::embed::{report_skip_total, report_skipped, stopped};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
@@ -58,6 +59,11 @@ pub struct PredictArgs {
     /// Texts, one per line (default: standard input).
     #[arg(long)]
     pub input: Option<PathBuf>,
+    /// Skip input lines that are not valid UTF-8 instead of stopping at the first one: each is
+    /// reported on stderr with its line number, the output has one line per valid input line, and
+    /// the number skipped is reported at the end.
+    #[arg(long)]
+    pub skip_invalid: bool,
     #[command(flatten)]
     pub infer: InferArgs,
     #[command(flatten)]
@@ -82,22 +88,44 @@ fn task_prediction<'a>(labels: &'a Labels, probs: &[f32]) -> TaskPrediction<'a> 
     TaskPrediction { label: &labels.0[argmax(probs)], probs: probs_map }
 }
 
-/// `mtt predict`: JSON Lines with each task's label and class probabilities, in input order.
+/// `mtt predict`: JSON Lines with each task's label and class probabilities, in input order, on
+/// stdout.
+///
+/// Reads the whole input, then predicts it (all texts batched together). A line that is not
+/// UTF-8 stops the reading there: the lines before it are predicted, written and flushed, then
+/// the command fails with an error naming the source and the line (`--skip-invalid` skips such
+/// lines instead, reporting each on stderr).
 pub fn run_predict(args: &PredictArgs) -> Result<()> {
+    const CMD: &str = "mtt predict";
     let device = args.run.setup()?;
-    let texts = read_texts(args.input.as_deref())?;
+    let mut input = open_texts(args.input.as_deref())?.skip_invalid(args.skip_invalid);
+    let mut texts = input.window(usize::MAX).map_err(|e| stopped(e, 0))?;
+    report_skipped(&mut input, CMD);
     let clf = load_checkpoint_at(&args.model, device, args.infer.precision)?;
-    let (pa, pb) = clf.probabilities(&texts, args.infer.batching(clf.tokenizer.pad_id()))?;
-    let (pa, pb) = (rows(&pa)?, rows(&pb)?);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let c = &clf.model.config;
-    for (i, text) in texts.iter().enumerate() {
-        let line = PredictionLine { text, task_a: task_prediction(&c.labels_a, &pa[i]), task_b: task_prediction(&c.labels_b, &pb[i]) };
-        serde_json::to_writer(&mut out, &line)?;
-        out.write_all(b"\n")?;
+    let mut written = 0;
+    loop {
+        let (pa, pb) = clf.probabilities(&texts, args.infer.batching(clf.tokenizer.pad_id()))?;
+        let (pa, pb) = (rows(&pa)?, rows(&pb)?);
+        for (i, text) in texts.iter().enumerate() {
+            let line = PredictionLine { text, task_a: task_prediction(&c.labels_a, &pa[i]), task_b: task_prediction(&c.labels_b, &pb[i]) };
+            serde_json::to_writer(&mut out, &line)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        written += texts.len();
+        // Empty at the end of the input; after a bad line, its error.
+        texts = input.window(usize::MAX).map_err(|e| stopped(e, written))?;
+        report_skipped(&mut input, CMD);
+        if texts.is_empty() {
+            break;
+        }
     }
-    out.flush()?;
+    if args.skip_invalid {
+        report_skip_total(&input, CMD);
+    }
     Ok(())
 }
 
@@ -142,7 +170,7 @@ pub fn run_task2(args: &Task2Args) -> Result<()> {
     };
     let ids = clf.tokenizer.encode_all(&TASK2_SENTENCES);
     let seqs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
-    let (x, m) = crate::batch::pad(&seqs, clf.tokenizer.pad_id(), device);
+    let (x, m) = crate::padding::pad(&seqs, clf.tokenizer.pad_id(), device);
     let (pooled, logits) = tch::no_grad(|| {
         let pooled = clf.model.pooled_t(&x, &m, false);
         let logits = clf.model.heads_t(&pooled, false);

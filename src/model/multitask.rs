@@ -6,8 +6,8 @@
 
 use crate::config::{EncoderConfig, PoolingConfig};
 use crate::data::Labels;
-use crate::error::{invalid, Error, Result};
-use crate::fsutil::write_atomic;
+use crate::error::{check_path, invalid, Error, Result, Want};
+use crate::fsutil::{file_sha256, sha256_hex, write_atomic};
 use crate::model::Encoder;
 use crate::params::{LoadReport, Params, HEAD_A, HEAD_B, HEADS};
 use crate::tokenizer::SentenceTokenizer;
@@ -44,23 +44,6 @@ pub struct Integrity {
     /// Of this config's content without the `integrity` field (compact JSON, so formatting
     /// does not matter but every value does).
     pub config_sha256: String,
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex(&Sha256::digest(bytes))
-}
-
-pub(crate) fn file_sha256(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(path, e))?;
-    Ok(hex(&h.finalize()))
 }
 
 impl MultiTaskConfig {
@@ -209,8 +192,11 @@ impl MultiTask {
             .is_some_and(|v| v.get("format").and_then(|f| f.as_str()) == Some(FORMAT))
     }
 
-    /// Reads and checks a checkpoint's `config.json` (its own checksum included, when it has one).
+    /// Reads and checks a checkpoint's `config.json` (its own checksum included, when it has one,
+    /// and every setting of the encoder, the labels and the head dropout: see
+    /// [`EncoderConfig::check`]).
     pub fn read_config(dir: &Path) -> Result<MultiTaskConfig> {
+        check_path(dir, "checkpoint folder", Want::Folder)?;
         let path = dir.join(CONFIG_FILE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
         let text = String::from_utf8(bytes).map_err(|e| Error::config(&path, format!("not UTF-8 text ({e}): the file is damaged")))?;
@@ -226,6 +212,16 @@ impl MultiTask {
                     "content does not match its checksum (integrity.config_sha256): the file is damaged or was edited after saving",
                 ));
             }
+        }
+        let vocab = dir.join(VOCAB_FILE);
+        config.encoder.check(&path, "encoder.", vocab.is_file().then_some(vocab.as_path()))?;
+        for (name, labels) in [("labels_a", &config.labels_a), ("labels_b", &config.labels_b)] {
+            if labels.is_empty() {
+                return Err(Error::config(&path, format!("{name} is empty: each task needs at least one label")));
+            }
+        }
+        if !(0.0..1.0).contains(&config.head_dropout) {
+            return Err(Error::config(&path, format!("head_dropout is {}: must be in [0, 1)", config.head_dropout)));
         }
         Ok(config)
     }
