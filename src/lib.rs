@@ -46,11 +46,11 @@
 //!
 //! Modules, lowest first (a module imports only modules above it in this list):
 //!
-//! * [`error`], [`fsutil`], [`torch_version`], [`device`]: errors that name files and lines;
+//! * [`error`], [`fsutil`], [`torch_version`], [`device`]: errors that name files and lines (and say what a path is);
 //!   atomic writes, checksums and the output-folder check; libtorch's version; device and thread
 //!   selection.
 //! * [`config`], [`tokenizer`]: a sentence-transformers folder's settings; WordPiece tokenization.
-//! * [`textio`]: texts one per line (what `embed` and `predict` read), and what a path is.
+//! * [`textio`]: texts one per line (what `embed` and `predict` read).
 //! * [`data`], [`metrics`]: labelled TSV/CSV/JSONL files, label sets, examples; accuracy and F1.
 //! * [`params`]: the model's parameters as named subsets, one `VarStore` each (freezing by
 //!   prefix, loading, saving under the seed's PyTorch names).

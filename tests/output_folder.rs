@@ -176,3 +176,23 @@ fn a_signal_before_training_ends_the_process_at_once_and_writes_nothing() {
         assert!(!out.exists(), "{name}: the output folder was created");
     }
 }
+
+#[test]
+fn doubtful_training_labels_are_warned_about_on_stderr_once_each() {
+    let f = fixture();
+    let a = f.root.join("one-label.tsv");
+    std::fs::write(&a, "text\tlabel\nwhat is it ?\tENTY\nwhat film is this ?\tENTY\n").unwrap();
+    let b = f.root.join("cased.tsv");
+    std::fs::write(&b, "text\tlabel\ni love this film !\tpositive\nthis was awful .\tnegative\nvery fun movie !\tPositive\n").unwrap();
+    let out = f.root.join("warned");
+    let o = Command::new(env!("CARGO_BIN_EXE_mtt"))
+        .args(["train", "--model", &p(&f.model), "--task-a", &p(&a), "--task-b", &p(&b), "--out", &p(&out), "--device", "cpu", "--max-steps", "1", "--progress-every", "0"])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.matches("warning: task_a: the training data").count(), 1, "{err}");
+    assert!(err.contains("has a single label 'ENTY'"), "{err}");
+    assert_eq!(err.matches("differ only in case").count(), 1, "{err}");
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("warning:"), "warnings belong on stderr");
+}

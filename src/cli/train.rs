@@ -315,7 +315,8 @@ impl TrainArgs {
 pub fn run_train(args: &TrainArgs, defaults: &TrainDefaults, title: &str) -> Result<()> {
     set_threads(args.run.threads);
     let progress = if std::io::stderr().is_terminal() { Progress::Bar } else { Progress::Lines(Duration::from_secs(args.progress_every)) };
-    let mut log = |line: &str| println!("{line}");
+    // The run's log on stdout, its warnings on stderr.
+    let mut log = |line: &str| if line.starts_with("warning: ") { eprintln!("{line}") } else { println!("{line}") };
     let stop = Arc::new(StopFlag::new());
     stop_on_signals(&stop)?;
     let ctl = RunControl { progress, stop: Some(stop), interrupt_after: args.interrupt_after_steps };

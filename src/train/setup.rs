@@ -19,6 +19,9 @@ pub(super) struct RunData {
     pub labels_b: Labels,
     pub train_sources: Vec<Source>,
     pub dev_sources: Vec<Source>,
+    /// Doubtful training labels (a single class, names that differ only in case, too many
+    /// classes for the rows), one message each.
+    pub warnings: Vec<String>,
 }
 
 fn read_sources(per_task: &[(Option<&PathBuf>, Task)], joint: &[PathBuf], limit: Option<usize>) -> Result<Vec<Source>> {
@@ -54,7 +57,9 @@ pub(super) fn read_data(d: &DataConfig) -> Result<RunData> {
             return Err(invalid(format!("no {} labels in the training data: give a {what}", t.key())));
         }
     }
-    Ok(RunData { labels_a, labels_b, train_sources, dev_sources })
+    let mut warnings = data::label_warnings(&train_sources, Task::A);
+    warnings.extend(data::label_warnings(&train_sources, Task::B));
+    Ok(RunData { labels_a, labels_b, train_sources, dev_sources, warnings })
 }
 
 /// The rows of the run as examples: training (only the kept task's labels, with `only_task`),

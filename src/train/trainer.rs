@@ -85,6 +85,9 @@ impl<'a> Trainer<'a> {
         }
         let device = parse_device(&cfg.device)?;
         let data = setup::read_data(&cfg.data)?;
+        for w in &data.warnings {
+            log(&format!("warning: {w}"));
+        }
         let clf = setup::build_classifier(cfg, data.labels_a.clone(), data.labels_b.clone(), device, log)?;
         let [train_ex, dev_ex, ood_ex] = setup::examples(cfg, &data, &clf, log)?;
         let out = setup::open_output(cfg, resumed.is_none(), log)?;
