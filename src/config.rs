@@ -23,6 +23,66 @@ use std::path::{Path, PathBuf};
 /// Default model folder, relative to the working directory (scripts/setup.sh installs it there).
 pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
 
+/// Environment variable naming the default model folder.
+pub const MODEL_ENV: &str = "MTT_MODEL";
+
+/// The folder scripts/setup.sh also copies the model into, so that an installed `mtt` finds it
+/// from any working folder: `$MTT_CACHE_DIR/models/all-MiniLM-L6-v2`, by default under
+/// `$HOME/.cache/multi-task-transformer/` (`None` without either variable).
+pub fn user_cache_model_dir() -> Option<PathBuf> {
+    let cache = match std::env::var_os("MTT_CACHE_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".cache/multi-task-transformer"),
+    };
+    Some(cache.join(DEFAULT_MODEL_DIR))
+}
+
+/// Where the default model folder was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSource {
+    /// `$MTT_MODEL`.
+    Env,
+    /// `./models/all-MiniLM-L6-v2` in the working folder (a clone where scripts/setup.sh ran).
+    WorkingFolder,
+    /// The user cache ([`user_cache_model_dir`]).
+    UserCache,
+    /// None of them exists: `./models/all-MiniLM-L6-v2`, whose absence the error then names.
+    NotFound,
+}
+
+impl ModelSource {
+    /// How `mtt doctor` names it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ModelSource::Env => "from $MTT_MODEL",
+            ModelSource::WorkingFolder => "./models/all-MiniLM-L6-v2 in the working folder",
+            ModelSource::UserCache => "the user cache, where scripts/setup.sh also installs it",
+            ModelSource::NotFound => "not found: not in $MTT_MODEL, ./models/ or the user cache",
+        }
+    }
+}
+
+/// The model folder a command uses when `--model` is not given, and where it came from: `$MTT_MODEL`,
+/// then `./models/all-MiniLM-L6-v2`, then the user cache.
+pub fn default_model() -> (PathBuf, ModelSource) {
+    if let Some(d) = std::env::var_os(MODEL_ENV).filter(|d| !d.is_empty()) {
+        return (PathBuf::from(d), ModelSource::Env);
+    }
+    let local = PathBuf::from(DEFAULT_MODEL_DIR);
+    if local.is_dir() {
+        return (local, ModelSource::WorkingFolder);
+    }
+    match user_cache_model_dir() {
+        Some(c) if c.is_dir() => (c, ModelSource::UserCache),
+        _ => (local, ModelSource::NotFound),
+    }
+}
+
+/// [`default_model`]'s folder (the commands' `--model` default).
+pub fn default_model_dir() -> PathBuf {
+    default_model().0
+}
+
 /// Which token vectors make the sentence vector; several modes are concatenated in the order
 /// cls, max, mean, mean_sqrt_len, as sentence-transformers' `Pooling` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //! skipped or bad input lines that `mtt predict` shares.
 
 use super::{at_least_one, warn_unexpected, InferArgs, RunArgs};
-use crate::config::{folder_report, ModelFiles, DEFAULT_MODEL_DIR};
+use crate::config::{folder_report, ModelFiles};
 use crate::device::{device_name, libtorch_lib, libtorch_version, loaded_libtorch};
 use crate::embed::{EncodeOptions, SentenceEncoder};
 use crate::infer::rows;
@@ -20,7 +20,9 @@ use tch::Device;
 #[derive(Args, Debug, Clone)]
 pub struct EmbedArgs {
     /// Sentence-transformers model folder.
-    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    /// Default: $MTT_MODEL, else ./models/all-MiniLM-L6-v2, else the user cache (the first that
+    /// exists; `mtt doctor` says which).
+    #[arg(long, default_value_os_t = crate::config::default_model_dir())]
     pub model: PathBuf,
     /// Texts, one per line (default: standard input; `-` also means standard input).
     #[arg(long)]
@@ -181,7 +183,9 @@ pub fn run_task1(args: &EmbedArgs) -> Result<()> {
 #[derive(Args, Debug, Clone)]
 pub struct DoctorArgs {
     /// Model folder to check.
-    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    /// Default: $MTT_MODEL, else ./models/all-MiniLM-L6-v2, else the user cache (the first that
+    /// exists; `mtt doctor` says which).
+    #[arg(long, default_value_os_t = crate::config::default_model_dir())]
     pub model: PathBuf,
 }
 
@@ -215,7 +219,9 @@ pub fn run_doctor(args: &DoctorArgs) -> Result<()> {
             println!("  {line}");
         }
     }
-    println!("model folder: {}", args.model.display());
+    let (default, source) = crate::config::default_model();
+    let from = if args.model == default { source.describe() } else { "from --model" };
+    println!("model folder: {} ({from})", args.model.display());
     if !matches!(PathKind::of(&args.model), PathKind::Directory | PathKind::Missing) {
         crate::config::check_model_dir(&args.model)?;
     }

@@ -5,7 +5,6 @@
 use super::train::TrainArgs;
 use super::RunArgs;
 use crate::batch::TaskSampling;
-use crate::config::DEFAULT_MODEL_DIR;
 use crate::data::{bundled, Task};
 use crate::device::set_threads;
 use crate::error::invalid;
@@ -47,7 +46,9 @@ pub struct ExperimentArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Base model folder.
-    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    /// Default: $MTT_MODEL, else ./models/all-MiniLM-L6-v2, else the user cache (the first that
+    /// exists; `mtt doctor` says which).
+    #[arg(long, default_value_os_t = crate::config::default_model_dir())]
     pub model: PathBuf,
     /// Task A training file [default: the bundled TREC-6].
     #[arg(long)]
@@ -320,7 +321,7 @@ mod tests {
         let base = base_config(&a);
         let former = args(&format!(
             "--model {} --task-a {} --task-b {} --dev-a {} --dev-b {} --ood-b {} --epochs 2 --device auto --cache-dir o/cache --limit 64 --out o",
-            DEFAULT_MODEL_DIR,
+            crate::config::default_model_dir().display(),
             bundled::TASK_A,
             bundled::TASK_B,
             bundled::DEV_A,

@@ -2,7 +2,6 @@
 
 use super::{load_checkpoint, load_checkpoint_at, warn_unexpected, InferArgs, RunArgs};
 use crate::classifier::Classifier;
-use crate::config::DEFAULT_MODEL_DIR;
 use crate::data::{self as ds, Labels, Task};
 use crate::infer::{self, argmax, rows};
 use crate::textio::open_texts;
@@ -140,7 +139,9 @@ pub const TASK2_SENTENCES: [&str; 3] = [
 #[derive(Args, Debug, Clone)]
 pub struct Task2Args {
     /// Base sentence-transformers folder (heads are freshly initialised).
-    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    /// Default: $MTT_MODEL, else ./models/all-MiniLM-L6-v2, else the user cache (the first that
+    /// exists; `mtt doctor` says which).
+    #[arg(long, default_value_os_t = crate::config::default_model_dir())]
     pub model: PathBuf,
     /// A trained multi-task checkpoint to run instead of fresh heads.
     #[arg(long)]

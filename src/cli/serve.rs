@@ -1,7 +1,6 @@
 //! `mtt serve`: arguments, the tokio runtime, binding and the shutdown report.
 
 use super::RunArgs;
-use crate::config::DEFAULT_MODEL_DIR;
 use crate::serve::{shutdown_signal, Engine, ServeConfig, Service};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -13,7 +12,9 @@ use std::time::Duration;
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
     /// A sentence-transformers folder (/embed only) or a multi-task checkpoint (/embed and /predict).
-    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    /// Default: $MTT_MODEL, else ./models/all-MiniLM-L6-v2, else the user cache (the first that
+    /// exists; `mtt doctor` says which).
+    #[arg(long, default_value_os_t = crate::config::default_model_dir())]
     pub model: PathBuf,
     /// Address to listen on (port 0: any free port; the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:8080")]

@@ -2,7 +2,6 @@
 //! [`TrainConfig`] fields (each flag is its field's name in kebab case).
 
 use super::{at_least_one, RunArgs};
-use crate::config::DEFAULT_MODEL_DIR;
 use crate::data::{bundled, Task};
 use crate::device::set_threads;
 use crate::freeze::Freeze;
@@ -110,7 +109,9 @@ pub struct TrainArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Base model: a sentence-transformers folder, or a multi-task checkpoint to continue from.
-    #[arg(long, default_value = DEFAULT_MODEL_DIR)]
+    /// Default: $MTT_MODEL, else ./models/all-MiniLM-L6-v2, else the user cache (the first that
+    /// exists; `mtt doctor` says which).
+    #[arg(long, default_value_os_t = crate::config::default_model_dir())]
     pub model: PathBuf,
     /// Freezing scenario (layers:K freezes the embeddings and the first K layers).
     #[arg(long, value_name = "SCENARIO", value_parser = FreezeParser)]
