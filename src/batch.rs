@@ -88,7 +88,10 @@ impl TryFrom<String> for TaskSampling {
 /// One training batch's rows, and the task it was drawn for (`None`: mixed, every label counts).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draw {
+    /// Indices of the batch's rows in the epoch's examples.
     pub rows: Vec<usize>,
+    /// The task the batch was drawn for (round-robin and temperature sampling): only its labels
+    /// count. `None` under proportional sampling.
     pub task: Option<Task>,
 }
 
@@ -259,13 +262,19 @@ pub fn epoch_draws(examples: &[Example], batch_size: usize, seed: u64, epoch: us
 /// What a training batch feeds the model.
 pub enum Inputs {
     /// `[batch, seq]` token ids and attention mask (1 = token).
-    Tokens { ids: Tensor, mask: Tensor },
+    Tokens {
+        /// `[batch, seq]` token ids (int64), padded with `[PAD]` to the batch's longest row.
+        ids: Tensor,
+        /// `[batch, seq]` attention mask (int64): 1 on tokens, 0 on padding.
+        mask: Tensor,
+    },
     /// `[batch, dim]` pooled vectors from a frozen encoder's cache.
     Pooled(Tensor),
 }
 
 /// A training batch on the model's device.
 pub struct Batch {
+    /// Token ids and mask, or cached pooled vectors.
     pub inputs: Inputs,
     /// `[batch]` Task A targets, [`IGNORE`] where a row has none.
     pub labels_a: Tensor,
@@ -273,7 +282,9 @@ pub struct Batch {
     pub labels_b: Tensor,
     /// Rows with a Task A / Task B label.
     pub n_a: usize,
+    /// Rows with a Task B label that counts (the targets in `labels_b` other than [`IGNORE`]).
     pub n_b: usize,
+    /// Rows in the batch, labelled or not.
     pub size: usize,
 }
 
@@ -281,7 +292,10 @@ pub struct Batch {
 #[derive(Clone, Copy)]
 pub enum Source<'a> {
     /// Token ids, padded with this `[PAD]` id.
-    Tokens { pad_id: i64 },
+    Tokens {
+        /// The tokenizer's `[PAD]` id.
+        pad_id: i64,
+    },
     /// Cached pooled vectors, `[n_examples, dim]` on the model's device.
     Cache(&'a Tensor),
 }

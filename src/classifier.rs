@@ -17,7 +17,9 @@ pub use crate::model::multitask::VOCAB_FILE;
 
 /// A tokenizer plus the multi-task model.
 pub struct Classifier {
+    /// The WordPiece tokenizer of the model's vocabulary, truncating to its `max_seq_length`.
     pub tokenizer: SentenceTokenizer,
+    /// The encoder, both heads and their configuration (labels, pooling, dropout).
     pub model: MultiTask,
 }
 

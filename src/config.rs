@@ -87,12 +87,18 @@ pub fn default_model_dir() -> PathBuf {
 /// cls, max, mean, mean_sqrt_len, as sentence-transformers' `Pooling` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolingConfig {
+    /// The `[CLS]` token's vector (`pooling_mode_cls_token`).
     #[serde(rename = "pooling_mode_cls_token", default)]
     pub cls: bool,
+    /// Element-wise maximum over the tokens, padding left out (`pooling_mode_max_tokens`).
     #[serde(rename = "pooling_mode_max_tokens", default)]
     pub max: bool,
+    /// Mean over the tokens, `[CLS]` and `[SEP]` included, padding left out
+    /// (`pooling_mode_mean_tokens`).
     #[serde(rename = "pooling_mode_mean_tokens", default)]
     pub mean: bool,
+    /// Sum over the tokens (padding left out) divided by the square root of their count
+    /// (`pooling_mode_mean_sqrt_len_tokens`).
     #[serde(rename = "pooling_mode_mean_sqrt_len_tokens", default)]
     pub mean_sqrt_len: bool,
 }
@@ -132,11 +138,14 @@ impl PoolingConfig {
 /// Tokenizer settings from `tokenizer_config.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenizerConfig {
+    /// Lower-case the text before WordPiece (default `true` when the file omits it).
     #[serde(default = "yes")]
     pub do_lower_case: bool,
     /// `None` follows `do_lower_case`, as in Hugging Face's BERT tokenizer.
     #[serde(default)]
     pub strip_accents: Option<bool>,
+    /// Hugging Face's flag for splitting CJK characters into tokens of their own (default
+    /// `true`); kept for export only, as rust_tokenizers' BERT tokenizer always splits them.
     #[serde(default = "yes")]
     pub tokenize_chinese_chars: bool,
 }
@@ -155,8 +164,11 @@ impl TokenizerConfig {
 /// Everything needed to build the encoder: the BERT architecture, tokenizer and pooling.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EncoderConfig {
+    /// The BERT architecture, from the folder's `config.json` (layers, sizes, vocabulary).
     pub bert: BertConfig,
+    /// Tokenizer settings, from `tokenizer_config.json`.
     pub tokenizer: TokenizerConfig,
+    /// Pooling modes, from the Pooling module's `config.json` (at least one on).
     pub pooling: PoolingConfig,
     /// Longest input in tokens, `[CLS]` and `[SEP]` included; longer texts are truncated.
     pub max_seq_length: usize,
@@ -318,13 +330,22 @@ fn check_layer_norm_eps(text: &str, path: &Path) -> Result<()> {
 /// The files of a sentence-transformers model folder, checked to exist.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
+    /// The model folder, as given.
     pub dir: PathBuf,
+    /// `config.json`: the BERT architecture.
     pub config: PathBuf,
+    /// `model.safetensors`, or `rust_model.ot` when there is no safetensors file.
     pub weights: PathBuf,
+    /// `vocab.txt`: the WordPiece vocabulary, one token per line.
     pub vocab: PathBuf,
+    /// `tokenizer_config.json`: lower-casing and accent stripping.
     pub tokenizer_config: PathBuf,
+    /// `sentence_bert_config.json`: the maximum sequence length.
     pub sentence_bert_config: PathBuf,
+    /// `modules.json`: the sentence-transformers pipeline (where the Pooling module is, whether
+    /// a Normalize module ends it).
     pub modules: PathBuf,
+    /// The Pooling module's `config.json` (usually `1_Pooling/config.json`).
     pub pooling_config: PathBuf,
 }
 

@@ -27,9 +27,13 @@ use std::path::{Path, PathBuf};
 /// SST-5 folded to 3 classes for Task B, TweetEval sentiment as an out-of-domain Task B check),
 /// relative to the repository root.
 pub mod bundled {
+    /// Task A training file: TREC-6 questions, six coarse question types.
     pub const TASK_A: &str = "data/trec6/train.tsv";
+    /// Task B training file: SST-5 movie-review sentences, folded to negative, neutral, positive.
     pub const TASK_B: &str = "data/sst5_3class/train.tsv";
+    /// Task A dev file (TREC-6), evaluated after each epoch.
     pub const DEV_A: &str = "data/trec6/dev.tsv";
+    /// Task B dev file (SST-5 folded to 3 classes), evaluated after each epoch.
     pub const DEV_B: &str = "data/sst5_3class/dev.tsv";
     /// Tweets (TweetEval sentiment, validation split): Task B out of domain, never trained on.
     pub const OOD_B: &str = "data/tweet_sentiment/dev.tsv";
@@ -45,6 +49,7 @@ pub enum Task {
 }
 
 impl Task {
+    /// The task's name in messages and in metrics maps: `task_a` or `task_b`.
     pub fn key(self) -> &'static str {
         match self {
             Task::A => "task_a",
@@ -58,15 +63,22 @@ impl Task {
 pub struct RawRow {
     /// 1-based line (TSV/JSONL) or record line (CSV) in the file, header included.
     pub line: usize,
+    /// The text as written (never empty or only whitespace).
     pub text: String,
+    /// The Task A label name, trimmed; `None` when the file has no Task A column or the cell
+    /// is empty.
     pub label_a: Option<String>,
+    /// The Task B label name, trimmed; `None` when the file has no Task B column or the cell
+    /// is empty.
     pub label_b: Option<String>,
 }
 
 /// A labelled source file and the rows read from it.
 #[derive(Debug, Clone)]
 pub struct Source {
+    /// The file, as given (named in errors and warnings).
     pub path: PathBuf,
+    /// Its rows in file order (all of them, or the first N under a row limit).
     pub rows: Vec<RawRow>,
 }
 
@@ -297,14 +309,18 @@ impl Labels {
         Labels(set.into_iter().cloned().collect())
     }
 
+    /// Number of classes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether there is no class at all (the task has no label in the data).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The class index of label `name` (exact, case-sensitive match), or `None` if it is not one
+    /// of the labels.
     pub fn index(&self, name: &str) -> Option<usize> {
         self.0.binary_search_by(|l| l.as_str().cmp(name)).ok()
     }
@@ -387,9 +403,13 @@ pub fn label_warnings(sources: &[Source], task: Task) -> Vec<String> {
 /// A tokenized example with label indices.
 #[derive(Debug, Clone)]
 pub struct Example {
+    /// The row's text.
     pub text: String,
+    /// Its token ids, `[CLS] ... [SEP]`, truncated to the tokenizer's maximum length.
     pub ids: Vec<i64>,
+    /// Index of the Task A label in the Task A [`Labels`]; `None` when the row has none.
     pub label_a: Option<usize>,
+    /// Index of the Task B label in the Task B [`Labels`]; `None` when the row has none.
     pub label_b: Option<usize>,
 }
 

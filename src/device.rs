@@ -44,6 +44,7 @@ pub fn set_threads(threads: Option<usize>) {
 pub struct ThreadsGuard(i32);
 
 impl ThreadsGuard {
+    /// Sets the count to `n` (0 counts as 1) and remembers the one it replaces.
     pub fn set(n: usize) -> Self {
         let prev = tch::get_num_threads();
         tch::set_num_threads(n.max(1) as i32);
@@ -60,11 +61,15 @@ impl Drop for ThreadsGuard {
 /// What the CPU offers the fp32, bf16 and int8 kernels, from `/proc/cpuinfo`'s first processor.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CpuFeatures {
+    /// The processor's `model name` field (`unknown` when absent).
     pub model: String,
+    /// AVX2 (the `avx2` flag).
     pub avx2: bool,
+    /// AVX-512 Foundation (the `avx512f` flag).
     pub avx512: bool,
     /// AVX512-BF16 or AMX-BF16: bf16 matrix multiplies run natively.
     pub bf16: bool,
+    /// AMX tiles for bf16 or int8 (the `amx_bf16` or `amx_int8` flag).
     pub amx: bool,
     /// AVX512-VNNI or AVX-VNNI: int8 dot products in one instruction.
     pub vnni: bool,

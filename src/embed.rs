@@ -29,8 +29,12 @@ impl Default for EncodeOptions {
 
 /// A tokenizer plus encoder plus pooling: text in, fixed-size vectors out.
 pub struct SentenceEncoder {
+    /// The encoder's variables (`encoder.embeddings`, `encoder.encoder.layer.{i}`), on the
+    /// device it was loaded onto.
     pub params: Params,
+    /// Embeddings, transformer layers and the folder's pooling.
     pub encoder: Encoder,
+    /// The folder's WordPiece tokenizer, truncating to its `max_seq_length`.
     pub tokenizer: SentenceTokenizer,
 }
 

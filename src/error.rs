@@ -13,23 +13,57 @@ use std::path::{Path, PathBuf};
 pub enum Error {
     /// A required file of a model folder is absent.
     #[error("model folder {}: missing {file}. Run scripts/setup.sh to install all-MiniLM-L6-v2 into models/, or pass --model DIR with a complete sentence-transformers folder", dir.display())]
-    MissingModelFile { dir: PathBuf, file: String },
+    MissingModelFile {
+        /// The model folder that was searched.
+        dir: PathBuf,
+        /// The missing file's name inside `dir` (or a description, such as the folder itself).
+        file: String,
+    },
     /// A file could not be read or written.
     #[error("{}: {err}", path.display())]
-    Io { path: PathBuf, err: std::io::Error },
+    Io {
+        /// The file or folder being read or written.
+        path: PathBuf,
+        /// The operating system's error.
+        err: std::io::Error,
+    },
     /// A configuration file is malformed or holds an unsupported value.
     #[error("{}: {msg}", path.display())]
-    Config { path: PathBuf, msg: String },
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
     /// A data file has a bad row; `line` counts from 1 and includes any header.
     #[error("{}:{line}: {msg}", path.display())]
-    Data { path: PathBuf, line: usize, msg: String },
+    Data {
+        /// The data file.
+        path: PathBuf,
+        /// The bad row's line number, from 1 (a header counts as line 1).
+        line: usize,
+        /// What is wrong with the row.
+        msg: String,
+    },
     /// A weights file does not fit the model.
     #[error("{}: {msg}", path.display())]
-    Weights { path: PathBuf, msg: String },
+    Weights {
+        /// The weights (or optimizer state) file.
+        path: PathBuf,
+        /// What does not fit: a missing or misshapen tensor, a checksum mismatch, a read error.
+        msg: String,
+    },
     /// A path is not the kind of thing expected there: `what` names its role ("data file",
     /// "model folder", ...), `is` says what it is instead ("is a directory", ...).
     #[error("{what} {}: {is}", path.display())]
-    Unusable { what: &'static str, path: PathBuf, is: String },
+    Unusable {
+        /// The path's role ("data file", "model folder", "input", ...).
+        what: &'static str,
+        /// The path as given.
+        path: PathBuf,
+        /// What it is instead, as a predicate ("is a directory, not a file", "does not exist", ...).
+        is: String,
+    },
     /// An argument or request that cannot be served (bad device, unknown prefix, ...).
     #[error("{0}")]
     Invalid(String),
@@ -38,11 +72,25 @@ pub enum Error {
     NonFinite(String),
     /// A stop signal ended training after a step; the run's state is in `out/resume/`.
     #[error("interrupted after optimizer step {step} (epoch {epoch}, batch {batch}/{batches}): the checkpoint and its training state are saved; continue with: mtt train --resume {}", out.display())]
-    Interrupted { out: PathBuf, step: usize, epoch: usize, batch: usize, batches: usize },
+    Interrupted {
+        /// The run's output folder (the one to pass to `mtt train --resume`).
+        out: PathBuf,
+        /// Optimizer steps taken in the whole run, up to and including the last one before the stop.
+        step: usize,
+        /// The interrupted epoch, counted from 1.
+        epoch: usize,
+        /// Batches of that epoch done, the last one included (from 1 to `batches`).
+        batch: usize,
+        /// Batches in that epoch.
+        batches: usize,
+    },
+    /// An error from libtorch (through `tch`): a tensor operation, a device, a file it read.
     #[error("libtorch: {0}")]
     Tch(tch::TchError),
+    /// An error from rust-bert, while building or loading the BERT blocks.
     #[error("rust-bert: {0}")]
     RustBert(rust_bert::RustBertError),
+    /// An error from the WordPiece tokenizer (for instance an unreadable vocabulary).
     #[error("tokenizer: {0}")]
     Tokenizer(rust_tokenizers::error::TokenizerError),
 }
@@ -83,13 +131,17 @@ impl Error {
 /// What a path is, found without opening it (symbolic links followed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathKind {
+    /// An ordinary file.
     RegularFile,
+    /// A directory.
     Directory,
     /// A named pipe (also what `<(command)` gives a program).
     Fifo,
     /// `/dev/null`, a terminal, ...
     CharDevice,
+    /// A disk or partition (`/dev/sda`, ...).
     BlockDevice,
+    /// A Unix domain socket.
     Socket,
     /// Nothing at that path.
     Missing,

@@ -73,6 +73,8 @@
 //! * [`cli`]: the binaries' layer (clap arguments, command bodies); the only module that prints.
 //! * [`testing`]: tiny random models for tests (hidden from the documentation).
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod cache;
 pub mod classifier;

@@ -5,12 +5,16 @@ use serde::{Deserialize, Serialize};
 /// Metrics of one task on one evaluation set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskMetrics {
+    /// Fraction of rows predicted right, in [0, 1] (0 when there are no rows).
     pub accuracy: f64,
     /// Mean F1 over the classes present in the gold labels (the Python peer's definition).
     pub macro_f1: f64,
+    /// Rows evaluated (those with a gold label for the task).
     pub n: usize,
     /// Row = gold label, column = predicted label, in `labels` order.
     pub confusion: Vec<Vec<usize>>,
+    /// The task's label names, in class-index order (every class of the task, whether or not
+    /// it occurs in the gold labels).
     pub labels: Vec<String>,
 }
 

@@ -138,6 +138,8 @@ pub fn learning_rates(
 pub struct OptimConfig {
     /// Use AdamW (decoupled weight decay) instead of Adam.
     pub adamw: bool,
+    /// Weight decay factor (finite, >= 0; 0 = none): added to the gradient as `weight_decay·p`
+    /// with Adam, applied as `p *= 1 − lr·weight_decay` with AdamW.
     pub weight_decay: f64,
     /// Linear warm-up steps (0 = none).
     pub warmup_steps: usize,
@@ -188,8 +190,11 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// β1, the decay rate of the first moment (the running mean of gradients).
     pub const BETA1: f64 = 0.9;
+    /// β2, the decay rate of the second moment (the running mean of squared gradients).
     pub const BETA2: f64 = 0.999;
+    /// ε, added to the denominator so that it is never 0.
     pub const EPS: f64 = 1e-8;
 
     /// Adam over the variables of `vs` that require gradients.

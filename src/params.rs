@@ -51,7 +51,9 @@ pub fn under_prefix(name: &str, prefix: &str) -> bool {
 
 /// One named subset: a `VarStore` whose variables all start with `name.`.
 pub struct Subset {
+    /// The subset's name, also the prefix of its variables (`encoder.encoder.layer.3`, ...).
     pub name: String,
+    /// The subset's variables, named in full (`encoder.encoder.layer.3.attention...`).
     pub vs: nn::VarStore,
 }
 

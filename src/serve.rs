@@ -95,7 +95,9 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// A request the parser turned away: the status and the message of its JSON body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
+    /// The response's HTTP status (4xx for a bad request).
     pub status: StatusCode,
+    /// What is wrong, sent as the body's `error` field.
     pub message: String,
 }
 
@@ -125,7 +127,10 @@ fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
 /// Which model route a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
+    /// `POST /embed`: pooled sentence vectors (fields `texts` and optional `normalize`).
     Embed,
+    /// `POST /predict`: both tasks' labels and probabilities (field `texts`; multi-task
+    /// checkpoints only).
     Predict,
 }
 
@@ -142,7 +147,10 @@ impl Route {
 /// A valid request's content.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
+    /// The texts, in request order (at least one, at most the configured `max_texts`).
     pub texts: Vec<String>,
+    /// L2-normalise the vectors (`/embed`'s `normalize`; `false` when absent, always `false`
+    /// for `/predict`).
     pub normalize: bool,
 }
 
@@ -287,7 +295,9 @@ struct Job {
 
 /// The model the service runs: a base encoder (embeddings only) or a multi-task checkpoint.
 pub enum Engine {
+    /// A sentence-transformers folder: `/embed` only (`/predict` answers 404).
     Base(Box<SentenceEncoder>),
+    /// A multi-task checkpoint: `/embed` from its fine-tuned encoder, and `/predict`.
     Multi(Box<Classifier>),
 }
 
@@ -550,7 +560,9 @@ pub struct AppState {
 /// The running service: its router and the model thread (which ends once the router, and with it
 /// every job sender, is dropped). [`Service::serve`] runs it on a listener.
 pub struct Service {
+    /// The routes: `POST /embed`, `POST /predict`, `GET /health`, `GET /metrics`.
     pub router: Router,
+    /// The thread that runs the model on batched jobs; it ends once `router` is dropped.
     pub model_thread: std::thread::JoinHandle<()>,
     metrics: Arc<Metrics>,
     /// Set when no request waits for the model any more: the jobs still queued are refused.
@@ -1449,8 +1461,13 @@ mod tests {
         assert!(json_error_answer(200).is_none() && json_error_answer(503).is_none() && json_error_answer(999).is_none());
     }
 
+    /// Cases per property: `MTT_FUZZ_CASES` for a long fuzz run of the request parser, else 2,000.
+    fn fuzz_cases() -> u32 {
+        std::env::var("MTT_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000)
+    }
+
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #![proptest_config(ProptestConfig { cases: fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
         #[test]
         fn a_key_given_twice_is_refused_by_name(key in prop_oneof![Just("texts".to_string()), Just("normalize".to_string()), "[a-z]{1,8}"], first in 0usize..3, second in 0usize..3, predict in any::<bool>()) {
             // `texts` and `normalize` valid, plus the key twice at two of the positions.

@@ -34,6 +34,8 @@ pub struct Lines<R> {
 }
 
 impl<R: BufRead> Lines<R> {
+    /// Texts from `reader`; `source` names it in errors (a path, or `<stdin>`). Invalid
+    /// UTF-8 fails unless [`Lines::skip_invalid`] is set.
     pub fn new(reader: R, source: &Path) -> Self {
         Lines { reader, source: source.to_path_buf(), line: 0, buf: Vec::new(), skip_invalid: false, skipped: Vec::new(), n_skipped: 0, pending: None, done: false }
     }

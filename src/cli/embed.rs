@@ -30,6 +30,7 @@ pub struct EmbedArgs {
     /// L2-normalise the vectors (sentence-transformers does for this model; the seed's Task 1 did not).
     #[arg(long)]
     pub normalize: bool,
+    /// Batch size, token budget and encoder precision.
     #[command(flatten)]
     pub infer: InferArgs,
     /// Lines read, length-sorted and encoded together before their output is written (`mtt
@@ -41,6 +42,7 @@ pub struct EmbedArgs {
     /// the number skipped is reported at the end.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Device and thread count.
     #[command(flatten)]
     pub run: RunArgs,
 }

@@ -68,6 +68,7 @@ pub struct ExperimentArgs {
     /// Seconds between plain progress lines inside a run when stdout is not a terminal.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub progress_every: u64,
+    /// Device and thread count.
     #[command(flatten)]
     pub run: RunArgs,
 }

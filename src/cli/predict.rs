@@ -24,8 +24,10 @@ pub struct EvalArgs {
     /// Task B evaluation file.
     #[arg(long)]
     pub task_b: Option<PathBuf>,
+    /// Batch size, token budget and encoder precision.
     #[command(flatten)]
     pub infer: InferArgs,
+    /// Device and thread count.
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -63,8 +65,10 @@ pub struct PredictArgs {
     /// the number skipped is reported at the end.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Batch size, token budget and encoder precision.
     #[command(flatten)]
     pub infer: InferArgs,
+    /// Device and thread count.
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -149,6 +153,7 @@ pub struct Task2Args {
     /// Seed for the fresh heads.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Device and thread count.
     #[command(flatten)]
     pub run: RunArgs,
 }

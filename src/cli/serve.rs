@@ -53,6 +53,7 @@ pub struct ServeArgs {
     /// (counted in /metrics as mtt_connections_refused_total).
     #[arg(long, default_value_t = ServeConfig::default().max_connections)]
     pub max_connections: usize,
+    /// Device and thread count.
     #[command(flatten)]
     pub run: RunArgs,
 }

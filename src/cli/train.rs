@@ -218,15 +218,21 @@ pub struct TrainArgs {
     /// Seconds between plain progress lines when stderr is not a terminal (a bar is shown otherwise).
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub progress_every: u64,
+    /// Device and thread count.
     #[command(flatten)]
     pub run: RunArgs,
 }
 
 /// Defaults that differ between `mtt train`, `task3` and `task4`.
 pub struct TrainDefaults {
+    /// Output folder when `--out` is not given (one the binary may replace); `None`: `--out` is
+    /// required.
     pub out: Option<&'static str>,
+    /// Freezing scenario when `--freeze` is not given.
     pub freeze: Freeze,
+    /// Learning-rate preset when `--lr-plan` is not given.
     pub lr_plan: LrPreset,
+    /// Epochs when `--epochs` is not given.
     pub epochs: usize,
     /// Fill in the bundled data when no training file is given.
     pub bundled_data: bool,

@@ -51,6 +51,7 @@ pub enum Search {
 /// `search`, then the settings' keys.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Entry {
+    /// The configuration's name: its row in the results and (as a [`slug`]) its runs' folder.
     pub name: String,
     /// Pick further settings by a search first (`tuned` or `heads-only`); the entry's own
     /// settings come first, the search's over them.
@@ -64,14 +65,21 @@ pub struct Entry {
 /// Settings of a grid run.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The grid's name (`default`, `extended`, or the grid file's path as given), recorded in
+    /// `results.json`.
     pub grid_name: String,
+    /// The configurations, run and reported in this order.
     pub entries: Vec<Entry>,
+    /// Runs per configuration, seeded 0, 1, ..., `seeds - 1`.
     pub seeds: usize,
     /// What every run starts from: data files, epochs, limit, device, cache folder... Its
     /// `seed`, `out` and `save_weights` are set per run.
     pub base: TrainConfig,
+    /// The results folder: the results page, and each run in `runs/NAME/seed-N/`.
     pub out: PathBuf,
+    /// Run again even where a stored result has the same configuration.
     pub force: bool,
+    /// Write each run's weights into its folder (otherwise only its config and metrics).
     pub keep_weights: bool,
     /// Small searches (for smoke runs).
     pub quick: bool,
@@ -80,7 +88,9 @@ pub struct Plan {
 /// One finished run, as saved in its folder's `result.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
+    /// The configuration's name ([`Entry::name`]).
     pub name: String,
+    /// The run's training seed (0-based, one of the plan's `seeds`).
     pub seed: u64,
     /// The configuration the run trained with. `None` in a `result.json` written before it was
     /// recorded (it had the `mtt train` options instead): the run folder's `config.json`
@@ -89,14 +99,23 @@ pub struct RunResult {
     pub config: Option<TrainConfig>,
     /// Dev metrics of the kept epoch per task (`task_a`, `task_b`) and the out-of-domain set.
     pub dev: BTreeMap<String, TaskMetrics>,
+    /// Out-of-domain metrics of the kept epoch (`task_b` on the `ood_b` file; empty without
+    /// one).
     pub ood: BTreeMap<String, TaskMetrics>,
     /// Tasks the run trained (a single-task run reports only its own).
     pub trained_tasks: Vec<String>,
+    /// Parameters that received updates (scalars; 0 when nothing trained).
     pub trainable_params: usize,
+    /// Wall-clock seconds of the whole run: loading, caching, training, evaluation, saving.
     pub wall_seconds: f64,
+    /// Seconds spent in training loops, summed over the epochs (evaluation not included).
     pub train_seconds: f64,
+    /// Training rows per second over all epochs (0 when nothing trained).
     pub sentences_per_s: f64,
+    /// Seconds spent computing (or loading) a frozen encoder's cached vectors (0 without a cache).
     pub cache_seconds: f64,
+    /// Training epochs completed (fewer than planned after early stopping or a step limit; 0
+    /// when nothing trained).
     pub epochs_run: usize,
 }
 
@@ -186,6 +205,8 @@ pub struct Runner<'a> {
 }
 
 impl<'a> Runner<'a> {
+    /// A runner of `plan`'s configurations and seeds, each run showing its progress as
+    /// `progress`; nothing runs before [`Runner::run`].
     pub fn new(plan: &'a Plan, progress: Progress) -> Self {
         let total_runs = plan.entries.len() * plan.seeds;
         Runner { plan, progress, timings: vec![], total_runs, done_runs: 0 }

@@ -29,48 +29,66 @@ pub struct Overrides {
     /// Rates of the subsets under a name prefix, `["PREFIX=RATE", ...]`, later ones winning.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "rate_list")]
     pub lr_overrides: Option<Vec<(String, f64)>>,
+    /// Per-layer decay of the learning rates, in (0, 1]: the head rate times the decay to the
+    /// power of the depth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer_decay: Option<f64>,
+    /// AdamW (decoupled weight decay) instead of Adam.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adamw: Option<bool>,
+    /// Weight decay factor (>= 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
+    /// Linear warm-up, in optimizer steps (0 = none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_steps: Option<usize>,
+    /// Linear decay of the learning rates to 0 at the last step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linear_decay: Option<bool>,
+    /// Global gradient-norm clip (> 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clip_norm: Option<f64>,
+    /// Factor on Task A's loss (>= 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_a: Option<f64>,
+    /// Factor on Task B's loss (>= 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_b: Option<f64>,
     /// `fixed` or `uncertainty`.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "text")]
     pub loss_weighting: Option<LossWeighting>,
+    /// Learning rate of uncertainty weighting's log-variances (> 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_weighting_lr: Option<f64>,
+    /// Dropout on the pooled vector before the heads, in [0, 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head_dropout: Option<f64>,
     /// `mean`, `max` or `cls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pooling: Option<String>,
+    /// Passes over the training data (>= 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epochs: Option<usize>,
+    /// Training rows per batch (>= 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_size: Option<usize>,
+    /// Rows per batch when evaluating (>= 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_batch_size: Option<usize>,
+    /// Stop after this many optimizer steps in all (>= 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<usize>,
     /// Only the first N rows of each training file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Early stopping: stop after this many epochs without a better mean dev accuracy (>= 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patience: Option<usize>,
     /// `proportional`, `round-robin` or `temperature:T`.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "text")]
     pub sampling: Option<TaskSampling>,
+    /// Length-bucketed batches (rows of similar token length together) with proportional
+    /// sampling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucketing: Option<bool>,
     /// Train the heads on cached pooled vectors when nothing in the encoder trains.
@@ -79,6 +97,7 @@ pub struct Overrides {
     /// `a` or `b`: train that task only.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "task")]
     pub only_task: Option<Task>,
+    /// Keep the checkpoint of the best dev epoch (mean dev accuracy) instead of the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_best: Option<bool>,
 }

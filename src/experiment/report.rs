@@ -19,14 +19,18 @@ fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::E
 /// Mean and standard deviation (sample, n-1; 0 for one value) of the finite values; NaN if none.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Stat {
+    /// Mean of the finite values (NaN, `null` in JSON, when there are none).
     #[serde(deserialize_with = "nan_if_null")]
     pub mean: f64,
+    /// Sample standard deviation of the finite values (0 for one value, NaN for none).
     #[serde(deserialize_with = "nan_if_null")]
     pub std: f64,
+    /// Finite values summarised (NaN and infinite values left out).
     pub n: usize,
 }
 
 impl Stat {
+    /// The statistics of `values`, skipping those that are not finite.
     pub fn of(values: &[f64]) -> Stat {
         let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
         let n = v.len();
@@ -51,15 +55,18 @@ impl Stat {
 /// value).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EpochPoint {
+    /// The epoch, counted from 1.
     pub epoch: usize,
     /// Mean training loss of each task over the epoch.
     #[serde(deserialize_with = "nan_if_null")]
     pub loss_a: f64,
+    /// Mean Task B training loss over the epoch.
     #[serde(deserialize_with = "nan_if_null")]
     pub loss_b: f64,
     /// Dev accuracy of each task after the epoch.
     #[serde(deserialize_with = "nan_if_null")]
     pub dev_a_accuracy: f64,
+    /// Task B dev accuracy after the epoch, in [0, 1].
     #[serde(deserialize_with = "nan_if_null")]
     pub dev_b_accuracy: f64,
 }
@@ -70,8 +77,10 @@ pub struct EpochPoint {
 pub struct LossPoint {
     /// The middle of the tenth, in epochs (0.05, 0.15, ...).
     pub epoch: f64,
+    /// Mean Task A training loss in the tenth (NaN when no step in it had Task A labels).
     #[serde(deserialize_with = "nan_if_null")]
     pub loss_a: f64,
+    /// Mean Task B training loss in the tenth (NaN when no step in it had Task B labels).
     #[serde(deserialize_with = "nan_if_null")]
     pub loss_b: f64,
 }
@@ -79,19 +88,31 @@ pub struct LossPoint {
 /// A configuration's row of the results table.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
+    /// The configuration's name.
     pub name: String,
     /// What the configuration changes in the base: its own settings, then its search's choice.
     pub settings: Overrides,
+    /// The seeds of the runs summarised, in run order.
     pub seeds: Vec<u64>,
+    /// Task A dev accuracy of each run's kept epoch, over the runs that trained Task A.
     pub a_accuracy: Stat,
+    /// Task A dev macro-F1 of each run's kept epoch, over the runs that trained Task A.
     pub a_macro_f1: Stat,
+    /// Task B dev accuracy of each run's kept epoch, over the runs that trained Task B.
     pub b_accuracy: Stat,
+    /// Task B dev macro-F1 of each run's kept epoch, over the runs that trained Task B.
     pub b_macro_f1: Stat,
+    /// Task B out-of-domain accuracy of each run's kept epoch, over the runs that trained Task B.
     pub ood_b_accuracy: Stat,
+    /// Task B out-of-domain macro-F1 of each run's kept epoch, over the runs that trained Task B.
     pub ood_b_macro_f1: Stat,
+    /// Parameters that received updates, in the first run (0 with no run).
     pub trainable_params: usize,
+    /// Wall-clock seconds per run (loading, caching, training, evaluation, saving).
     pub wall_seconds: Stat,
+    /// Training rows per second, over the runs that trained.
     pub train_sentences_per_s: Stat,
+    /// The most training epochs any run completed.
     pub epochs: usize,
     /// Per epoch, means over seeds.
     pub per_epoch: Vec<EpochPoint>,
@@ -102,11 +123,14 @@ pub struct Row {
 /// `results.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GridResults {
+    /// The grid's name (`default`, `extended`, or the grid file's path as given).
     pub grid: String,
+    /// Runs per configuration.
     pub seeds: usize,
     /// The configuration every run starts from (its `out` is the results folder; each run's is
     /// its own folder).
     pub base: TrainConfig,
+    /// One row per configuration, in the grid's order (so far, while the grid runs).
     pub rows: Vec<Row>,
     /// Each search: its trials and winner.
     pub searches: BTreeMap<String, SearchRecord>,

@@ -15,17 +15,25 @@ pub struct Trial {
     pub settings: Overrides,
     /// Mean dev accuracy over the tasks, per epoch.
     pub dev_by_epoch: Vec<f64>,
+    /// Task A dev accuracy of the trial's kept epoch (NaN when it has no Task A dev metrics).
     pub dev_a: f64,
+    /// Task B dev accuracy of the trial's kept epoch (NaN when it has no Task B dev metrics).
     pub dev_b: f64,
+    /// What the search compares: the kept epoch's mean dev accuracy over the tasks.
     pub score: f64,
+    /// Wall-clock seconds of the trial's run.
     pub wall_seconds: f64,
 }
 
 /// What a search tried and chose (`search/<name>.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchRecord {
+    /// The name of the configuration the search is for.
     pub name: String,
+    /// The search's procedure in words: what was tried, on which data, and how the winner
+    /// was picked.
     pub procedure: String,
+    /// Every trial, in the order run.
     pub trials: Vec<Trial>,
     /// The settings the recipe runs with (over its configuration's own).
     pub chosen: Overrides,

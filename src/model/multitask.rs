@@ -18,9 +18,13 @@ use tch::{nn, nn::Module, Device, Tensor};
 /// The model description saved as `config.json` next to `model.safetensors`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MultiTaskConfig {
+    /// The checkpoint format tag, [`FORMAT`].
     pub format: String,
+    /// The encoder's architecture, tokenizer settings and pooling.
     pub encoder: EncoderConfig,
+    /// Task A's label names, in the order of `classification_head`'s outputs.
     pub labels_a: Labels,
+    /// Task B's label names, in the order of `sentiment_head`'s outputs.
     pub labels_b: Labels,
     /// Dropout probability on the pooled vector before the heads (training only).
     pub head_dropout: f64,
@@ -83,7 +87,9 @@ fn check_dropout(p: f64) -> Result<()> {
 
 /// Both tasks' logits: `[batch, n_labels_a]` and `[batch, n_labels_b]`.
 pub struct Logits {
+    /// Task A's logits, `[batch, n_labels_a]`, columns in `labels_a` order.
     pub a: Tensor,
+    /// Task B's logits, `[batch, n_labels_b]`, columns in `labels_b` order.
     pub b: Tensor,
 }
 
@@ -93,6 +99,7 @@ pub struct MultiTask {
     encoder: Encoder,
     head_a: nn::Linear,
     head_b: nn::Linear,
+    /// The model's description, saved as the checkpoint's `config.json`.
     pub config: MultiTaskConfig,
 }
 

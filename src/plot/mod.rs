@@ -30,7 +30,10 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 /// One line of a line chart: a legend label and (x, y) points.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
+    /// The line's name in the legend (it also fixes the line's colour and marker).
     pub label: String,
+    /// The points `(x, y)` in drawing order; a point with a non-finite coordinate is left out
+    /// and breaks the line there.
     pub points: Vec<(f64, f64)>,
 }
 
@@ -38,7 +41,10 @@ pub struct Series {
 /// mean = missing (no bar).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BarGroup {
+    /// The configuration's name under its group (wrapped to the group's width).
     pub label: String,
+    /// `(mean, standard deviation)` per series, in the chart's series order; a zero or
+    /// non-finite deviation draws no error bar.
     pub values: Vec<(f64, f64)>,
 }
 

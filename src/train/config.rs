@@ -83,12 +83,16 @@ pub struct TrainConfig {
     /// Pooling the heads read (`mean`, `max`, `cls`); `None`: the model folder's own.
     #[serde(default)]
     pub pooling: Option<String>,
+    /// The files the run learns from and is measured on.
     #[serde(flatten)]
     pub data: DataConfig,
+    /// What trains, at which rates, towards which combined loss.
     #[serde(flatten)]
     pub optimizer: OptimizerConfig,
+    /// Epochs, batches, seed and stopping rules.
     #[serde(flatten)]
     pub schedule: ScheduleConfig,
+    /// The output folder and what is written into it.
     #[serde(flatten)]
     pub output: OutputConfig,
 }
@@ -96,12 +100,21 @@ pub struct TrainConfig {
 /// The files a run learns from and is measured on.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DataConfig {
+    /// Task A training file (TSV, CSV or JSON Lines with `text` and `label`); `None`: Task A
+    /// labels come from joint files only.
     pub task_a: Option<PathBuf>,
+    /// Task B training file (columns `text` and `label`); `None`: Task B labels come from joint
+    /// files only.
     pub task_b: Option<PathBuf>,
     /// Joint files with `text`, `label_a`, `label_b`.
     pub joint: Vec<PathBuf>,
+    /// Task A dev file, evaluated after each epoch; `None`: no Task A dev metrics (unless a
+    /// joint dev file has Task A labels).
     pub dev_a: Option<PathBuf>,
+    /// Task B dev file, evaluated after each epoch; `None`: no Task B dev metrics (unless a
+    /// joint dev file has Task B labels).
     pub dev_b: Option<PathBuf>,
+    /// Joint dev files (`text`, `label_a`, `label_b`), evaluated with `dev_a` and `dev_b`.
     pub dev_joint: Vec<PathBuf>,
     /// An extra Task B file evaluated after each epoch and never used to pick a checkpoint
     /// (out-of-domain check).
@@ -118,15 +131,23 @@ pub struct DataConfig {
 /// What trains, at which rates, towards which combined loss.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OptimizerConfig {
+    /// The freezing scenario: which subsets receive no updates (default: none frozen).
     pub freeze: Freeze,
+    /// The preset per-subset learning rates, before `layer_decay` and `lr_overrides` (default:
+    /// layer-wise).
     pub lr_plan: LrPreset,
     /// `(name prefix, rate)` pairs over the preset, later ones winning.
     pub lr_overrides: Vec<(String, f64)>,
     /// Per-layer decay of the rates (head rate times decay to the power of the depth).
     pub layer_decay: Option<f64>,
+    /// Adam or AdamW, weight decay, warm-up, decay and gradient clipping.
     pub optim: OptimConfig,
+    /// Factor on Task A's loss in the combined loss (finite, >= 0; default 1).
     pub weight_a: f64,
+    /// Factor on Task B's loss in the combined loss (finite, >= 0, not 0 together with
+    /// `weight_a`; default 1).
     pub weight_b: f64,
+    /// How the two losses combine: fixed weights (the default) or uncertainty weighting.
     #[serde(default = "default_loss_weighting")]
     pub loss_weighting: LossWeighting,
     /// Learning rate of the uncertainty log-variances.
@@ -137,10 +158,16 @@ pub struct OptimizerConfig {
 /// How many steps and epochs, in which batches, and when to stop.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScheduleConfig {
+    /// Passes over the training data (at least 1; default 1).
     pub epochs: usize,
+    /// Training rows per batch, one optimizer step each (at least 1; default 32).
     pub batch_size: usize,
+    /// Rows per batch when evaluating dev and out-of-domain files (at least 1; default 64).
     pub eval_batch_size: usize,
+    /// Seed of the heads' initial weights, the batch draws and dropout (default 0).
     pub seed: u64,
+    /// Stop after this many optimizer steps in all (at least 1; a linear decay then reaches 0
+    /// there, if that comes before the last epoch's end); `None`: run every epoch.
     pub max_steps: Option<usize>,
     /// How batches are drawn from the two tasks.
     #[serde(default = "default_sampling")]

@@ -7,18 +7,27 @@ use std::collections::BTreeMap;
 /// One epoch's record in `metrics.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochRecord {
+    /// The epoch, counted from 1; 0 for the evaluation-only record of a run where nothing
+    /// trains (freeze `all`).
     pub epoch: usize,
+    /// Optimizer steps taken in the epoch (batches without any label take none).
     pub steps: usize,
     /// Mean Task A / Task B loss over the batches that had labels for that task (NaN, written
     /// as `null`, when there were none).
     #[serde(deserialize_with = "nan_if_null")]
     pub loss_a: f64,
+    /// Mean Task B loss over the batches that had Task B labels (NaN when there were none).
     #[serde(deserialize_with = "nan_if_null")]
     pub loss_b: f64,
+    /// Wall-clock seconds of the epoch's training loop, summed over resumed sessions (the
+    /// end-of-epoch evaluation and saving not included).
     pub seconds: f64,
+    /// Training throughput: rows in the epoch's batches divided by `seconds`.
     pub sentences_per_s: f64,
+    /// Dev metrics at the end of the epoch, keyed `task_a` / `task_b`; a task without labelled
+    /// dev rows is absent (the map is empty without dev files).
     pub dev: BTreeMap<String, TaskMetrics>,
-    /// Out-of-domain Task B evaluation (`ood_b`), keyed `b`.
+    /// Out-of-domain Task B evaluation (`ood_b`), keyed `task_b`.
     #[serde(default)]
     pub ood: BTreeMap<String, TaskMetrics>,
     /// Uncertainty weighting's log-variances (Task A, Task B) at the end of the epoch.
@@ -34,6 +43,7 @@ fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f6
 /// `metrics.json`: the whole run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunMetrics {
+    /// One record per completed epoch, in order (a single epoch-0 record when nothing trains).
     pub epochs: Vec<EpochRecord>,
     /// Epoch whose weights are in the folder.
     pub saved_epoch: Option<usize>,
@@ -42,10 +52,16 @@ pub struct RunMetrics {
     /// Every step's Task A / Task B loss (`None` where the batch had no label for the task).
     #[serde(default)]
     pub step_losses_a: Vec<Option<f64>>,
+    /// Every step's Task B loss (`None` where the batch had no Task B label).
     #[serde(default)]
     pub step_losses_b: Vec<Option<f64>>,
+    /// The subsets that were trained, each with its base learning rate (before warm-up and
+    /// decay); uncertainty weighting's log-variances appear as `loss_weighting`.
     pub trainable_subsets: Vec<(String, f64)>,
+    /// The subsets left frozen (no variable receives a gradient), in model order.
     pub frozen_subsets: Vec<String>,
+    /// Training examples: rows of all training files together (in a single-task run, only
+    /// those with that task's label).
     pub train_rows: usize,
     /// The step limit ended the run before the planned epochs were done.
     pub stopped_early: bool,

@@ -51,6 +51,7 @@ pub fn step_seed(seed: u64, step: usize) -> i64 {
 /// How a run is watched and stopped from outside; none of it changes what the run computes.
 #[derive(Debug, Clone)]
 pub struct RunControl {
+    /// How progress within an epoch is shown (a bar, periodic lines, or nothing).
     pub progress: Progress,
     /// Stop requests (e.g. from a signal handler): after a step during training, at once before.
     pub stop: Option<Arc<StopFlag>>,
@@ -68,7 +69,9 @@ impl RunControl {
 /// What a finished run returns: its metrics and the trained model (the last epoch's weights,
 /// whatever `save_best` kept on disk).
 pub struct TrainOutcome {
+    /// The run's metrics, as written to the output folder's `metrics.json`.
     pub metrics: RunMetrics,
+    /// The model with its weights after the last step taken, and its tokenizer.
     pub classifier: Classifier,
 }
 

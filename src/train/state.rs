@@ -24,18 +24,27 @@ use tch::{Device, Tensor};
 
 /// The folder inside a run's output folder.
 pub const RESUME_DIR: &str = "resume";
+/// The state's JSON file in [`RESUME_DIR`]: configuration, position, metrics and checksums.
 pub const STATE_FILE: &str = "state.json";
+/// The file in [`RESUME_DIR`] holding every model variable and uncertainty weighting's
+/// log-variances.
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
+/// The file in [`RESUME_DIR`] holding each subset's Adam moments.
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const FORMAT: &str = "mtt-resume-1";
 
 /// Running sums of the epoch in progress.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EpochSums {
+    /// Sum of the Task A losses (each a step's mean over its Task A rows) read back so far.
     pub sum_a: f64,
+    /// Steps that had a Task A loss (the divisor of `sum_a`).
     pub n_a: usize,
+    /// Sum of the Task B losses (each a step's mean over its Task B rows) read back so far.
     pub sum_b: f64,
+    /// Steps that had a Task B loss (the divisor of `sum_b`).
     pub n_b: usize,
+    /// The weighted total loss of the latest step read back (0 before the first).
     pub last_total: f64,
 }
 
@@ -45,16 +54,22 @@ pub struct Position {
     /// The epoch in progress (0-based) and the index of its next batch; `next_draw` 0 with
     /// `epoch` k means epochs 0..k are complete.
     pub epoch: usize,
+    /// Index (0-based) of the epoch's next batch to draw: batches before it are done.
     pub next_draw: usize,
     /// Optimizer steps taken.
     pub step: usize,
+    /// Loss sums of the epoch in progress (reset at each epoch start).
     pub sums: EpochSums,
     /// Rows seen, steps taken and seconds spent in the epoch in progress.
     pub seen: usize,
+    /// Optimizer steps taken in the epoch in progress.
     pub steps_this_epoch: usize,
+    /// Wall-clock seconds spent in the epoch in progress, summed over resumed sessions.
     pub epoch_seconds: f64,
     /// Early stopping: best mean dev accuracy so far and epochs since it.
     pub best: Option<f64>,
+    /// Completed epochs since the best one (0 when the last epoch improved on `best`, and
+    /// always 0 without a dev set).
     pub since_best: usize,
 }
 
@@ -68,22 +83,30 @@ impl Position {
 /// Where a run stands, and everything besides tensors that it needs to go on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunState {
+    /// The state's format tag, `mtt-resume-1` (set by [`write()`], checked by [`read()`]).
     pub format: String,
+    /// The run's configuration, as it started.
     pub config: TrainConfig,
+    /// Where the run stands (written flattened into `state.json`).
     #[serde(flatten)]
     pub position: Position,
     /// The run ended (all epochs, the step limit or early stopping): nothing to resume.
     pub finished: bool,
+    /// The run's metrics so far (every completed epoch, every step's losses).
     pub metrics: RunMetrics,
     /// Adam's step count per `subset/variable`.
     pub adam_steps: BTreeMap<String, i64>,
+    /// SHA-256 of [`WEIGHTS_FILE`], lowercase hex (set by [`write()`], checked by [`read()`]).
     pub weights_sha256: String,
+    /// SHA-256 of [`OPTIMIZER_FILE`], lowercase hex (set by [`write()`], checked by [`read()`]).
     pub optimizer_sha256: String,
 }
 
 /// Tensors of a state: the model's variables by name, and the optimizer's moments.
 pub struct StateTensors {
+    /// Every model variable by its name, plus uncertainty weighting's log-variances when on.
     pub weights: Vec<(String, Tensor)>,
+    /// Adam's moments, named `subset/variable/exp_avg` and `subset/variable/exp_avg_sq`.
     pub optimizer: Vec<(String, Tensor)>,
 }
 

@@ -22,7 +22,9 @@ fn task_loss(logits: &Tensor, targets: &Tensor, n: usize) -> Option<Tensor> {
 
 /// Losses of one training step, as detached device scalars (reading them waits for the device).
 pub struct StepLosses {
+    /// Task A's mean cross-entropy over the batch's Task A rows (`None` when it had none).
     pub loss_a: Option<Tensor>,
+    /// Task B's mean cross-entropy over the batch's Task B rows (`None` when it had none).
     pub loss_b: Option<Tensor>,
     /// The weighted sum that was minimised.
     pub total: Tensor,
@@ -41,7 +43,9 @@ impl StepLosses {
 /// How one step combines the two tasks' losses.
 #[derive(Clone, Copy)]
 pub struct LossMix<'a> {
+    /// Factor on Task A's loss (with uncertainty weighting, on its precision-scaled term).
     pub weight_a: f64,
+    /// Factor on Task B's loss (with uncertainty weighting, on its precision-scaled term).
     pub weight_b: f64,
     /// Uncertainty weighting's `[2]` log-variances, when it is on.
     pub log_vars: Option<&'a Tensor>,
