@@ -57,13 +57,13 @@ impl Stat {
 pub struct EpochPoint {
     /// The epoch, counted from 1.
     pub epoch: usize,
-    /// Mean training loss of each task over the epoch.
+    /// Mean Task A training loss over the epoch.
     #[serde(deserialize_with = "nan_if_null")]
     pub loss_a: f64,
     /// Mean Task B training loss over the epoch.
     #[serde(deserialize_with = "nan_if_null")]
     pub loss_b: f64,
-    /// Dev accuracy of each task after the epoch.
+    /// Task A dev accuracy after the epoch, in [0, 1].
     #[serde(deserialize_with = "nan_if_null")]
     pub dev_a_accuracy: f64,
     /// Task B dev accuracy after the epoch, in [0, 1].
