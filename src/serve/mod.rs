@@ -1,0 +1,242 @@
+//! Owns `mtt serve`: the model behind HTTP (axum on tokio, HTTP/1.1 connections driven by hyper).
+//!
+//! * Routes: `POST /embed` `{"texts": [...], "normalize": bool}`, `POST /predict` `{"texts": [...]}`
+//!   (both heads' labels and probabilities; 404 when the model is a base encoder), `GET /health`,
+//!   `GET /metrics` (Prometheus text format). Every error is JSON: `{"error": "..."}`, including
+//!   the 400/414/431 that hyper itself writes for a request it cannot parse (see `GuardedIo`).
+//! * One dedicated model thread owns the model. Handlers validate the request
+//!   ([`parse_request`], a pure function), queue a job on a bounded channel and await the reply,
+//!   so they never block the runtime; a full queue answers 503 with `Retry-After`.
+//! * The model thread takes every job waiting (up to a token budget), tokenizes, sorts all their
+//!   texts by length and runs them in batches of at most `token_budget` padded tokens: one
+//!   encoder pass gives the embeddings and, for `/predict` rows, both heads.
+//! * Texts longer than the model's `max_seq_length` tokens are truncated, as in `mtt embed`.
+//! * Connections ([`Service::serve`], its own accept loop): at most `max_connections` open (beyond,
+//!   a JSON 503 and an immediate close); a request head must arrive within `header_timeout` of its
+//!   first byte; a connection with nothing in progress, a request body that stops arriving (408)
+//!   or a response the client stops reading is closed after `idle_timeout`. On SIGTERM/SIGINT the
+//!   server stops accepting, closes idle and half-sent-head connections at once, lets requests in
+//!   flight finish for up to `shutdown_timeout`, then cuts what is left and reports how many.
+
+use crate::classifier::Classifier;
+use crate::embed::SentenceEncoder;
+use crate::error::Result;
+use crate::model::{pooling, MultiTask};
+use crate::tokenizer::SentenceTokenizer;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tch::{Device, Kind, Tensor};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+mod conn;
+mod metrics;
+mod request;
+mod routes;
+#[cfg(test)]
+mod tests;
+mod worker;
+
+use conn::*;
+use routes::*;
+use worker::*;
+pub use metrics::Metrics;
+pub use request::{parse_request, Parsed};
+pub use worker::Engine;
+
+/// Limits and batching of the service.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Largest request body, bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most texts in one request (413 beyond).
+    pub max_texts: usize,
+    /// Requests waiting for the model thread before new ones get 503.
+    pub queue_capacity: usize,
+    /// Padded tokens per forward pass (rows × longest row). Measured on the 2-core AVX2 machine
+    /// with 32 clients: 123 texts/s at 512-1,024, 99 at 2,048, 56 at 8,192 (larger batches of
+    /// this small model run slower per text on CPU, and grow the allocator's heap).
+    pub token_budget: usize,
+    /// Time a request's head (request line and headers) may take to arrive, from its first byte:
+    /// a client trickling its headers (slowloris) is cut off after it.
+    pub header_timeout: Duration,
+    /// A connection on which nothing moves for this long is closed: no request in progress and no
+    /// byte received (a new or kept-alive connection), a request body that stops arriving (answered
+    /// 408), or a response that the client stops reading. The model's own time never counts.
+    pub idle_timeout: Duration,
+    /// After SIGTERM/SIGINT, how long the requests in flight may take before their connections are
+    /// cut (idle connections and half-sent heads are closed at once).
+    pub shutdown_timeout: Duration,
+    /// Connections open at once; one more is answered 503 (JSON, `Retry-After: 1`) and closed.
+    pub max_connections: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            max_body_bytes: 1 << 20,
+            max_texts: 256,
+            queue_capacity: 256,
+            token_budget: 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(10),
+            max_connections: 512,
+        }
+    }
+}
+
+/// Largest request head (request line and headers), bytes: hyper answers 431 beyond (rewritten to
+/// JSON by the connection's socket adapter). Also bounds what a connection that never finishes its head can hold.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// A request the parser turned away: the status and the message of its JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// The response's HTTP status (4xx for a bad request).
+    pub status: StatusCode,
+    /// What is wrong, sent as the body's `error` field.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = json_response(self.status, &serde_json::json!({ "error": self.message }));
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE || self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of an oversized (or stalled) body is never read: the connection cannot be
+            // reused, and saying so keeps clients from sending their next request into a closing socket.
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        r
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).expect("responses serialise");
+    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response()
+}
+
+/// Which model route a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /embed`: pooled sentence vectors (fields `texts` and optional `normalize`).
+    Embed,
+    /// `POST /predict`: both tasks' labels and probabilities (field `texts`; multi-task
+    /// checkpoints only).
+    Predict,
+}
+
+impl Route {
+    /// The route's path (also its label in `/metrics`).
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Embed => "/embed",
+            Route::Predict => "/predict",
+        }
+    }
+}
+
+/// Shared by the handlers.
+pub struct AppState {
+    cfg: ServeConfig,
+    jobs: mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
+    labels: Option<(Vec<String>, Vec<String>)>,
+    model: String,
+    dim: i64,
+}
+
+/// The running service: its router and the model thread (which ends once the router, and with it
+/// every job sender, is dropped). [`Service::serve`] runs it on a listener.
+pub struct Service {
+    /// The routes: `POST /embed`, `POST /predict`, `GET /health`, `GET /metrics`.
+    pub router: Router,
+    /// The thread that runs the model on batched jobs; it ends once `router` is dropped.
+    pub model_thread: std::thread::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+    /// Set when no request waits for the model any more: the jobs still queued are refused.
+    stop_model: Arc<AtomicBool>,
+    cfg: ServeConfig,
+}
+
+/// How a shutdown went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open when the grace period ran out, closed without an answer.
+    pub cut: usize,
+}
+
+impl Service {
+    /// Starts the model thread on `engine` and builds the routes.
+    pub fn start(engine: Engine, model_name: &str, cfg: ServeConfig) -> Service {
+        let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
+        let metrics = Arc::new(Metrics::default());
+        let labels = engine.labels();
+        let dim = match &engine {
+            Engine::Base(e) => e.config().embedding_dim(),
+            Engine::Multi(c) => c.model.config.encoder.embedding_dim(),
+        };
+        let (m, budget) = (metrics.clone(), cfg.token_budget);
+        let stop_model = Arc::new(AtomicBool::new(false));
+        let stop = stop_model.clone();
+        let model_thread = std::thread::Builder::new()
+            .name("mtt-model".into())
+            .spawn(move || model_loop(engine, rx, budget, m, stop))
+            .expect("the model thread starts");
+        let state = Arc::new(AppState { cfg: cfg.clone(), jobs: tx, metrics: metrics.clone(), labels, model: model_name.to_string(), dim });
+        let router = Router::new()
+            .route(Route::Embed.path(), post(embed))
+            .route(Route::Predict.path(), post(predict))
+            .route("/health", get(health))
+            .route("/metrics", get(metrics_route))
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(state.clone(), track))
+            .with_state(state);
+        Service { router, model_thread, metrics, stop_model, cfg }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (inside the
+/// runtime), not when the future is first polled, so a signal sent as soon as the server says it
+/// listens is not lost to the default action.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (int, term) = (signal(SignalKind::interrupt()).ok(), signal(SignalKind::terminate()).ok());
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = wait(int) => {},
+            _ = wait(term) => {},
+        }
+    }
+}

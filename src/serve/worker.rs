@@ -1,0 +1,213 @@
+//! The model thread: the [`Engine`] (a base encoder or a multi-task checkpoint), the jobs the
+//! handlers queue, and the batching of all waiting jobs' texts by length under a token budget.
+
+use super::*;
+
+/// One text's probabilities of Task A and Task B.
+pub(super) type TaskProbs = (Vec<f32>, Vec<f32>);
+
+/// What the model thread computes for one request.
+pub(super) enum Output {
+    Embeddings(Vec<Vec<f32>>),
+    Probabilities(Vec<TaskProbs>),
+}
+
+pub(super) struct Job {
+    pub(super) route: Route,
+    pub(super) texts: Vec<String>,
+    pub(super) normalize: bool,
+    pub(super) reply: oneshot::Sender<std::result::Result<Output, String>>,
+}
+
+/// The model the service runs: a base encoder (embeddings only) or a multi-task checkpoint.
+pub enum Engine {
+    /// A sentence-transformers folder: `/embed` only (`/predict` answers 404).
+    Base(Box<SentenceEncoder>),
+    /// A multi-task checkpoint: `/embed` from its fine-tuned encoder, and `/predict`.
+    Multi(Box<Classifier>),
+}
+
+impl Engine {
+    /// A sentence-transformers folder or a multi-task checkpoint, its encoder at `precision`.
+    pub fn load(dir: &Path, device: Device, precision: crate::precision::Precision) -> Result<Engine> {
+        Ok(if MultiTask::is_checkpoint(dir) {
+            let mut c = Classifier::load(dir, device)?.0;
+            c.set_precision(precision)?;
+            Engine::Multi(Box::new(c))
+        } else {
+            let mut e = SentenceEncoder::load(dir, device)?.0;
+            e.set_precision(precision)?;
+            Engine::Base(Box::new(e))
+        })
+    }
+
+    fn tokenizer(&self) -> &SentenceTokenizer {
+        match self {
+            Engine::Base(e) => &e.tokenizer,
+            Engine::Multi(c) => &c.tokenizer,
+        }
+    }
+
+    fn device(&self) -> Device {
+        match self {
+            Engine::Base(e) => e.params.device(),
+            Engine::Multi(c) => c.model.device(),
+        }
+    }
+
+    /// Label names of both tasks (multi-task checkpoints only).
+    pub fn labels(&self) -> Option<(Vec<String>, Vec<String>)> {
+        match self {
+            Engine::Base(_) => None,
+            Engine::Multi(c) => Some((c.model.config.labels_a.0.clone(), c.model.config.labels_b.0.clone())),
+        }
+    }
+
+    /// Pooled vectors, and both heads' probabilities when asked and available.
+    fn run(&self, ids: &Tensor, mask: &Tensor, heads: bool) -> (Tensor, Option<(Tensor, Tensor)>) {
+        match self {
+            Engine::Base(e) => (e.encoder.embed_t(ids, mask, false), None),
+            Engine::Multi(c) => {
+                let pooled = c.model.pooled_t(ids, mask, false);
+                let probs = heads.then(|| {
+                    let l = c.model.heads_t(&pooled, false);
+                    (l.a.softmax(-1, Kind::Float), l.b.softmax(-1, Kind::Float))
+                });
+                (pooled, probs)
+            }
+        }
+    }
+}
+
+/// What the model computed for one row (one text of one job).
+pub(super) enum RowResult {
+    /// The pooled vector, L2-normalised when its job asked.
+    Embedding(Vec<f32>),
+    /// Both tasks' probabilities.
+    Probabilities(TaskProbs),
+}
+
+/// One batch's results: one per row, in the batch's row order.
+pub(super) struct BatchResult(Vec<RowResult>);
+
+/// A row of the jobs being processed: (job index, text index within the job).
+type RowRef = (usize, usize);
+
+/// Runs one batch of rows (`ids` of each job's texts): one encoder pass, and each form of output
+/// read back only when a row of the batch asks for it.
+fn run_batch(engine: &Engine, jobs: &[Job], ids: &[Vec<Vec<i64>>], batch: &[RowRef]) -> std::result::Result<BatchResult, String> {
+    let tok = engine.tokenizer();
+    let seqs: Vec<&[i64]> = batch.iter().map(|&(j, r)| ids[j][r].as_slice()).collect();
+    let (x, m) = crate::padding::pad(&seqs, tok.pad_id(), engine.device());
+    let wants = |route: Route, normalize: bool| batch.iter().any(|&(j, _)| jobs[j].route == route && jobs[j].normalize == normalize);
+    let heads = wants(Route::Predict, false);
+    let (pooled, probs) = engine.run(&x, &m, heads);
+    let to_rows = |t: &Tensor| crate::infer::rows(&t.to_kind(Kind::Float).to_device(Device::Cpu)).map_err(|e| e.to_string());
+    let plain = if wants(Route::Embed, false) { to_rows(&pooled)? } else { vec![] };
+    let normal = if wants(Route::Embed, true) { to_rows(&pooling::l2_normalize(&pooled))? } else { vec![] };
+    let (mut plain, mut normal) = (plain.into_iter(), normal.into_iter());
+    let mut heads_out = match probs {
+        Some((a, b)) => Some(to_rows(&a)?.into_iter().zip(to_rows(&b)?)),
+        None => None,
+    };
+    // Every form has one row per batch row: take each row's from the form it asked for, in order.
+    let mut out = Vec::with_capacity(batch.len());
+    for &(j, _) in batch {
+        let (v, n, h) = (plain.next(), normal.next(), heads_out.as_mut().and_then(Iterator::next));
+        out.push(match jobs[j].route {
+            Route::Embed => RowResult::Embedding(if jobs[j].normalize { n } else { v }.ok_or("a batch row has no vector")?),
+            Route::Predict => RowResult::Probabilities(h.ok_or("this model has no task heads")?),
+        });
+    }
+    Ok(BatchResult(out))
+}
+
+/// Runs `jobs` through the model: all their texts sorted by length in token-budget batches. Once
+/// `stop` is set (the shutdown grace period is over) the batches left are not run.
+pub(super) fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, metrics: &Metrics, stop: &AtomicBool) {
+    let tok = engine.tokenizer();
+    let ids: Vec<Vec<Vec<i64>>> = jobs.iter().map(|j| tok.encode_all(&j.texts)).collect();
+    let mut rows: Vec<RowRef> = ids.iter().enumerate().flat_map(|(j, v)| (0..v.len()).map(move |r| (j, r))).collect();
+    rows.sort_by_key(|&(j, r)| ids[j][r].len());
+    let lens: Vec<usize> = rows.iter().map(|&(j, r)| ids[j][r].len()).collect();
+    // Each job's rows, filled in as their batches finish.
+    let mut results: Vec<Vec<Option<RowResult>>> = ids.iter().map(|v| v.iter().map(|_| None).collect()).collect();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> std::result::Result<(), String> {
+        let _g = tch::no_grad_guard();
+        for range in crate::padding::budget_ranges(&lens, usize::MAX, Some(budget)) {
+            if stop.load(Ordering::SeqCst) {
+                return Err(SHUTTING_DOWN.to_string());
+            }
+            let batch = &rows[range];
+            metrics.observe_batch(batch.len());
+            let BatchResult(done) = run_batch(engine, &jobs, &ids, batch)?;
+            for (&(j, r), result) in batch.iter().zip(done) {
+                results[j][r] = Some(result);
+            }
+        }
+        Ok(())
+    }));
+    let failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(_) => Some("the model failed on this batch".to_string()),
+    };
+    for (job, rows) in jobs.into_iter().zip(results) {
+        let reply = match &failure {
+            Some(e) => Err(e.clone()),
+            None => Ok(output_of(job.route, rows)),
+        };
+        let _ = job.reply.send(reply);
+    }
+}
+
+/// A job's reply from its rows' results (every row computed, each of the job's kind).
+fn output_of(route: Route, rows: Vec<Option<RowResult>>) -> Output {
+    let rows = rows.into_iter().map(|r| r.expect("every row computed"));
+    match route {
+        Route::Embed => Output::Embeddings(
+            rows.map(|r| match r {
+                RowResult::Embedding(v) => v,
+                RowResult::Probabilities(_) => unreachable!("an /embed row holds a vector"),
+            })
+            .collect(),
+        ),
+        Route::Predict => Output::Probabilities(
+            rows.map(|r| match r {
+                RowResult::Probabilities(p) => p,
+                RowResult::Embedding(_) => unreachable!("a /predict row holds probabilities"),
+            })
+            .collect(),
+        ),
+    }
+}
+
+pub(super) const SHUTTING_DOWN: &str = "the server is shutting down";
+
+/// The model thread: takes every waiting job (up to the token budget's worth of tokens, roughly),
+/// runs them together, replies, and repeats until every sender is gone. Once `stop` is set, jobs
+/// still queued are refused instead of run, so that the thread ends promptly.
+pub(super) fn model_loop(engine: Engine, mut rx: mpsc::Receiver<Job>, budget: usize, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut chars: usize = first.texts.iter().map(String::len).sum();
+        let mut jobs = vec![first];
+        // Characters are a cheap stand-in for tokens here (about 4 per token for English).
+        while chars < budget * 4 {
+            match rx.try_recv() {
+                Ok(j) => {
+                    chars += j.texts.iter().map(String::len).sum::<usize>();
+                    jobs.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics.queue_depth.fetch_sub(jobs.len(), Ordering::SeqCst);
+        if stop.load(Ordering::SeqCst) {
+            for j in jobs {
+                let _ = j.reply.send(Err(SHUTTING_DOWN.to_string()));
+            }
+            continue;
+        }
+        process(&engine, jobs, budget, &metrics, &stop);
+    }
+}
