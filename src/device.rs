@@ -13,12 +13,12 @@ pub fn parse_device(name: &str) -> Result<Device> {
     let cuda = |i: usize| -> Result<Device> {
         if count == 0 {
             return Err(invalid(format!(
-                "--device {name}: CUDA is not available (libtorch {} sees no GPU; run `mtt doctor`)",
+                "`device` {name}: CUDA is not available (libtorch {} sees no GPU; run `mtt doctor`)",
                 libtorch_version()
             )));
         }
         if i as i64 >= count {
-            return Err(invalid(format!("--device {name}: only {count} CUDA device(s) present")));
+            return Err(invalid(format!("`device` {name}: only {count} CUDA device(s) present")));
         }
         Ok(Device::Cuda(i))
     };

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A required file of a model folder is absent.
-    #[error("model folder {}: missing {file}. Run scripts/setup.sh to install all-MiniLM-L6-v2 into models/, or pass --model DIR with a complete sentence-transformers folder", dir.display())]
+    #[error("model folder {}: missing {file}. Run scripts/setup.sh to install all-MiniLM-L6-v2 into models/, or give `model` a complete sentence-transformers folder", dir.display())]
     MissingModelFile {
         /// The model folder that was searched.
         dir: PathBuf,
@@ -71,7 +71,7 @@ pub enum Error {
     #[error("{0}")]
     NonFinite(String),
     /// A stop signal ended training after a step; the run's state is in `out/resume/`.
-    #[error("interrupted after optimizer step {step} (epoch {epoch}, batch {batch}/{batches}): the checkpoint and its training state are saved; continue with: mtt train --resume {}", out.display())]
+    #[error("interrupted after optimizer step {step} (epoch {epoch}, batch {batch}/{batches}): the checkpoint and its training state are saved in {}: continue the run from there (`resume`)", out.display())]
     Interrupted {
         /// The run's output folder (the one to pass to `mtt train --resume`).
         out: PathBuf,

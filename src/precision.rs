@@ -43,7 +43,7 @@ impl Precision {
     /// Whether `device` can run this mode (int8 runs on the CPU only).
     pub fn check_device(self, device: Device) -> Result<()> {
         if self == Precision::Int8 && device != Device::Cpu {
-            return Err(invalid("--precision int8 runs on the CPU only (use --device cpu, or bf16 on CUDA)"));
+            return Err(invalid("`precision` int8 runs on the CPU only (use `device` cpu, or bf16 on CUDA)"));
         }
         Ok(())
     }

@@ -3,26 +3,19 @@
 
 mod common;
 
+use common::{bin, p, tiny_model, Cmd};
 use multi_task_transformer::infer::rows;
-use multi_task_transformer::testing::write_tiny_model_folder;
 use multi_task_transformer::{EncodeOptions, SentenceEncoder};
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use tch::{Device, Tensor};
-
-fn tiny() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    write_tiny_model_folder(&d.path().join("m"), 1).unwrap();
-    d
-}
 
 const TEXTS: [&str; 5] = ["what is the city ?", "i love this film !", "", "a", "how many films was this not very fun , awful ?"];
 
 #[test]
 fn loads_with_seed_names_and_pinned_parameter_count() {
-    let d = tiny();
-    let (enc, report) = SentenceEncoder::load(&d.path().join("m"), Device::Cpu).unwrap();
+    let t = tiny_model(1);
+    let (enc, report) = SentenceEncoder::load(&t.model, Device::Cpu).unwrap();
     assert!(report.unexpected.is_empty() && report.missing.is_empty());
     // vocab 64 x 32 + positions 64 x 32 + types 2 x 32 + LayerNorm 2 x 32, then per layer
     // 4 x (32x32+32) + 2 x 2 x 32 (LayerNorms) + 32x64+64 + 64x32+32.
@@ -36,8 +29,8 @@ fn loads_with_seed_names_and_pinned_parameter_count() {
 
 #[test]
 fn padding_and_batching_do_not_change_vectors_and_rows_keep_input_order() {
-    let d = tiny();
-    let (enc, _) = SentenceEncoder::load(&d.path().join("m"), Device::Cpu).unwrap();
+    let t = tiny_model(1);
+    let (enc, _) = SentenceEncoder::load(&t.model, Device::Cpu).unwrap();
     let one = rows(&enc.encode(&TEXTS, EncodeOptions { batch_size: 1, normalize: false, ..Default::default() }).unwrap()).unwrap();
     let all = rows(&enc.encode(&TEXTS, EncodeOptions { batch_size: 5, normalize: false, ..Default::default() }).unwrap()).unwrap();
     for (i, (a, b)) in one.iter().zip(&all).enumerate() {
@@ -55,80 +48,70 @@ fn padding_and_batching_do_not_change_vectors_and_rows_keep_input_order() {
 
 #[test]
 fn incomplete_folders_and_weights_are_reported_by_name() {
-    let d = tiny();
-    let m = d.path().join("m");
+    let t = tiny_model(1);
+    let m = &t.model;
     // A variable missing from the weights file is an error naming it.
     let mut tensors = Tensor::read_safetensors(m.join("model.safetensors")).unwrap();
     tensors.retain(|(n, _)| n != "encoder.encoder.layer.1.output.dense.bias");
     tensors.push(("encoder.extra.weight".into(), Tensor::zeros([2], (tch::Kind::Float, Device::Cpu))));
     Tensor::write_safetensors(&tensors, m.join("model.safetensors")).unwrap();
-    let e = SentenceEncoder::load(&m, Device::Cpu).err().unwrap().to_string();
+    let e = SentenceEncoder::load(m, Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("encoder.encoder.layer.1.output.dense.bias"), "{e}");
     // Missing files are named, with the set-up hint.
     for file in ["vocab.txt", "config.json", "1_Pooling/config.json", "model.safetensors"] {
-        let d = tiny();
-        let m = d.path().join("m");
+        let t = tiny_model(1);
+        let m = &t.model;
         std::fs::remove_file(m.join(file)).unwrap();
-        let e = SentenceEncoder::load(&m, Device::Cpu).err().unwrap().to_string();
+        let e = SentenceEncoder::load(m, Device::Cpu).err().unwrap().to_string();
         assert!(e.contains(file.trim_end_matches(".safetensors")) && e.contains("scripts/setup.sh"), "{file}: {e}");
     }
 }
 
 #[test]
 fn unexpected_tensors_are_listed() {
-    let d = tiny();
-    let m = d.path().join("m");
+    let t = tiny_model(1);
+    let m = &t.model;
     let mut tensors = Tensor::read_safetensors(m.join("model.safetensors")).unwrap();
     tensors.push(("encoder.extra.weight".into(), Tensor::zeros([2], (tch::Kind::Float, Device::Cpu))));
     tensors.push(("pooler.dense.bias".into(), Tensor::zeros([32], (tch::Kind::Float, Device::Cpu))));
     Tensor::write_safetensors(&tensors, m.join("model.safetensors")).unwrap();
-    let (_, report) = SentenceEncoder::load(&m, Device::Cpu).unwrap();
+    let (_, report) = SentenceEncoder::load(m, Device::Cpu).unwrap();
     assert_eq!(report.unexpected, vec!["encoder.extra.weight"]);
     assert_eq!(report.ignored, vec!["pooler.dense.bias"]);
 }
 
-fn run(bin: &str, args: &[&str], stdin: &[u8]) -> (bool, String, String) {
-    let mut child = Command::new(bin).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    let out = child.wait_with_output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-fn p(x: &Path) -> &str {
-    x.to_str().unwrap()
-}
-
 #[test]
 fn mtt_embed_line_rules_and_errors() {
-    let d = tiny();
-    let m = d.path().join("m");
-    let mtt = env!("CARGO_BIN_EXE_mtt");
-    let (ok, out, err) = run(mtt, &["embed", "--model", p(&m), "--batch-size", "2"], b"what is it ?\r\n\nlove\n");
-    assert!(ok, "{err}");
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let t = tiny_model(1);
+    let m = &t.model;
+    // `mtt embed --model M EXTRA...` with `stdin`.
+    let embed = |extra: &[&str], stdin: &[u8]| Cmd::mtt(["embed", "--model", p(m)]).args(extra).stdin(stdin).run();
+    let o = embed(&["--batch-size", "2"], b"what is it ?\r\n\nlove\n");
+    assert!(o.success(), "{}", o.stderr);
+    let lines = o.json_lines();
     let texts: Vec<&str> = lines.iter().map(|l| l["text"].as_str().unwrap()).collect();
     assert_eq!(texts, vec!["what is it ?", "", "love"]);
     assert_eq!(lines[0]["embedding"].as_array().unwrap().len(), 32);
     // Same vectors as the library, un-normalised unless --normalize.
-    let (enc, _) = SentenceEncoder::load(&m, Device::Cpu).unwrap();
+    let (enc, _) = SentenceEncoder::load(m, Device::Cpu).unwrap();
     let want = rows(&enc.encode(&texts, EncodeOptions::default()).unwrap()).unwrap();
     let got: Vec<f32> = lines[2]["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     assert!(common::max_abs_diff(&got, &want[2]) <= 1e-6);
-    let (_, out, _) = run(mtt, &["embed", "--model", p(&m), "--normalize"], b"love");
+    let out = embed(&["--normalize"], b"love").stdout;
     let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     let norm: f64 = v["embedding"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap().powi(2)).sum::<f64>().sqrt();
     assert!((norm - 1.0).abs() < 1e-5);
     // Empty input: no output. Bad bytes, device and folder: clear errors, no panic.
-    let (ok, out, _) = run(mtt, &["embed", "--model", p(&m)], b"");
-    assert!(ok && out.is_empty());
-    let (ok, _, err) = run(mtt, &["embed", "--model", p(&m)], b"fine\nbad \xff\n");
-    assert!(!ok && err.contains("<stdin>:2: not valid UTF-8"), "{err}");
+    let o = embed(&[], b"");
+    assert!(o.success() && o.stdout.is_empty());
+    let o = embed(&[], b"fine\nbad \xff\n");
+    assert!(!o.success() && o.stderr.contains("<stdin>:2: not valid UTF-8"), "{}", o.stderr);
     // Streaming: small windows give the same lines as one big window; a bad line stops after
     // the windows before its own were written.
     let input = b"how many films ?\nlove\n\nwhat is the name of the city ?\ngood\nbad film\nit\n";
-    let (_, whole, _) = run(mtt, &["embed", "--model", p(&m)], input);
-    let (ok, windowed, _) = run(mtt, &["embed", "--model", p(&m), "--window", "2", "--batch-size", "3"], input);
-    assert!(ok);
+    let whole = embed(&[], input).stdout;
+    let windowed = embed(&["--window", "2", "--batch-size", "3"], input);
+    assert!(windowed.success());
     let parse = |t: &str| -> Vec<(String, Vec<f64>)> {
         t.lines()
             .map(|l| {
@@ -137,27 +120,28 @@ fn mtt_embed_line_rules_and_errors() {
             })
             .collect()
     };
-    let (w, s) = (parse(&whole), parse(&windowed));
+    let (w, s) = (parse(&whole), parse(&windowed.stdout));
     assert_eq!(w.len(), 7);
     for ((ta, va), (tb, vb)) in w.iter().zip(&s) {
         assert_eq!(ta, tb, "input order");
         // Other batch neighbours pad differently: float noise only.
         assert!(va.iter().zip(vb).all(|(x, y)| (x - y).abs() < 1e-5), "{ta}");
     }
-    let (ok, out, err) = run(mtt, &["embed", "--model", p(&m), "--window", "2"], b"a\nb\nc\nd\nbad \xff\nf\n");
-    assert!(!ok && err.contains("<stdin>:5: not valid UTF-8"), "{err}");
-    assert_eq!(out.lines().count(), 4, "{out}");
-    let (ok, _, err) = run(mtt, &["embed", "--model", p(&m), "--device", "tpu"], b"x");
-    assert!(!ok && err.contains("unknown device 'tpu'"), "{err}");
-    let (ok, _, err) = run(mtt, &["embed", "--model", p(&d.path().join("nope"))], b"x");
-    assert!(!ok && err.contains("scripts/setup.sh") && !err.contains("panicked"), "{err}");
+    let o = embed(&["--window", "2"], b"a\nb\nc\nd\nbad \xff\nf\n");
+    assert!(!o.success() && o.stderr.contains("<stdin>:5: not valid UTF-8"), "{}", o.stderr);
+    assert_eq!(o.stdout_lines().len(), 4, "{}", o.stdout);
+    let o = embed(&["--device", "tpu"], b"x");
+    assert!(!o.success() && o.stderr.contains("unknown device 'tpu'"), "{}", o.stderr);
+    let o = Cmd::mtt(["embed", "--model", p(&t.dir.path().join("nope"))]).stdin("x").run();
+    assert!(!o.success() && o.stderr.contains("scripts/setup.sh") && !o.stderr.contains("panicked"), "{}", o.stderr);
 }
 
 #[test]
 fn task1_prints_shape_and_first_values() {
-    let d = tiny();
-    let (ok, out, err) = run(env!("CARGO_BIN_EXE_task1"), &["--model", p(&d.path().join("m"))], b"");
-    assert!(ok, "{err}");
+    let t = tiny_model(1);
+    let o = Cmd::bin("task1", ["--model", p(&t.model)]).stdin("").run();
+    assert!(o.success(), "{}", o.stderr);
+    let out = &o.stdout;
     assert_eq!(out.matches("Embedding shape: [1, 32]").count(), 3, "{out}");
     assert!(out.contains("Sentence: The quick brown fox jumps over the lazy dog."));
     assert_eq!(out.matches("First 5 values: [").count(), 3);
@@ -169,10 +153,9 @@ fn task1_prints_shape_and_first_values() {
 #[test]
 fn a_closed_stdout_ends_mtt_quietly() {
     use std::os::unix::process::ExitStatusExt;
-    let d = tiny();
-    let m = d.path().join("m");
-    for args in [vec!["doctor", "--model", m.to_str().unwrap()], vec!["embed", "--model", m.to_str().unwrap()]] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mtt"))
+    let t = tiny_model(1);
+    for args in [vec!["doctor", "--model", p(&t.model)], vec!["embed", "--model", p(&t.model)]] {
+        let mut child = Command::new(bin("mtt"))
             .args(&args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

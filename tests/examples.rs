@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, Cmd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// `target/<profile>/examples/NAME`: `cargo test` builds the examples beside the test binaries.
 fn example(name: &str) -> PathBuf {
@@ -17,9 +16,7 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn run(name: &str, args: &[&Path]) -> String {
-    let o = Command::new(example(name)).args(args).output().unwrap();
-    assert!(o.status.success(), "example {name} failed: {}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
+    Cmd::new(example(name)).args(args).run().ok().stdout
 }
 
 #[test]

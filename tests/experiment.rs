@@ -5,20 +5,18 @@
 
 mod common;
 
-use common::fixture;
+use common::{fixture, p, Cmd};
 use std::path::Path;
 
 /// Runs `mtt experiment --quick --grid GRID` on the fixture (dev = training files) into `out`.
 fn experiment(f: &common::Fixture, grid: &Path, out: &Path, extra: &[&str]) -> String {
-    let p = |x: &Path| x.display().to_string();
-    let mut args = vec!["experiment".to_string(), "--quick".into(), "--grid".into(), p(grid)];
-    args.extend(f.cli_args());
-    args.extend(["--dev-a", &p(&f.task_a), "--dev-b", &p(&f.task_b), "--ood-b", &p(&f.task_b), "--device", "cpu", "--out", &p(out)].map(String::from));
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mtt")).args(&args).output().unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "mtt experiment failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
-    stdout
+    Cmd::mtt(["experiment", "--quick", "--grid", p(grid)])
+        .args(f.cli_args())
+        .args(["--dev-a", p(&f.task_a), "--dev-b", p(&f.task_b), "--ood-b", p(&f.task_b), "--device", "cpu", "--out", p(out)])
+        .args(extra)
+        .run()
+        .ok()
+        .stdout
 }
 
 fn json(path: &Path) -> serde_json::Value {
@@ -152,14 +150,10 @@ fn a_bad_grid_file_is_refused_before_training() {
     let grid = f.root.join("grid.toml");
     let refused = |text: &str| -> String {
         std::fs::write(&grid, text).unwrap();
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_mtt"))
-            .args(["experiment", "--quick", "--grid", &grid.display().to_string(), "--out", &f.root.join("x").display().to_string()])
-            .args(["--model", &f.model.display().to_string(), "--device", "cpu"])
-            .output()
-            .unwrap();
-        assert!(!o.status.success());
+        let o = Cmd::mtt(["experiment", "--quick", "--grid", p(&grid), "--out", p(&f.root.join("x"))]).args(["--model", p(&f.model), "--device", "cpu"]).run();
+        assert!(!o.success());
         assert!(!f.root.join("x/runs").exists(), "nothing trained");
-        String::from_utf8_lossy(&o.stderr).to_string()
+        o.stderr
     };
     let err = refused("[[config]]\nname = \"ok\"\nfreeze = \"encoder\"\n\n[[config]]\nname = \"bad\"\nfreeze = \"elbows\"\n");
     assert!(err.contains("grid.toml:7:") && err.contains("configuration 'bad'") && err.contains("elbows"), "{err}");

@@ -93,28 +93,15 @@ fn normalized_match_alone_and_batched() {
 /// to the same bound).
 #[test]
 fn mtt_embed_json_lines_match_golden() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
+    use common::Cmd;
     let g = golden();
-    let mut cmd = match std::env::var("MTT_EMBED_CMD") {
-        Ok(line) => {
-            let mut c = Command::new("sh");
-            c.arg("-c").arg(line);
-            c
-        }
-        Err(_) => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_mtt"));
-            c.arg("embed").arg("--model").arg(common::real_model_dir());
-            c
-        }
+    let cmd = match std::env::var("MTT_EMBED_CMD") {
+        Ok(line) => Cmd::new("sh").arg("-c").arg(line),
+        Err(_) => Cmd::mtt(["embed", "--model"]).arg(common::real_model_dir()),
     };
     eprintln!("running {cmd:?}");
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let input: String = g.sentences.iter().map(|s| format!("{}\n", s.text)).collect();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "embed failed: {}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines = cmd.stdin(input).run().ok().json_lines();
     assert_eq!(lines.len(), g.sentences.len());
     let mut got = Vec::new();
     for (line, s) in lines.iter().zip(&g.sentences) {

@@ -14,11 +14,13 @@
 //! Cases per property: `MTT_FUZZ_CASES` (default 256), e.g. a long fuzz run:
 //! `MTT_FUZZ_CASES=200000 cargo test --test loaders_prop`.
 
+mod common;
+
+use common::tiny_model;
 use multi_task_transformer::config::ModelFiles;
 use multi_task_transformer::data::{read_labelled, Labels, Task};
 use multi_task_transformer::infer::Batching;
 use multi_task_transformer::model::MultiTask;
-use multi_task_transformer::testing::write_tiny_model_folder;
 use multi_task_transformer::textio::{split_lines, Lines};
 use multi_task_transformer::tokenizer::SentenceTokenizer;
 use multi_task_transformer::{Classifier, EncodeOptions, EncoderConfig, Error, SentenceEncoder};
@@ -234,14 +236,6 @@ fn n_params(c: &EncoderConfig) -> i64 {
 
 const SMALL: i64 = 3_000_000;
 
-/// A folder holding a tiny model (written once per property: the cases rewrite its config).
-fn tiny_folder() -> (tempfile::TempDir, std::path::PathBuf) {
-    let d = tempfile::tempdir().unwrap();
-    let m = d.path().join("m");
-    write_tiny_model_folder(&m, 1).unwrap();
-    (d, m)
-}
-
 proptest! {
     #![proptest_config(fuzz_config())]
 
@@ -349,11 +343,14 @@ fn fuzz_configs(name: &str, check: impl Fn(&ConfigFile, &mut Tally) -> Result<()
 /// an accepted small config builds an encoder that encodes a sentence.
 #[test]
 fn model_config_loader_never_panics() {
-    let (_d, m) = tiny_folder();
+    // A tiny model, written once per property: the cases rewrite its config. It holds the lock
+    // around libtorch's generator, which the cases draw from too.
+    let t = tiny_model(1);
+    let m = &t.model;
     let valid: Value = serde_json::from_str(&std::fs::read_to_string(m.join("config.json")).unwrap()).unwrap();
     fuzz_configs("model config.json", |file, tally| {
         std::fs::write(m.join("config.json"), config_bytes(&valid, file)).unwrap();
-        let files = ModelFiles::locate(&m).unwrap();
+        let files = ModelFiles::locate(m).unwrap();
         match files.encoder_config() {
             Ok(cfg) => {
                 tally.accepted += 1;
@@ -364,7 +361,7 @@ fn model_config_loader_never_panics() {
                     let v = enc.encode(&["what is the name of the city ?", ""], EncodeOptions::default()).unwrap();
                     prop_assert_eq!(v.size(), vec![2, cfg.embedding_dim()]);
                     // Loading the tiny weights into another shape is an error, not a panic.
-                    let _ = SentenceEncoder::load(&m, Device::Cpu);
+                    let _ = SentenceEncoder::load(m, Device::Cpu);
                 }
             }
             Err(e) => {
@@ -381,10 +378,11 @@ fn model_config_loader_never_panics() {
 /// small config builds a model that predicts.
 #[test]
 fn checkpoint_config_loader_never_panics() {
-    let (d, m) = tiny_folder();
+    let t = tiny_model(1);
+    let m = &t.model;
     let names = |v: &[&str]| Labels(v.iter().map(|s| s.to_string()).collect());
-    let (clf, _) = Classifier::from_base(&m, names(&["x", "y"]), names(&["p"]), 0.1, Device::Cpu).unwrap();
-    let ckpt = d.path().join("ckpt");
+    let (clf, _) = Classifier::from_base(m, names(&["x", "y"]), names(&["p"]), 0.1, Device::Cpu).unwrap();
+    let ckpt = t.dir.path().join("ckpt");
     clf.save(&ckpt).unwrap();
     let path = ckpt.join("config.json");
     let mut valid: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

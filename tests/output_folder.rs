@@ -7,28 +7,20 @@
 
 mod common;
 
-use common::{config, fixture, run, Fixture};
+use common::{bin, config, fixture, p, run, Cmd, Fixture, Out};
 use multi_task_transformer::train::output::{OutputLock, LOCK_FILE};
 use multi_task_transformer::train::{train, Progress};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn p(x: &Path) -> String {
-    x.display().to_string()
-}
-
 /// `mtt train` on the fixture's data with `extra` options (CPU, 1 step).
-fn mtt_train(f: &Fixture, extra: &[&str]) -> Output {
-    let mut a: Vec<String> = vec!["train".into()];
-    a.extend(f.cli_args());
-    a.extend(["--device", "cpu", "--batch-size", "4", "--max-steps", "1", "--progress-every", "0"].map(str::to_string));
-    a.extend(extra.iter().map(|s| s.to_string()));
-    Command::new(env!("CARGO_BIN_EXE_mtt")).args(&a).stdin(Stdio::null()).output().unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+fn mtt_train(f: &Fixture, extra: &[&str]) -> Out {
+    Cmd::mtt(["train"])
+        .args(f.cli_args())
+        .args(["--device", "cpu", "--batch-size", "4", "--max-steps", "1", "--progress-every", "0"])
+        .args(extra)
+        .run()
 }
 
 /// Every file under `dir` with its bytes, sorted by path.
@@ -39,7 +31,7 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
         if e.path().is_dir() {
             out.extend(snapshot(&e.path()));
         } else {
-            out.push((p(&e.path()), std::fs::read(e.path()).unwrap()));
+            out.push((p(&e.path()).to_string(), std::fs::read(e.path()).unwrap()));
         }
     }
     out.sort();
@@ -51,12 +43,12 @@ fn out_equal_to_or_inside_the_model_folder_is_refused_and_the_model_is_untouched
     let f = fixture();
     let before = snapshot(&f.model);
     let model = p(&f.model);
-    for out in [model.clone(), format!("{model}/"), format!("{model}/../tiny"), format!("{model}/finetuned")] {
+    for out in [model.to_string(), format!("{model}/"), format!("{model}/../tiny"), format!("{model}/finetuned")] {
         let o = mtt_train(&f, &["--out", &out]);
-        assert_eq!(o.status.code(), Some(1), "--out {out}: {}", stderr(&o));
-        assert!(stderr(&o).contains("base model folder"), "--out {out}: {}", stderr(&o));
+        assert_eq!(o.code(), Some(1), "--out {out}: {}", o.stderr);
+        assert!(o.stderr.contains("base model folder"), "--out {out}: {}", o.stderr);
         // The refusal comes before anything is read, written or trained.
-        assert!(!String::from_utf8_lossy(&o.stdout).contains("training on"));
+        assert!(!o.stdout.contains("training on"));
     }
     assert!(snapshot(&f.model) == before, "the base model folder changed");
     assert!(!f.model.join("finetuned").exists());
@@ -69,26 +61,26 @@ fn a_users_folder_is_refused_and_a_checkpoint_is_replaced_only_with_overwrite() 
     std::fs::create_dir_all(&mine).unwrap();
     std::fs::write(mine.join("config.json"), "{\"my\": \"settings\"}").unwrap();
     for extra in [&[][..], &["--overwrite"][..]] {
-        let mut a = vec!["--out", mine.to_str().unwrap()];
+        let mut a = vec!["--out", p(&mine)];
         a.extend_from_slice(extra);
         let o = mtt_train(&f, &a);
-        assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-        assert!(stderr(&o).contains("is not empty and holds no checkpoint of mtt's (config.json)"), "{}", stderr(&o));
+        assert_eq!(o.code(), Some(1), "{}", o.stderr);
+        assert!(o.stderr.contains("is not empty and holds no checkpoint of mtt's (config.json)"), "{}", o.stderr);
     }
     assert_eq!(std::fs::read_to_string(mine.join("config.json")).unwrap(), "{\"my\": \"settings\"}");
     assert_eq!(std::fs::read_dir(&mine).unwrap().count(), 1, "something was written into the user's folder");
 
     let ckpt = f.root.join("ckpt");
-    let o = mtt_train(&f, &["--out", &p(&ckpt), "--seed", "1"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mtt_train(&f, &["--out", p(&ckpt), "--seed", "1"]);
+    assert!(o.success(), "{}", o.stderr);
     let first = snapshot(&ckpt);
-    let o = mtt_train(&f, &["--out", &p(&ckpt), "--seed", "2"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("holds the checkpoint of an earlier run: pass --overwrite"), "{}", stderr(&o));
+    let o = mtt_train(&f, &["--out", p(&ckpt), "--seed", "2"]);
+    assert_eq!(o.code(), Some(1));
+    assert!(o.stderr.contains("holds the checkpoint of an earlier run: pass --overwrite"), "{}", o.stderr);
     assert!(snapshot(&ckpt) == first, "the refused run changed the checkpoint");
-    let o = mtt_train(&f, &["--out", &p(&ckpt), "--seed", "2", "--overwrite"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("replacing the checkpoint of an earlier run"));
+    let o = mtt_train(&f, &["--out", p(&ckpt), "--seed", "2", "--overwrite"]);
+    assert!(o.success(), "{}", o.stderr);
+    assert!(o.stdout.contains("replacing the checkpoint of an earlier run"));
     let w = |s: &[(String, Vec<u8>)]| s.iter().find(|(n, _)| n.ends_with("/model.safetensors")).unwrap().1.clone();
     assert!(w(&snapshot(&ckpt)) != w(&first), "--overwrite did not replace the weights");
     assert!(!ckpt.join(LOCK_FILE).exists(), "the lock file outlived the run");
@@ -101,16 +93,16 @@ fn a_second_trainer_on_the_same_folder_fails_at_once_naming_the_holder() {
     std::fs::create_dir_all(&out).unwrap();
     let held = OutputLock::acquire(&out).unwrap();
     let t0 = Instant::now();
-    let o = mtt_train(&f, &["--out", &p(&out)]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("is in use by another training run (PID {};", std::process::id())), "{}", stderr(&o));
+    let o = mtt_train(&f, &["--out", p(&out)]);
+    assert_eq!(o.code(), Some(1), "{}", o.stderr);
+    assert!(o.stderr.contains(&format!("is in use by another training run (PID {};", std::process::id())), "{}", o.stderr);
     assert!(t0.elapsed() < Duration::from_secs(20));
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1, "only the holder's lock file");
     drop(held);
     // A lock file left by a killed process holds no lock: the next run goes ahead.
     std::fs::write(out.join(LOCK_FILE), "999999\n").unwrap();
-    let o = mtt_train(&f, &["--out", &p(&out)]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    let o = mtt_train(&f, &["--out", p(&out)]);
+    assert!(o.success(), "{}", o.stderr);
     assert!(out.join("model.safetensors").is_file() && !out.join(LOCK_FILE).exists());
 }
 
@@ -159,8 +151,8 @@ fn a_signal_before_training_ends_the_process_at_once_and_writes_nothing() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     for (sig, name) in [(libc::SIGTERM, "term"), (libc::SIGINT, "int")] {
         let out = f.root.join(format!("never-{name}"));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mtt"))
-            .args(["train", "--model", &p(&f.model), "--task-a", &p(&fifo), "--task-b", &p(&f.task_b), "--device", "cpu", "--out", &p(&out)])
+        let mut child = Command::new(bin("mtt"))
+            .args(["train", "--model", p(&f.model), "--task-a", p(&fifo), "--task-b", p(&f.task_b), "--device", "cpu", "--out", p(&out)])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -185,14 +177,11 @@ fn doubtful_training_labels_are_warned_about_on_stderr_once_each() {
     let b = f.root.join("cased.tsv");
     std::fs::write(&b, "text\tlabel\ni love this film !\tpositive\nthis was awful .\tnegative\nvery fun movie !\tPositive\n").unwrap();
     let out = f.root.join("warned");
-    let o = Command::new(env!("CARGO_BIN_EXE_mtt"))
-        .args(["train", "--model", &p(&f.model), "--task-a", &p(&a), "--task-b", &p(&b), "--out", &p(&out), "--device", "cpu", "--max-steps", "1", "--progress-every", "0"])
-        .output()
-        .unwrap();
-    let err = stderr(&o);
-    assert!(o.status.success(), "{err}");
+    let o = Cmd::mtt(["train", "--model", p(&f.model), "--task-a", p(&a), "--task-b", p(&b), "--out", p(&out), "--device", "cpu", "--max-steps", "1", "--progress-every", "0"]).run();
+    let err = &o.stderr;
+    assert!(o.success(), "{err}");
     assert_eq!(err.matches("warning: task_a: the training data").count(), 1, "{err}");
     assert!(err.contains("has a single label 'ENTY'"), "{err}");
     assert_eq!(err.matches("differ only in case").count(), 1, "{err}");
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("warning:"), "warnings belong on stderr");
+    assert!(!o.stdout.contains("warning:"), "warnings belong on stderr");
 }

@@ -6,9 +6,8 @@
 
 mod common;
 
-use common::{config, fixture, run};
+use common::{config, fixture, p, run, Cmd};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const TEXTS: &str = "what is the name of the city ?\ni love this film !\nthis movie was very boring .\nhow many films ?\nit\n";
 
@@ -20,24 +19,13 @@ fn venv_python() -> PathBuf {
 
 fn python(args: &[&str]) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/interop.py");
-    let o = Command::new(venv_python()).arg(script).args(args).env("HF_HUB_OFFLINE", "1").output().unwrap();
-    assert!(o.status.success(), "python {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("python {args:?}: {e}\n{}", String::from_utf8_lossy(&o.stdout)))
-}
-
-fn mtt(args: &[&str]) -> String {
-    let o = Command::new(env!("CARGO_BIN_EXE_mtt")).args(args).output().unwrap();
-    assert!(o.status.success(), "mtt {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn p(x: &Path) -> &str {
-    x.to_str().unwrap()
+    let o = Cmd::new(venv_python()).arg(script).args(args).env("HF_HUB_OFFLINE", "1").run().ok();
+    serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("python {args:?}: {e}\n{}", o.stdout))
 }
 
 /// `mtt predict` probabilities per task, rows in input order, columns in label order.
 fn mtt_probs(model: &Path, texts: &Path) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
-    let out = mtt(&["predict", "--model", p(model), "--input", p(texts), "--device", "cpu"]);
+    let out = Cmd::mtt(["predict", "--model", p(model), "--input", p(texts), "--device", "cpu"]).run().ok().stdout;
     let labels: serde_json::Value = serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
     let names = |k: &str| -> Vec<String> { serde_json::from_value(labels[k].clone()).unwrap() };
     let (la, lb) = (names("labels_a"), names("labels_b"));
@@ -70,19 +58,19 @@ fn checkpoints_go_to_python_and_back() {
 
     // 1. Export: sentence-transformers gives the same embeddings as `mtt embed` on the checkpoint.
     let exported = f.root.join("exported");
-    mtt(&["export", "--model", p(&ckpt), "--out", p(&exported)]);
+    Cmd::mtt(["export", "--model", p(&ckpt), "--out", p(&exported)]).run().ok();
     for file in ["modules.json", "config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "sentence_bert_config.json", "1_Pooling/config.json", "heads.safetensors", "labels.json"] {
         assert!(exported.join(file).is_file(), "{file} missing");
     }
     assert!(exported.join("2_Normalize").is_dir(), "the tiny base model normalises, so the export does");
     let theirs = python(&["embed", p(&exported), p(&texts)]);
-    let ours = mtt(&["embed", "--model", p(&ckpt), "--input", p(&texts), "--normalize", "--device", "cpu"]);
+    let ours = Cmd::mtt(["embed", "--model", p(&ckpt), "--input", p(&texts), "--normalize", "--device", "cpu"]).run().ok().stdout;
     let ours: Vec<Vec<f64>> = ours.lines().map(|l| serde_json::from_value(serde_json::from_str::<serde_json::Value>(l).unwrap()["embedding"].clone()).unwrap()).collect();
     let d = max_diff(&ours, &theirs);
     println!("export: sentence-transformers vs mtt embed, max abs diff {d:.2e}");
     assert!(d <= 1e-5, "embeddings differ by {d}");
     // The exported folder is also a model folder for mtt itself.
-    let again = mtt(&["embed", "--model", p(&exported), "--input", p(&texts), "--normalize", "--device", "cpu"]);
+    let again = Cmd::mtt(["embed", "--model", p(&exported), "--input", p(&texts), "--normalize", "--device", "cpu"]).run().ok().stdout;
     assert_eq!(again.lines().count(), 5);
 
     // 2. The checkpoint's weights load into the seed's PyTorch model: same probabilities.
@@ -100,7 +88,7 @@ fn checkpoints_go_to_python_and_back() {
     let state = f.root.join("from-python.safetensors");
     let py = python(&["perturb", p(&exported), p(&ckpt.join("model.safetensors")), p(&texts), p(&state), "7"]);
     let imported = f.root.join("imported");
-    mtt(&["import", "--weights", p(&state), "--like", p(&ckpt), "--out", p(&imported)]);
+    Cmd::mtt(["import", "--weights", p(&state), "--like", p(&ckpt), "--out", p(&imported)]).run().ok();
     let (a2, b2) = mtt_probs(&imported, &texts);
     let (da, db) = (max_diff(&a2, &py["a"]), max_diff(&b2, &py["b"]));
     println!("PyTorch state through mtt import: max prob diff A {da:.2e}, B {db:.2e}");
@@ -108,15 +96,12 @@ fn checkpoints_go_to_python_and_back() {
     assert!(max_diff(&a2, &serde_json::to_value(&a).unwrap()) > 1e-3, "the perturbed model must predict differently");
     // From the exported folder's description too.
     let imported2 = f.root.join("imported2");
-    mtt(&["import", "--weights", p(&state), "--like", p(&exported), "--out", p(&imported2)]);
+    Cmd::mtt(["import", "--weights", p(&state), "--like", p(&exported), "--out", p(&imported2)]).run().ok();
     assert_eq!(mtt_probs(&imported2, &texts), (a2, b2));
     // A file with foreign tensors is refused.
-    let e = Command::new(env!("CARGO_BIN_EXE_mtt"))
-        .args(["import", "--weights", p(&exported.join("heads.safetensors")), "--like", p(&ckpt), "--out", p(&f.root.join("bad"))])
-        .output()
-        .unwrap();
-    assert!(!e.status.success());
-    assert!(String::from_utf8_lossy(&e.stderr).contains("not in the file"), "{}", String::from_utf8_lossy(&e.stderr));
+    let e = Cmd::mtt(["import", "--weights", p(&exported.join("heads.safetensors")), "--like", p(&ckpt), "--out", p(&f.root.join("bad"))]).run();
+    assert!(!e.success());
+    assert!(e.stderr.contains("not in the file"), "{}", e.stderr);
 }
 
 #[test]
@@ -129,14 +114,13 @@ fn torchrun_continues_a_checkpoint_on_two_processes() {
     let out = f.root.join("ddp");
     let torchrun = venv_python().with_file_name("torchrun");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/torchrun_finetune.py");
-    let o = Command::new(&torchrun)
+    let stdout = Cmd::new(&torchrun)
         .args(["--standalone", "--nproc_per_node", "2", p(&script), "--checkpoint", p(&ckpt), "--task-a", p(&f.task_a), "--task-b", p(&f.task_b)])
         .args(["--steps", "1", "--batch-size", "4", "--out", p(&out)])
         .env("OMP_NUM_THREADS", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "torchrun failed:\n{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+        .run()
+        .ok()
+        .stdout;
     let ranks: Vec<serde_json::Value> = stdout.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(ranks.len(), 2, "{stdout}");
     assert_eq!(ranks[0]["params_sha256"], ranks[1]["params_sha256"], "DDP keeps the ranks' weights identical");

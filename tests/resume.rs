@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{config, fixture, run, Fixture};
+use common::{bin, config, fixture, p, run, Cmd, Fixture};
 use multi_task_transformer::freeze::Freeze;
 use multi_task_transformer::optim::LrPreset;
 use multi_task_transformer::train::state::{OPTIMIZER_FILE, RESUME_DIR};
@@ -48,7 +48,7 @@ fn stop_and_resume(c: &TrainConfig, stop_at: usize, full: &Path) {
         Error::Interrupted { step, .. } => assert_eq!(*step, stop_at),
         other => panic!("expected an interruption, got {other}"),
     }
-    assert!(e.to_string().contains(&format!("mtt train --resume {}", c.output.out.display())), "{e}");
+    assert!(e.to_string().contains(&format!("saved in {}: continue the run from there (`resume`)", c.output.out.display())), "{e}");
     assert!(c.output.out.join(RESUME_DIR).join("state.json").is_file());
     let mut lines = Vec::new();
     train::resume(&c.output.out, Progress::Off, &mut |l: &str| lines.push(l.to_string())).unwrap_or_else(|e| panic!("{e}\n{lines:?}"));
@@ -117,15 +117,13 @@ fn a_damaged_resume_state_is_refused_naming_the_file() {
 #[test]
 fn sigterm_stops_mtt_train_with_a_checkpoint_and_resume_finishes_the_run() {
     let f = fixture();
-    let mtt = env!("CARGO_BIN_EXE_mtt");
     let args = |out: &str| -> Vec<String> {
         let mut a = vec!["train".to_string()];
         a.extend(f.cli_args());
-        let out = f.root.join(out).display().to_string();
-        a.extend(["--out", &out, "--device", "cpu", "--batch-size", "2", "--epochs", "40", "--lr-plan", "uniform", "--progress-every", "0"].map(str::to_string));
+        a.extend(["--out", p(&f.root.join(out)), "--device", "cpu", "--batch-size", "2", "--epochs", "40", "--lr-plan", "uniform", "--progress-every", "0"].map(str::to_string));
         a
     };
-    let mut child = Command::new(mtt).args(args("sig")).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(bin("mtt")).args(args("sig")).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Wait until training is under way (a progress line), then ask it to stop.
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
@@ -146,14 +144,12 @@ fn sigterm_stops_mtt_train_with_a_checkpoint_and_resume_finishes_the_run() {
     assert!(stopped.step_losses.len() < 40 * 8, "stopped after {} steps", stopped.step_losses.len());
 
     // Options that do not change the result are accepted beside --resume.
-    let resumed = Command::new(mtt).args(["train", "--resume", &dir.display().to_string(), "--progress-every", "0", "--device", "cpu"]).output().unwrap();
-    assert!(resumed.status.success(), "{}", String::from_utf8_lossy(&resumed.stderr));
-    let done = Command::new(mtt).args(args("full")).output().unwrap();
-    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    Cmd::mtt(["train", "--resume", p(&dir), "--progress-every", "0", "--device", "cpu"]).run().ok();
+    Cmd::mtt(args("full")).run().ok();
     assert!(weights(&dir) == weights(&f.root.join("full")), "resumed weights differ from the uninterrupted run's");
 
     // --resume takes no other training option.
-    let both = Command::new(mtt).args(["train", "--resume", "x", "--epochs", "2"]).output().unwrap();
-    assert!(!both.status.success());
-    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"), "{}", String::from_utf8_lossy(&both.stderr));
+    let both = Cmd::mtt(["train", "--resume", "x", "--epochs", "2"]).run();
+    assert!(!both.success());
+    assert!(both.stderr.contains("cannot be used with"), "{}", both.stderr);
 }

@@ -8,45 +8,21 @@
 //! * a path that is a file, `/dev/null`, a symlink loop, a directory or missing where a model
 //!   folder, a data file or an input is expected: the error says what it is.
 
+mod common;
+
+use common::{p, write_tiny_model, Cmd, Out};
 use multi_task_transformer::data::Labels;
-use multi_task_transformer::testing::write_tiny_model_folder;
 use multi_task_transformer::Classifier;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 const TASK_A: &str = "text\tlabel\nwhat is the name ?\tENTY\nwho is it ?\tHUM\nwhere is the city ?\tLOC\nhow many films ?\tNUM\n";
 const TASK_B: &str = "text\tlabel\ni love this film !\tpositive\nthis was awful .\tnegative\nit was a film .\tneutral\nvery fun movie !\tpositive\n";
 
-struct Run {
-    code: Option<i32>,
-    out: String,
-    err: String,
-}
-
-/// Runs `mtt args` with `stdin` as its standard input.
-fn mtt(args: &[&str], stdin: &[u8]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mtt"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    let bytes = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = input.write_all(&bytes);
-    });
-    let o = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    let run = Run { code: o.status.code(), out: String::from_utf8(o.stdout).unwrap(), err: String::from_utf8_lossy(&o.stderr).into_owned() };
-    assert!(!run.err.contains("panicked"), "mtt {args:?} panicked: {}", run.err);
+/// Runs `mtt args` with `stdin` as its standard input; it must not panic.
+fn mtt(args: &[&str], stdin: &[u8]) -> Out {
+    let run = Cmd::mtt(args).stdin(stdin).run();
+    assert!(!run.stderr.contains("panicked"), "mtt {args:?} panicked: {}", run.stderr);
     run
-}
-
-fn p(x: &Path) -> &str {
-    x.to_str().unwrap()
 }
 
 /// A tiny model folder `m` and a checkpoint `ckpt` made from it (fresh heads) in a temporary folder.
@@ -59,7 +35,9 @@ struct Fixture {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m");
-    write_tiny_model_folder(&model, 3).unwrap();
+    // The tiny weights and the fresh heads are drawn from libtorch's global generator.
+    let _serial = common::serial();
+    write_tiny_model(&model, 3);
     let names = |v: &[&str]| Labels(v.iter().map(|s| s.to_string()).collect());
     let (clf, _) = Classifier::from_base(&model, names(&["ENTY", "HUM"]), names(&["negative", "positive"]), 0.0, tch::Device::Cpu).unwrap();
     let ckpt = dir.path().join("ckpt");
@@ -98,10 +76,10 @@ fn embed_writes_every_line_before_an_invalid_one_then_names_it() {
     // The default window (4,096 lines) holds the whole input: the bad line is in the first one.
     // (Smaller windows: tests/encoder_tiny.rs and the property tests of `Lines::window`.)
     let r = mtt(&["embed", "--model", p(&f.model), "--input", p(&input), "--device", "cpu"], b"");
-    assert_eq!(r.code, Some(1), "{}", r.err);
-    assert_eq!(texts(&r.out), expected_texts(false));
-    assert!(r.err.contains(&format!("{}:3001: not valid UTF-8 (byte 13 of the line)", input.display())), "{}", r.err);
-    assert!(r.err.contains("the 3000 line(s) before it were processed and written (--skip-invalid skips such lines)"), "{}", r.err);
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    assert_eq!(texts(&r.stdout), expected_texts(false));
+    assert!(r.stderr.contains(&format!("{}:3001: not valid UTF-8 (byte 13 of the line)", input.display())), "{}", r.stderr);
+    assert!(r.stderr.contains("the 3000 line(s) before it were processed and written (--skip-invalid skips such lines)"), "{}", r.stderr);
 }
 
 #[test]
@@ -109,20 +87,20 @@ fn embed_skip_invalid_reports_each_skipped_line() {
     let f = fixture();
     let input = input_with_a_bad_line(f.dir.path());
     let r = mtt(&["embed", "--model", p(&f.model), "--input", p(&input), "--device", "cpu", "--skip-invalid"], b"");
-    assert_eq!(r.code, Some(0), "{}", r.err);
-    assert_eq!(texts(&r.out), expected_texts(true));
-    assert!(r.err.contains(&format!("mtt embed: skipped line 3001 of {}: not valid UTF-8 (byte 13 of the line)\n", input.display())), "{}", r.err);
-    assert!(r.err.contains(&format!("mtt embed: skipped 1 invalid line of 3005 read from {}\n", input.display())), "{}", r.err);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    assert_eq!(texts(&r.stdout), expected_texts(true));
+    assert!(r.stderr.contains(&format!("mtt embed: skipped line 3001 of {}: not valid UTF-8 (byte 13 of the line)\n", input.display())), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("mtt embed: skipped 1 invalid line of 3005 read from {}\n", input.display())), "{}", r.stderr);
     // Several bad lines (the first one too) from stdin, across windows.
     let r = mtt(&["embed", "--model", p(&f.model), "--device", "cpu", "--skip-invalid", "--window", "1"], b"\xfe\nfirst\nbad \xff\nthird\n\xc3\n");
-    assert_eq!(r.code, Some(0), "{}", r.err);
-    assert_eq!(texts(&r.out), vec!["first", "third"]);
-    let skipped: Vec<&str> = r.err.lines().filter(|l| l.starts_with("mtt embed: skipped line ")).collect();
-    assert_eq!(skipped.len(), 3, "{}", r.err);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    assert_eq!(texts(&r.stdout), vec!["first", "third"]);
+    let skipped: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("mtt embed: skipped line ")).collect();
+    assert_eq!(skipped.len(), 3, "{}", r.stderr);
     for (s, line) in skipped.iter().zip([1, 3, 5]) {
         assert!(s.starts_with(&format!("mtt embed: skipped line {line} of <stdin>: not valid UTF-8")), "{s}");
     }
-    assert!(r.err.contains("mtt embed: skipped 3 invalid lines of 5 read from <stdin>"), "{}", r.err);
+    assert!(r.stderr.contains("mtt embed: skipped 3 invalid lines of 5 read from <stdin>"), "{}", r.stderr);
 }
 
 #[test]
@@ -130,16 +108,16 @@ fn predict_writes_every_line_before_an_invalid_one_then_names_it() {
     let f = fixture();
     let input = input_with_a_bad_line(f.dir.path());
     let r = mtt(&["predict", "--model", p(&f.ckpt), "--input", p(&input), "--device", "cpu"], b"");
-    assert_eq!(r.code, Some(1), "{}", r.err);
-    assert_eq!(texts(&r.out), expected_texts(false));
-    let first: serde_json::Value = serde_json::from_str(r.out.lines().next().unwrap()).unwrap();
+    assert_eq!(r.code(), Some(1), "{}", r.stderr);
+    assert_eq!(texts(&r.stdout), expected_texts(false));
+    let first: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
     assert!(first["task_a"]["label"].is_string() && first["task_b"]["probs"].is_object(), "format kept: {first}");
-    assert!(r.err.contains(&format!("{}:3001: not valid UTF-8", input.display())), "{}", r.err);
+    assert!(r.stderr.contains(&format!("{}:3001: not valid UTF-8", input.display())), "{}", r.stderr);
     let r = mtt(&["predict", "--model", p(&f.ckpt), "--input", p(&input), "--device", "cpu", "--skip-invalid"], b"");
-    assert_eq!(r.code, Some(0), "{}", r.err);
-    assert_eq!(texts(&r.out), expected_texts(true));
-    assert!(r.err.contains(&format!("mtt predict: skipped line 3001 of {}: not valid UTF-8", input.display())), "{}", r.err);
-    assert!(r.err.contains("mtt predict: skipped 1 invalid line of 3005 read from"), "{}", r.err);
+    assert_eq!(r.code(), Some(0), "{}", r.stderr);
+    assert_eq!(texts(&r.stdout), expected_texts(true));
+    assert!(r.stderr.contains(&format!("mtt predict: skipped line 3001 of {}: not valid UTF-8", input.display())), "{}", r.stderr);
+    assert!(r.stderr.contains("mtt predict: skipped 1 invalid line of 3005 read from"), "{}", r.stderr);
 }
 
 /// Rewrites the JSON file `path` with `edit`.
@@ -158,7 +136,7 @@ fn a_size_of_zero_or_below_is_an_error_not_a_panic() {
     std::fs::write(&b, TASK_B).unwrap();
     for v in [0i64, -1] {
         let bad = d.join(format!("bad{v}"));
-        write_tiny_model_folder(&bad, 3).unwrap();
+        write_tiny_model(&bad, 3);
         let config = bad.join("config.json");
         edit_json(&config, |c| c["hidden_size"] = v.into());
         let want = format!("{}: hidden_size is {v}: must be at least 1", config.display());
@@ -171,8 +149,8 @@ fn a_size_of_zero_or_below_is_an_error_not_a_panic() {
         }
         for args in runs {
             let r = mtt(&args, b"what is it ?\n");
-            assert_eq!(r.code, Some(1), "{args:?}: {}", r.err);
-            assert!(r.err.contains(&want), "{args:?}: {}", r.err);
+            assert_eq!(r.code(), Some(1), "{args:?}: {}", r.stderr);
+            assert!(r.stderr.contains(&want), "{args:?}: {}", r.stderr);
         }
         // A checkpoint's config (without checksums, as older checkpoints are) is checked too.
         let ckpt = d.join(format!("ckpt{v}"));
@@ -186,8 +164,8 @@ fn a_size_of_zero_or_below_is_an_error_not_a_panic() {
         });
         let want = format!("{}: encoder.bert.hidden_size is {v}: must be at least 1", ckpt.join("config.json").display());
         let r = mtt(&["predict", "--model", p(&ckpt), "--device", "cpu"], b"what is it ?\n");
-        assert_eq!(r.code, Some(1), "{}", r.err);
-        assert!(r.err.contains(&want), "{}", r.err);
+        assert_eq!(r.code(), Some(1), "{}", r.stderr);
+        assert!(r.stderr.contains(&want), "{}", r.stderr);
     }
 }
 
@@ -221,13 +199,13 @@ fn paths_that_are_not_what_they_should_be_say_what_they_are() {
         }
         for args in runs {
             let (cmd, r) = (args[0], mtt(&args, b"x\n"));
-            assert_eq!(r.code, Some(1), "{cmd} {m:?}: {}", r.err);
-            assert!(r.err.contains(&format!("model folder {}: {is}", m.display())), "{cmd} {m:?}: {}", r.err);
+            assert_eq!(r.code(), Some(1), "{cmd} {m:?}: {}", r.stderr);
+            assert!(r.stderr.contains(&format!("model folder {}: {is}", m.display())), "{cmd} {m:?}: {}", r.stderr);
         }
         if i >= 2 {
             let r = mtt(&["predict", "--model", p(m), "--device", "cpu"], b"x\n");
             let is = if *m == missing.as_path() { "does not exist" } else { is.as_str() };
-            assert!(r.code == Some(1) && r.err.contains(&format!("checkpoint folder {}: {is}", m.display())), "predict {m:?}: {}", r.err);
+            assert!(r.code() == Some(1) && r.stderr.contains(&format!("checkpoint folder {}: {is}", m.display())), "predict {m:?}: {}", r.stderr);
         }
     }
 
@@ -235,19 +213,19 @@ fn paths_that_are_not_what_they_should_be_say_what_they_are() {
     for (i, (data, is)) in [(&folder as &Path, "is a directory, not a file"), (null, "is not a regular file (it is a character device)")].into_iter().enumerate() {
         let out = d.join(format!("out{i}"));
         let r = mtt(&["train", "--model", p(&f.model), "--task-a", p(data), "--task-b", p(&b), "--out", p(&out), "--device", "cpu", "--max-steps", "1"], b"");
-        assert_eq!(r.code, Some(1), "{data:?}: {}", r.err);
-        assert!(r.err.contains(&format!("data file {}: {is}", data.display())), "{data:?}: {}", r.err);
+        assert_eq!(r.code(), Some(1), "{data:?}: {}", r.stderr);
+        assert!(r.stderr.contains(&format!("data file {}: {is}", data.display())), "{data:?}: {}", r.stderr);
     }
 
     // Inputs of embed and predict (one reader, tried with embed): a directory or a loop is
     // refused, /dev/null and FIFOs are read.
     for (input, is) in [(&folder as &Path, "is a directory, not a file"), (&looped, LOOP)] {
         let r = mtt(&["embed", "--model", p(&f.model), "--input", p(input), "--device", "cpu"], b"");
-        assert_eq!(r.code, Some(1), "{input:?}: {}", r.err);
-        assert!(r.err.contains(&format!("input {}: {is}", input.display())), "{input:?}: {}", r.err);
+        assert_eq!(r.code(), Some(1), "{input:?}: {}", r.stderr);
+        assert!(r.stderr.contains(&format!("input {}: {is}", input.display())), "{input:?}: {}", r.stderr);
     }
     let r = mtt(&["embed", "--model", p(&f.model), "--input", "/dev/null", "--device", "cpu"], b"");
-    assert_eq!((r.code, r.out.as_str()), (Some(0), ""), "/dev/null: {}", r.err);
+    assert_eq!((r.code(), r.stdout.as_str()), (Some(0), ""), "/dev/null: {}", r.stderr);
     for cmd in ["embed", "predict"] {
         let model = if cmd == "embed" { &f.model } else { &f.ckpt };
         let fifo = d.join(format!("{cmd}.fifo"));
@@ -261,6 +239,6 @@ fn paths_that_are_not_what_they_should_be_say_what_they_are() {
         };
         let r = mtt(&[cmd, "--model", p(model), "--input", p(&fifo), "--device", "cpu"], b"");
         writer.join().unwrap();
-        assert_eq!((r.code, texts(&r.out)), (Some(0), vec!["what is it ?".to_string(), "love".to_string()]), "{cmd} FIFO with a BOM: {}", r.err);
+        assert_eq!((r.code(), texts(&r.stdout)), (Some(0), vec!["what is it ?".to_string(), "love".to_string()]), "{cmd} FIFO with a BOM: {}", r.stderr);
     }
 }

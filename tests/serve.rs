@@ -8,13 +8,9 @@ mod common;
 #[path = "../benches/serve_load/driver.rs"]
 mod driver;
 
-use common::{config, fixture, run};
+use common::{bin, config, fixture, p, run, Cmd};
 use driver::{get, reference_embeddings, LoadOptions, Server};
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
-
-const MTT: &str = env!("CARGO_BIN_EXE_mtt");
 
 fn texts() -> Vec<String> {
     // Each file's rows after its header line.
@@ -43,8 +39,8 @@ fn call(url: &str, path: &str, body: &str) -> (u16, String, Option<String>) {
 fn reduced_load_test_on_a_base_encoder() {
     let f = fixture();
     let texts = texts();
-    let expected = reference_embeddings(MTT, &f.model, &texts);
-    let server = Server::start(MTT, &f.model, &[]);
+    let expected = reference_embeddings(bin("mtt"), &f.model, &texts);
+    let server = Server::start(bin("mtt"), &f.model, &[]);
     let (s, body, _) = call(&server.url, "/predict", r#"{"texts": ["a"]}"#);
     assert_eq!(s, 404);
     assert!(body.contains("base encoder without task heads"), "{body}");
@@ -91,16 +87,12 @@ fn a_checkpoint_serves_predict_like_mtt_predict_and_embed_like_mtt_embed() {
     c.schedule.max_steps = Some(3);
     run(&c);
     let texts = texts();
-    let server = Server::start(MTT, &c.output.out, &[]);
+    let server = Server::start(bin("mtt"), &c.output.out, &[]);
     let body = serde_json::json!({ "texts": texts }).to_string();
     let (s, got, _) = call(&server.url, "/predict", &body);
     assert_eq!(s, 200, "{got}");
     let got: serde_json::Value = serde_json::from_str(&got).unwrap();
-    let mut child = Command::new(MTT).args(["predict", "--model", &c.output.out.display().to_string()]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all((texts.join("\n") + "\n").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    let want: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let want = Cmd::mtt(["predict", "--model", p(&c.output.out)]).stdin(texts.join("\n") + "\n").run().ok().json_lines();
     let preds = got["predictions"].as_array().unwrap();
     assert_eq!(preds.len(), want.len());
     let mut max_diff = 0f64;
@@ -114,7 +106,7 @@ fn a_checkpoint_serves_predict_like_mtt_predict_and_embed_like_mtt_embed() {
     }
     assert!(max_diff <= 1e-5, "probabilities differ from mtt predict's by {max_diff}");
     // /embed on the checkpoint: the fine-tuned encoder, as `mtt embed --model CHECKPOINT`.
-    let expected = reference_embeddings(MTT, &c.output.out, &texts);
+    let expected = reference_embeddings(bin("mtt"), &c.output.out, &texts);
     let (s, got, _) = call(&server.url, "/embed", &body);
     assert_eq!(s, 200);
     let got: serde_json::Value = serde_json::from_str(&got).unwrap();
@@ -128,7 +120,7 @@ fn a_checkpoint_serves_predict_like_mtt_predict_and_embed_like_mtt_embed() {
 #[test]
 fn a_full_queue_answers_503_with_retry_after() {
     let f = fixture();
-    let server = Server::start(MTT, &f.model, &["--queue-capacity", "1", "--threads", "1"]);
+    let server = Server::start(bin("mtt"), &f.model, &["--queue-capacity", "1", "--threads", "1"]);
     let long = "word ".repeat(200);
     let body = serde_json::json!({ "texts": vec![long; 256] }).to_string();
     let url = server.url.clone();

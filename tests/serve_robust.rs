@@ -12,15 +12,13 @@
 
 mod common;
 
-use common::fixture;
+use common::{bin, fixture, p};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-const MTT: &str = env!("CARGO_BIN_EXE_mtt");
 
 /// A `mtt serve` child whose stdout lines are kept (to read its shutdown report).
 struct Proc {
@@ -32,8 +30,8 @@ struct Proc {
 impl Proc {
     #[allow(clippy::zombie_processes)]
     fn start(model: &Path, extra: &[&str]) -> Proc {
-        let mut child = Command::new(MTT)
-            .args(["serve", "--model", &model.display().to_string(), "--addr", "127.0.0.1:0"])
+        let mut child = Command::new(bin("mtt"))
+            .args(["serve", "--model", p(model), "--addr", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{config, fixture, run, Fixture, TASK_A, TASK_B};
+use common::{config, fixture, p, run, Cmd, Fixture, TASK_A, TASK_B};
 
 use multi_task_transformer::batch::{make_batch, Batch, Draw, Source};
 use multi_task_transformer::padding::pad;
@@ -17,7 +17,6 @@ use multi_task_transformer::params::{under_prefix, EMBEDDINGS, HEAD_A, HEAD_B};
 use multi_task_transformer::train::{train, train_step, LossMix, Progress, RunMetrics, TrainConfig};
 use multi_task_transformer::Classifier;
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 use tch::{Device, Tensor};
 
@@ -390,37 +389,18 @@ fn progress_lines_are_logged_when_no_bar_is_shown() {
     assert!(progress[3].starts_with("  epoch 1/1 step 4/4: loss ") && progress[3].contains("sentences/s, epoch ETA 0s"), "{}", progress[3]);
 }
 
-fn mtt_output(args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use std::io::Write;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mtt"));
-    cmd.args(args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).stdin(std::process::Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn mtt(args: &[&str], stdin: Option<&str>) -> String {
-    let out = mtt_output(args, stdin);
-    assert!(out.status.success(), "mtt {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn p(x: &Path) -> &str {
-    x.to_str().unwrap()
-}
-
 #[test]
 fn mtt_train_eval_and_predict_agree() {
     let f = fixture();
     let out = f.root.join("cli");
-    let log = mtt(&["train", "--model", p(&f.model), "--task-a", p(&f.task_a), "--task-b", p(&f.task_b), "--out", p(&out), "--max-steps", "4", "--batch-size", "4", "--device", "cpu", "--progress-every", "0"], None);
+    let log = Cmd::mtt(["train", "--model", p(&f.model), "--task-a", p(&f.task_a), "--task-b", p(&f.task_b), "--out", p(&out), "--max-steps", "4", "--batch-size", "4", "--device", "cpu", "--progress-every", "0"]).run().ok().stdout;
     // Off a terminal, plain progress lines stand in for the bar.
     assert!(log.contains("  epoch 1/1 step 4/4: loss "), "{log}");
-    let eval: serde_json::Value = serde_json::from_str(&mtt(&["eval", "--model", p(&out), "--task-a", p(&f.task_a), "--task-b", p(&f.task_b)], None)).unwrap();
+    let eval: serde_json::Value = serde_json::from_str(&Cmd::mtt(["eval", "--model", p(&out), "--task-a", p(&f.task_a), "--task-b", p(&f.task_b)]).run().ok().stdout).unwrap();
     for (task, file, key) in [("task_a", TASK_A, "task_a"), ("task_b", TASK_B, "task_b")] {
         let rows: Vec<(&str, &str)> = file.lines().skip(1).map(|l| l.split_once('\t').unwrap()).collect();
         let input: String = rows.iter().map(|(t, _)| format!("{t}\n")).collect();
-        let preds: Vec<serde_json::Value> = mtt(&["predict", "--model", p(&out)], Some(&input)).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let preds = Cmd::mtt(["predict", "--model", p(&out)]).stdin(input).run().ok().json_lines();
         assert_eq!(preds.len(), rows.len());
         let correct = rows.iter().zip(&preds).filter(|((t, gold), pr)| pr["text"] == *t && pr[key]["label"] == *gold).count();
         let m = &eval[task];
@@ -434,20 +414,20 @@ fn mtt_train_eval_and_predict_agree() {
 #[test]
 fn mtt_train_errors_are_clear_and_said_once() {
     let f = fixture();
-    let help = mtt(&["train", "--help"], None);
+    let help = Cmd::mtt(["train", "--help"]).run().ok().stdout;
     assert!(help.contains("[possible values: none, all, encoder, embeddings, layers:K, head-a, head-b]"), "{help}");
     assert!(help.contains("[possible values: uniform, layerwise]"), "{help}");
     let taken = f.root.join("taken");
     std::fs::write(&taken, "x").unwrap();
     let args = ["train", "--model", p(&f.model), "--task-a", p(&f.task_a), "--task-b", p(&f.task_b), "--device", "cpu", "--out", p(&taken)];
-    let out = mtt_output(&args, None);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let out = Cmd::mtt(args).run();
+    let err = &out.stderr;
+    assert!(!out.success());
     assert_eq!(err.matches("exists and is not a folder").count(), 1, "{err}");
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("training on"), "trained before checking --out");
+    assert!(!out.stdout.contains("training on"), "trained before checking --out");
     for (flag, value, want) in [("--freeze", "heads", "unknown freezing scenario 'heads'"), ("--batch-size", "0", "must be at least 1"), ("--head-dropout", "1.5", "must be in [0, 1)")] {
-        let out = mtt_output(&["train", "--task-a", p(&f.task_a), "--out", "x", flag, value], None);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success() && err.contains(flag) && err.contains(want), "{flag}: {err}");
+        let out = Cmd::mtt(["train", "--task-a", p(&f.task_a), "--out", "x", flag, value]).run();
+        let err = &out.stderr;
+        assert!(!out.success() && err.contains(flag) && err.contains(want), "{flag}: {err}");
     }
 }

@@ -128,10 +128,47 @@ pub fn exit_code(r: Result<()>) -> std::process::ExitCode {
     }
 }
 
-/// `Error: message`, then its causes under `Caused by:` (numbered when there are several).
+/// The library names settings by their field, in backticks (`` `overwrite` ``, `` `device` ``);
+/// on the command line they are flags. Fields whose flag is not `--` plus the field in kebab case.
+const FLAG_OF_FIELD: &[(&str, &str)] = &[("cache", "--no-cache"), ("resume", "--resume DIR")];
+
+/// `message` with every `` `field` `` that is one of `mtt`'s flags written as that flag
+/// (`` `batch_size` `` → `--batch-size`); other backticked words are left as they are.
+pub fn with_flag_names(message: &str) -> String {
+    let flags: std::collections::BTreeSet<String> = flag_names();
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(start) = rest.find('`') {
+        let Some(len) = rest[start + 1..].find('`') else { break };
+        let word = &rest[start + 1..start + 1 + len];
+        let kebab = format!("--{}", word.replace('_', "-"));
+        let flag = FLAG_OF_FIELD.iter().find(|(f, _)| *f == word).map(|(_, flag)| flag.to_string()).or_else(|| flags.contains(&kebab).then_some(kebab));
+        out.push_str(&rest[..start]);
+        match flag {
+            Some(f) => out.push_str(&f),
+            None => out.push_str(&rest[start..start + len + 2]),
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Every long flag of `mtt train`, `mtt embed` and `mtt serve` (`--batch-size`, ...).
+fn flag_names() -> std::collections::BTreeSet<String> {
+    use clap::{Args as _, Command};
+    let mut names = std::collections::BTreeSet::new();
+    for cmd in [TrainArgs::augment_args(Command::new("t")), EmbedArgs::augment_args(Command::new("e")), ServeArgs::augment_args(Command::new("s"))] {
+        names.extend(cmd.get_arguments().filter_map(|a| a.get_long()).map(|l| format!("--{l}")));
+    }
+    names
+}
+
+/// `Error: message`, then its causes under `Caused by:` (numbered when there are several); the
+/// settings they name are written as flags ([`with_flag_names`]).
 pub fn error_report(e: &anyhow::Error) -> String {
-    let mut s = format!("Error: {e}");
-    let causes: Vec<String> = e.chain().skip(1).map(|c| c.to_string()).collect();
+    let mut s = format!("Error: {}", with_flag_names(&e.to_string()));
+    let causes: Vec<String> = e.chain().skip(1).map(|c| with_flag_names(&c.to_string())).collect();
     if !causes.is_empty() {
         s.push_str("\n\nCaused by:");
         for (i, c) in causes.iter().enumerate() {
@@ -175,5 +212,18 @@ pub fn at_least_one(s: &str) -> std::result::Result<usize, String> {
         Ok(0) => Err("must be at least 1".into()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_named_by_the_library_are_shown_as_flags() {
+        assert_eq!(with_flag_names("pass `overwrite` to replace it, or continue the run (`resume`)"), "pass --overwrite to replace it, or continue the run (--resume DIR)");
+        assert_eq!(with_flag_names("`batch_size` and `device` cuda:3; `cache` off"), "--batch-size and --device cuda:3; --no-cache off");
+        assert_eq!(with_flag_names("run `mtt doctor`; a lone ` stays"), "run `mtt doctor`; a lone ` stays");
+        assert_eq!(with_flag_names("`precision` int8"), "--precision int8");
     }
 }

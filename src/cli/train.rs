@@ -343,8 +343,11 @@ pub fn run_train(args: &TrainArgs, defaults: &TrainDefaults, title: &str) -> Res
     };
     match outcome {
         Ok(_) => Ok(()),
-        Err(e @ Error::Interrupted { .. }) => {
-            eprintln!("{e}");
+        Err(Error::Interrupted { out, step, epoch, batch, batches }) => {
+            eprintln!(
+                "interrupted after optimizer step {step} (epoch {epoch}, batch {batch}/{batches}): the checkpoint and its training state are saved; continue with: mtt train --resume {}",
+                out.display()
+            );
             std::process::exit(130)
         }
         Err(e) => Err(e.into()),

@@ -97,8 +97,7 @@ pub fn check(out: &Path, model: &Path, overwrite: bool) -> Result<Existing> {
             return Ok(Existing::Checkpoint);
         }
         return Err(invalid(format!(
-            "output folder {} holds the checkpoint of an earlier run: pass --overwrite to replace it, or continue an interrupted run with `mtt train --resume {}`",
-            out.display(),
+            "output folder {} holds the checkpoint of an earlier run: pass `overwrite` to replace it, or continue the interrupted run in it (`resume`)",
             out.display()
         )));
     }
@@ -106,7 +105,7 @@ pub fn check(out: &Path, model: &Path, overwrite: bool) -> Result<Existing> {
     let shown = names.iter().take(3).map(String::as_str).collect::<Vec<_>>().join(", ");
     let more = if names.len() > 3 { format!(" and {} more", names.len() - 3) } else { String::new() };
     Err(invalid(format!(
-        "output folder {} is not empty and holds no checkpoint of mtt's ({shown}{more}): training writes config.json, model.safetensors, vocab.txt and metrics.json there and would replace files of yours. Choose a new or empty folder (--overwrite replaces only an earlier run's checkpoint)",
+        "output folder {} is not empty and holds no checkpoint of mtt's ({shown}{more}): training writes config.json, model.safetensors, vocab.txt and metrics.json there and would replace files of yours. Choose a new or empty folder (`overwrite` replaces only an earlier run's checkpoint)",
         out.display()
     )))
 }
@@ -215,7 +214,7 @@ mod tests {
         std::fs::create_dir_all(&ckpt).unwrap();
         std::fs::write(ckpt.join("config.json"), format!("{{\"format\": \"{}\"}}", crate::model::multitask::FORMAT)).unwrap();
         let e = check(&ckpt, &model, false).unwrap_err().to_string();
-        assert!(e.contains("holds the checkpoint of an earlier run: pass --overwrite"), "{e}");
+        assert!(e.contains("holds the checkpoint of an earlier run: pass `overwrite`"), "{e}");
         assert_eq!(check(&ckpt, &model, true).unwrap(), Existing::Checkpoint);
     }
 

@@ -211,7 +211,7 @@ impl<'a> Trainer<'a> {
         self.metrics.cached = true;
         self.metrics.cache_seconds = t0.elapsed().as_secs_f64();
         log(&format!(
-            "frozen encoder: pooled vectors of {n} texts {} in {} (--no-cache recomputes the encoder every step)",
+            "frozen encoder: pooled vectors of {n} texts {} in {} (`cache` off recomputes the encoder every step)",
             if hits == 3 { "loaded from the cache" } else { "computed once" },
             fmt_duration(self.metrics.cache_seconds)
         ));
