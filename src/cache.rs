@@ -6,46 +6,25 @@
 
 use crate::data::Example;
 use crate::error::{Error, Result};
-use crate::fsutil::write_atomic_with;
+use crate::fsutil::{write_atomic_with, Checksum};
 use crate::infer::{self, Batching};
 use crate::model::MultiTask;
 use crate::params::ENCODER;
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
-/// 64-bit FNV-1a, a stable hash (std's `DefaultHasher` may change between Rust releases).
-#[derive(Clone, Copy)]
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-
-    fn bytes(&mut self, b: &[u8]) {
-        for &x in b {
-            self.0 ^= u64::from(x);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-
-    fn u64(&mut self, v: u64) {
-        self.bytes(&v.to_le_bytes());
-    }
-}
-
 /// Pooled vectors of a frozen encoder, computed once per example set.
 pub struct FeatureCache {
     dir: Option<PathBuf>,
-    /// Hash of the encoder's weights and pooling.
-    model_key: u64,
+    /// Hash of the encoder's weights and pooling, fed on with each example set's token ids.
+    model_key: Checksum,
 }
 
 impl FeatureCache {
     /// A cache for `model`'s encoder as it is now; `dir` keeps the vectors on disk between runs.
     pub fn new(model: &MultiTask, dir: Option<&Path>) -> Result<Self> {
-        let mut h = Fnv::new();
-        h.bytes(b"mtt-feature-cache/v1");
+        let mut h = Checksum::new();
+        h.bytes(b"mtt-feature-cache/v2");
         h.bytes(model.config.encoder.pooling.describe().as_bytes());
         h.u64(model.config.encoder.max_seq_length as u64);
         for (name, t) in model.params().named_variables() {
@@ -55,24 +34,23 @@ impl FeatureCache {
             h.bytes(name.as_bytes());
             let t = t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous().view([-1]);
             let v = Vec::<f32>::try_from(&t)?;
-            for x in v {
-                h.bytes(&x.to_bits().to_le_bytes());
-            }
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect();
+            h.bytes(&bytes);
         }
-        Ok(FeatureCache { dir: dir.map(Path::to_path_buf), model_key: h.0 })
+        Ok(FeatureCache { dir: dir.map(Path::to_path_buf), model_key: h })
     }
 
     fn file(&self, examples: &[Example]) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
-        let mut h = Fnv(self.model_key);
+        let mut h = self.model_key.clone();
         h.u64(examples.len() as u64);
         for e in examples {
             h.u64(e.ids.len() as u64);
-            for &id in &e.ids {
-                h.u64(id as u64);
-            }
+            let ids: Vec<u8> = e.ids.iter().flat_map(|&id| (id as u64).to_le_bytes()).collect();
+            h.bytes(&ids);
         }
-        Some(dir.join(format!("{:016x}.safetensors", h.0)))
+        // 128 bits of the digest name the file.
+        Some(dir.join(format!("{}.safetensors", &h.hex()[..32])))
     }
 
     /// The pooled vectors `[n, dim]` of `examples` on the model's device, and whether they came
@@ -124,9 +102,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fnv_is_the_published_function() {
-        let mut h = Fnv::new();
-        h.bytes(b"a");
-        assert_eq!(h.0, 0xaf63_dc4c_8601_ec8c);
+    fn the_key_is_the_published_sha256() {
+        let mut h = Checksum::new();
+        h.bytes(b"ab");
+        h.bytes(b"c");
+        assert_eq!(h.hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

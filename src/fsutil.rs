@@ -39,6 +39,35 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// A SHA-256 fed in pieces: the project's one hash for keys and checksums (stable across Rust
+/// releases, unlike std's `DefaultHasher`).
+#[derive(Clone, Default)]
+pub struct Checksum(sha2::Sha256);
+
+impl Checksum {
+    /// An empty hash.
+    pub fn new() -> Checksum {
+        Checksum::default()
+    }
+
+    /// Adds `bytes`.
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        use sha2::Digest;
+        self.0.update(bytes);
+    }
+
+    /// Adds `v` as 8 little-endian bytes.
+    pub fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_le_bytes());
+    }
+
+    /// The digest in hex.
+    pub fn hex(self) -> String {
+        use sha2::Digest;
+        hex(&self.0.finalize())
+    }
+}
+
 /// SHA-256 of the file at `path`, in hex (read in a stream).
 pub fn file_sha256(path: &Path) -> Result<String> {
     use sha2::{Digest, Sha256};

@@ -46,9 +46,9 @@
 //!
 //! Modules, lowest first (a module imports only modules above it in this list):
 //!
-//! * [`error`], [`fsutil`], [`torch_version`], [`device`]: errors that name files and lines (and say what a path is);
-//!   atomic writes, checksums and the output-folder check; libtorch's version; device and thread
-//!   selection.
+//! * [`error`], [`fsutil`], [`torch_version`], [`device`]: errors that name files and lines
+//!   (and say what a path is); atomic writes, SHA-256 checksums and keys, and the output-folder
+//!   check; libtorch's version; device and thread selection.
 //! * [`config`], [`tokenizer`]: a sentence-transformers folder's settings; WordPiece tokenization.
 //! * [`textio`]: texts one per line (what `embed` and `predict` read).
 //! * [`data`], [`metrics`]: labelled TSV/CSV/JSONL files, label sets, examples; accuracy and F1.
