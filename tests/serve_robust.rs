@@ -329,3 +329,62 @@ fn every_4xx_has_a_json_body_and_ambiguous_requests_are_refused() {
     let m = server.metrics();
     assert!(m.contains("mtt_requests_total{route=\"/embed\",status=\"411\"} 1"), "{m}");
 }
+
+/// `--api-key` (here through `$MTT_API_KEY`): every route but `/health` needs the bearer key, a
+/// missing or wrong one is a JSON 401 counted in `/metrics`; without a key, an address other
+/// machines can reach is refused unless `--allow-unauthenticated`.
+#[test]
+fn an_api_key_guards_every_route_but_health_and_exposed_addresses_need_one() {
+    let f = fixture();
+    let mut child = Command::new(bin("mtt"))
+        .args(["serve", "--model", p(&f.model), "--addr", "127.0.0.1:0"])
+        .env("MTT_API_KEY", "s3cret")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("mtt serve starts");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    let addr = first.split("listening on http://").nth(1).unwrap_or_else(|| panic!("unexpected first line: {first}")).trim().to_string();
+    let with = |auth: Option<&str>, path: &str, body: Option<&str>| {
+        let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        let req = match body {
+            Some(b) => format!("POST {path} HTTP/1.1\r\nHost: t\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len()),
+            None => format!("GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n"),
+        };
+        exchange(&addr, req.as_bytes())
+    };
+    let body = Some(r#"{"texts": ["the film"]}"#);
+    assert_eq!(with(None, "/health", None).0, 200);
+    let missing = with(None, "/embed", body);
+    assert_json_error(&missing, 401, "needs an API key");
+    assert!(missing.1.contains("www-authenticate: bearer"), "{}", missing.1);
+    assert_json_error(&with(Some("Bearer wrong"), "/embed", body), 401, "not valid");
+    assert_json_error(&with(Some("s3cret"), "/embed", body), 401, "not valid");
+    assert_json_error(&with(None, "/metrics", None), 401, "needs an API key");
+    assert_eq!(with(Some("Bearer s3cret"), "/embed", body).0, 200);
+    let metrics = with(Some("Bearer s3cret"), "/metrics", None);
+    assert_eq!(metrics.0, 200);
+    let unauthorized: f64 = metrics.2.lines().filter(|l| l.starts_with("mtt_requests_total{") && l.contains("status=\"401\"")).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    assert_eq!(unauthorized, 4.0, "{}", metrics.2);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+
+    // Listening on every interface without a key is refused before the model loads.
+    let refused = Command::new(bin("mtt")).args(["serve", "--model", p(&f.model), "--addr", "0.0.0.0:0"]).env_remove("MTT_API_KEY").output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("can be reached from other machines, and no API key is set") && err.contains("--allow-unauthenticated"), "{err}");
+    let mut allowed = Command::new(bin("mtt"))
+        .args(["serve", "--model", p(&f.model), "--addr", "0.0.0.0:0", "--allow-unauthenticated"])
+        .env_remove("MTT_API_KEY")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(allowed.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("listening on http://0.0.0.0:"), "{line}");
+    unsafe { libc::kill(allowed.id() as i32, libc::SIGTERM) };
+    let _ = allowed.wait();
+}

@@ -53,9 +53,33 @@ pub struct ServeArgs {
     /// (counted in /metrics as mtt_connections_refused_total).
     #[arg(long, default_value_t = ServeConfig::default().max_connections)]
     pub max_connections: usize,
+    /// Require `Authorization: Bearer KEY` on every route but /health (401 otherwise, counted in
+    /// /metrics). Also read from $MTT_API_KEY.
+    #[arg(long, value_name = "KEY", env = "MTT_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Serve on an address other machines can reach without an API key (refused otherwise).
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
     /// Device and thread count.
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// Refuses an address reachable from other machines (anything but loopback) when no API key is
+/// set, unless `allow` says to serve anyway.
+fn check_exposure(addr: &str, key: Option<&str>, allow: bool) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    if key.is_some() || allow {
+        return Ok(());
+    }
+    let addrs: Vec<std::net::SocketAddr> = addr.to_socket_addrs().with_context(|| format!("--addr {addr}: not an address to listen on"))?.collect();
+    if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+        anyhow::bail!(
+            "--addr {addr} ({}) can be reached from other machines, and no API key is set: anyone who reaches the port could use the model. Give --api-key KEY (or $MTT_API_KEY), listen on 127.0.0.1, or pass --allow-unauthenticated to serve anyway",
+            open.ip()
+        );
+    }
+    Ok(())
 }
 
 /// A duration in seconds (fractions allowed), zero or more.
@@ -72,6 +96,8 @@ fn positive_seconds(s: &str) -> std::result::Result<Duration, String> {
 /// `mtt serve`: loads the model, listens, serves until SIGINT/SIGTERM, then finishes the
 /// requests in flight within the grace period (cutting what is left) and exits 0.
 pub fn run_serve(a: &ServeArgs) -> Result<()> {
+    let key = a.api_key.as_deref().filter(|k| !k.is_empty());
+    check_exposure(&a.addr, key, a.allow_unauthenticated)?;
     let device = a.run.setup()?;
     let engine = Engine::load(&a.model, device, a.precision).with_context(|| format!("loading model {}", a.model.display()))?;
     let multitask = engine.labels().is_some();
@@ -84,6 +110,7 @@ pub fn run_serve(a: &ServeArgs) -> Result<()> {
         idle_timeout: a.idle_timeout,
         shutdown_timeout: a.shutdown_timeout,
         max_connections: a.max_connections.max(1),
+        api_key: key.map(str::to_string),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the tokio runtime")?;
     let service = Service::start(engine, &a.model.display().to_string(), cfg);

@@ -86,6 +86,8 @@ pub struct ServeConfig {
     pub shutdown_timeout: Duration,
     /// Connections open at once; one more is answered 503 (JSON, `Retry-After: 1`) and closed.
     pub max_connections: usize,
+    /// When set, every route but `/health` needs `Authorization: Bearer <key>` (401 otherwise).
+    pub api_key: Option<String>,
 }
 
 impl Default for ServeConfig {
@@ -99,8 +101,24 @@ impl Default for ServeConfig {
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 512,
+            api_key: None,
         }
     }
+}
+
+/// Whether `header` (an `Authorization` value) carries `key` as a bearer token. The comparison
+/// takes the same time whatever the value: both sides are hashed, and the digests compared
+/// without an early exit, so response times tell nothing about the key.
+pub fn authorized(header: Option<&[u8]>, key: &str) -> bool {
+    let given = header.and_then(|h| h.strip_prefix(b"Bearer ")).unwrap_or(b"");
+    let digest = |b: &[u8]| {
+        let mut c = crate::fsutil::Checksum::new();
+        c.bytes(b);
+        c.hex().into_bytes()
+    };
+    let (a, b) = (digest(given), digest(key.as_bytes()));
+    let differ = a.iter().zip(&b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    differ == 0 && header.is_some()
 }
 
 /// Largest request head (request line and headers), bytes: hyper answers 431 beyond (rewritten to

@@ -13,6 +13,17 @@ pub(super) async fn track(State(state): State<Arc<AppState>>, req: Request, next
         _ => "other".to_string(),
     };
     let method = req.method().clone();
+    if let Some(key) = &state.cfg.api_key {
+        if path != "/health" && !authorized(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()), key) {
+            let missing = req.headers().get(header::AUTHORIZATION).is_none();
+            drain(req, state.cfg.max_body_bytes).await;
+            let msg = if missing { "this server needs an API key: send Authorization: Bearer <key>" } else { "the API key is not valid" };
+            let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, msg).into_response();
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            state.metrics.observe_request(&route, 401, started.elapsed().as_secs_f64());
+            return resp;
+        }
+    }
     let mut resp = next.run(req).await;
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
         let allowed = if [Route::Embed.path(), Route::Predict.path()].contains(&route.as_str()) { Method::POST } else { Method::GET };

@@ -108,3 +108,12 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_the_exact_bearer_key_is_authorized() {
+    assert!(authorized(Some(b"Bearer k3y"), "k3y"));
+    for wrong in [&b"Bearer k3"[..], b"Bearer k3yy", b"bearer k3y", b"k3y", b"Bearer ", b""] {
+        assert!(!authorized(Some(wrong), "k3y"), "{:?}", String::from_utf8_lossy(wrong));
+    }
+    assert!(!authorized(None, "k3y"));
+}
