@@ -284,7 +284,7 @@ fn bench_process(o: &Opts) {
         let mut fp32_secs = f64::NAN;
         let mut rows = Vec::new();
         for p in &precisions {
-            let secs = time_process(Command::new(&bin).args(["embed", "--input"]).arg(&input).args(["--precision", p]));
+            let secs = time_process(Command::new(&bin).args(["embed", "--input"]).arg(&input).args(["--precision", p, "--precision-anyway"]));
             if p == "fp32" {
                 fp32_secs = secs;
             }
@@ -346,7 +346,7 @@ fn bench_memory(o: &Opts) {
         let input = dir.path().join(format!("{n}.txt"));
         let lines: Vec<&str> = pool.iter().cycle().take(n).map(String::as_str).collect();
         std::fs::write(&input, lines.join("\n") + "\n").expect("write texts");
-        let (secs, mb) = time_and_peak(Command::new(&bin).args(["embed", "--input"]).arg(&input).args(o.precisions.iter().flatten().flat_map(|p| ["--precision", p.as_str()])));
+        let (secs, mb) = time_and_peak(Command::new(&bin).args(["embed", "--input"]).arg(&input).args(o.precisions.iter().flatten().flat_map(|p| ["--precision", p.as_str(), "--precision-anyway"])));
         println!("{}", json!({"rust": "mtt embed (whole process)", "lines": n, "seconds": (secs * 10.0).round() / 10.0,
             "sentences_per_s": (n as f64 / secs).round(), "peak_rss_mb": mb.round()}));
         peaks.push(mb);

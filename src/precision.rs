@@ -170,10 +170,29 @@ pub fn describe_modes(cpu: &CpuFeatures) -> [String; 3] {
             if cpu.bf16 {
                 "bf16 matrix multiplies in hardware (AVX512-BF16 or AMX)"
             } else {
-                "NOT accelerated on this CPU (emulated: slower than fp32; use int8)"
+                "NOT accelerated on this CPU (emulated: slower than fp32, refused without --precision-anyway; use int8)"
             }
         ),
     ]
+}
+
+impl Precision {
+    /// Refuses a mode that runs slower than fp32 on the CPU `cpu` (when `device` is the CPU):
+    /// bf16 without AVX512-BF16 or AMX (emulated: measured more than 20 times slower than fp32
+    /// on an AVX2 machine), int8 without AVX2. The error names the CPU, its features and the
+    /// faster mode; `anyway` runs it all the same.
+    pub fn check_speed(self, device: Device, cpu: Option<&crate::device::CpuFeatures>, anyway: bool) -> Result<()> {
+        let Some(cpu) = cpu.filter(|_| device == Device::Cpu && !anyway) else { return Ok(()) };
+        let faster = match self {
+            Precision::Bf16 if !cpu.bf16 => if cpu.avx2 { "int8 (or fp32)" } else { "fp32" },
+            Precision::Int8 if !cpu.avx2 => "fp32",
+            _ => return Ok(()),
+        };
+        Err(invalid(format!(
+            "`precision` {self} would run slower than fp32 on this CPU ({}): use `precision` {faster}, or pass `precision_anyway` to run it all the same",
+            cpu.describe()
+        )))
+    }
 }
 
 /// How a layer's input is quantised, one scale per token row, before the int8 product.
@@ -279,6 +298,22 @@ impl Int8Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modes_slower_than_fp32_are_refused_naming_the_cpu_and_the_faster_mode() {
+        let cpu = |avx2: bool, bf16: bool| crate::device::CpuFeatures { model: "Test CPU".into(), avx2, avx512: false, bf16, amx: false, vnni: false };
+        let avx2_only = cpu(true, false);
+        let e = Precision::Bf16.check_speed(Device::Cpu, Some(&avx2_only), false).unwrap_err().to_string();
+        assert!(e.contains("`precision` bf16 would run slower than fp32 on this CPU (Test CPU;") && e.contains("use `precision` int8"), "{e}");
+        assert!(Precision::Bf16.check_speed(Device::Cpu, Some(&avx2_only), true).is_ok(), "anyway");
+        assert!(Precision::Bf16.check_speed(Device::Cpu, Some(&cpu(true, true)), false).is_ok());
+        assert!(Precision::Bf16.check_speed(Device::Cuda(0), Some(&avx2_only), false).is_ok(), "bf16 on a GPU is not the CPU's business");
+        assert!(Precision::Int8.check_speed(Device::Cpu, Some(&avx2_only), false).is_ok());
+        let e = Precision::Int8.check_speed(Device::Cpu, Some(&cpu(false, false)), false).unwrap_err().to_string();
+        assert!(e.contains("use `precision` fp32"), "{e}");
+        assert!(Precision::Fp32.check_speed(Device::Cpu, Some(&cpu(false, false)), false).is_ok());
+        assert!(Precision::Bf16.check_speed(Device::Cpu, None, false).is_ok(), "an unknown CPU is not refused");
+    }
 
     #[test]
     fn parses_and_prints_every_mode() {

@@ -103,8 +103,9 @@ struct EmbeddingLine<'a> {
 pub fn run_embed(args: &EmbedArgs) -> Result<()> {
     const CMD: &str = "mtt embed";
     let device = args.run.setup()?;
+    let precision = args.infer.precision_for(device)?;
     let mut input = open_texts(args.input.as_deref())?.skip_invalid(args.skip_invalid);
-    let enc = load_encoder(&args.model, device, args.infer.precision)?;
+    let enc = load_encoder(&args.model, device, precision)?;
     let opts = encode_options(args);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -146,7 +147,7 @@ pub fn run_task1(args: &EmbedArgs) -> Result<()> {
     };
     let mut written = 0;
     let mut samples = Some(TASK1_SENTENCES.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-    let enc = load_encoder(&args.model, device, args.infer.precision)?;
+    let enc = load_encoder(&args.model, device, args.infer.precision_for(device)?)?;
     let opts = encode_options(args);
     println!(
         "Task 1: sentence embeddings with {} ({} pooling{}{}, device {})",

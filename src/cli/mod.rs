@@ -52,9 +52,20 @@ pub struct InferArgs {
     /// (fast only where the CPU has AVX512-BF16 or AMX: see `mtt doctor`).
     #[arg(long, default_value = "fp32")]
     pub precision: Precision,
+    /// Run --precision even where it is slower than fp32 (bf16 without AVX512-BF16 or AMX, int8
+    /// without AVX2), which is refused otherwise.
+    #[arg(long)]
+    pub precision_anyway: bool,
 }
 
 impl InferArgs {
+    /// The precision to run at on `device`, refused where it would be slower than fp32 (unless
+    /// `--precision-anyway`).
+    pub fn precision_for(&self, device: Device) -> Result<Precision> {
+        self.precision.check_speed(device, crate::device::CpuFeatures::detect().as_ref(), self.precision_anyway)?;
+        Ok(self.precision)
+    }
+
     /// `(most sentences, most padded tokens)` per forward pass.
     pub fn limits(&self) -> (usize, Option<usize>) {
         match (self.batch_size, self.token_budget) {

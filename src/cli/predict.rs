@@ -38,7 +38,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
     if args.task_a.is_none() && args.task_b.is_none() {
         anyhow::bail!("nothing to evaluate: pass --task-a FILE and/or --task-b FILE");
     }
-    let clf = load_checkpoint_at(&args.model, device, args.infer.precision)?;
+    let clf = load_checkpoint_at(&args.model, device, args.infer.precision_for(device)?)?;
     let mut sources = Vec::new();
     for (p, t) in [(&args.task_a, Task::A), (&args.task_b, Task::B)] {
         if let Some(p) = p {
@@ -101,10 +101,11 @@ fn task_prediction<'a>(labels: &'a Labels, probs: &[f32]) -> TaskPrediction<'a> 
 pub fn run_predict(args: &PredictArgs) -> Result<()> {
     const CMD: &str = "mtt predict";
     let device = args.run.setup()?;
+    let precision = args.infer.precision_for(device)?;
     let mut input = open_texts(args.input.as_deref())?.skip_invalid(args.skip_invalid);
     let mut texts = input.window(usize::MAX).map_err(|e| stopped(e, 0))?;
     report_skipped(&mut input, CMD);
-    let clf = load_checkpoint_at(&args.model, device, args.infer.precision)?;
+    let clf = load_checkpoint_at(&args.model, device, precision)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let c = &clf.model.config;

@@ -34,6 +34,9 @@ pub struct ServeArgs {
     /// Encoder precision: fp32, int8 (CPU only) or bf16 (see `mtt embed --help`).
     #[arg(long, default_value = "fp32")]
     pub precision: crate::precision::Precision,
+    /// Run --precision even where it is slower than fp32 (refused otherwise; see `mtt doctor`).
+    #[arg(long)]
+    pub precision_anyway: bool,
     /// Seconds a request's head (request line and headers) may take to arrive, counted from its
     /// first byte; a connection slower than that (slowloris) is closed.
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = positive_seconds)]
@@ -99,6 +102,7 @@ pub fn run_serve(a: &ServeArgs) -> Result<()> {
     let key = a.api_key.as_deref().filter(|k| !k.is_empty());
     check_exposure(&a.addr, key, a.allow_unauthenticated)?;
     let device = a.run.setup()?;
+    a.precision.check_speed(device, crate::device::CpuFeatures::detect().as_ref(), a.precision_anyway)?;
     let engine = Engine::load(&a.model, device, a.precision).with_context(|| format!("loading model {}", a.model.display()))?;
     let multitask = engine.labels().is_some();
     let cfg = ServeConfig {
