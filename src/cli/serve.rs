@@ -115,9 +115,10 @@ pub fn run_serve(a: &ServeArgs) -> Result<()> {
         shutdown_timeout: a.shutdown_timeout,
         max_connections: a.max_connections.max(1),
         api_key: key.map(str::to_string),
+        precision: a.precision,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the tokio runtime")?;
-    let service = Service::start(engine, &a.model.display().to_string(), cfg);
+    let service = Service::start(engine, &a.model.display().to_string(), cfg).context("starting the service")?;
     let report = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.addr).await.with_context(|| format!("binding {}", a.addr))?;
         let local = listener.local_addr()?;
@@ -125,7 +126,7 @@ pub fn run_serve(a: &ServeArgs) -> Result<()> {
         println!(
             "mtt serve: {} ({}) listening on http://{local}",
             a.model.display(),
-            if multitask { "multi-task checkpoint: /embed, /predict" } else { "base encoder: /embed" }
+            if multitask { "multi-task checkpoint: /embed, /predict, /v1/embeddings" } else { "base encoder: /embed, /v1/embeddings" }
         );
         std::io::stdout().flush()?;
         anyhow::Ok(service.serve(listener, signal).await)

@@ -4,13 +4,19 @@
 //!   (both heads' labels and probabilities; 404 when the model is a base encoder), `GET /health`,
 //!   `GET /metrics` (Prometheus text format). Every error is JSON: `{"error": "..."}`, including
 //!   the 400/414/431 that hyper itself writes for a request it cannot parse (see `GuardedIo`).
+//! * Drop-in shapes beside ours: OpenAI's `POST /v1/embeddings` (also `/embeddings`; errors in
+//!   OpenAI's `{"error": {"message", "type", "code"}}`), and Text Embeddings Inference's
+//!   `{"inputs": ...}` on `/embed` and `/predict`, `POST /` (the model's kind), `GET /info` and
+//!   `POST /tokenize`. docs/serving.md has the shapes.
 //! * One dedicated model thread owns the model. Handlers validate the request
-//!   ([`parse_request`], a pure function), queue a job on a bounded channel and await the reply,
-//!   so they never block the runtime; a full queue answers 503 with `Retry-After`.
-//! * The model thread takes every job waiting (up to a token budget), tokenizes, sorts all their
-//!   texts by length and runs them in batches of at most `token_budget` padded tokens: one
-//!   encoder pass gives the embeddings and, for `/predict` rows, both heads.
-//! * Texts longer than the model's `max_seq_length` tokens are truncated, as in `mtt embed`.
+//!   ([`parse_request`], a pure function), tokenize it on tokio's blocking pool, queue a job of
+//!   token ids on a bounded channel and await the reply, so they never block the runtime; a full
+//!   queue answers 503 with `Retry-After`.
+//! * The model thread takes every job waiting (up to a token budget), sorts all their rows by
+//!   length and runs them in batches of at most `token_budget` padded tokens: one encoder pass
+//!   gives the embeddings and, for `/predict` rows, both heads.
+//! * Texts longer than the model's `max_seq_length` tokens are truncated, as in `mtt embed`,
+//!   unless the request says `"truncate": false` (then 413, naming the text's index).
 //! * Connections ([`Service::serve`], its own accept loop): at most `max_connections` open (beyond,
 //!   a JSON 503 and an immediate close); a request head must arrive within `header_timeout` of its
 //!   first byte; a connection with nothing in progress, a request body that stops arriving (408)
@@ -52,13 +58,16 @@ mod request;
 mod routes;
 #[cfg(test)]
 mod tests;
+mod tokens;
 mod worker;
 
 use conn::*;
 use routes::*;
+use tokens::RequestTokenizer;
 use worker::*;
 pub use metrics::Metrics;
-pub use request::{parse_request, Parsed};
+pub use request::{parse_request, Parsed, Shape};
+pub use tokens::{base64, f32_base64, shorten};
 pub use worker::Engine;
 
 /// Limits and batching of the service.
@@ -88,6 +97,8 @@ pub struct ServeConfig {
     pub max_connections: usize,
     /// When set, every route but `/health` needs `Authorization: Bearer <key>` (401 otherwise).
     pub api_key: Option<String>,
+    /// The encoder's precision, reported by `GET /info`.
+    pub precision: crate::precision::Precision,
 }
 
 impl Default for ServeConfig {
@@ -102,6 +113,7 @@ impl Default for ServeConfig {
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 512,
             api_key: None,
+            precision: crate::precision::Precision::default(),
         }
     }
 }
@@ -165,6 +177,10 @@ pub enum Route {
     /// `POST /predict`: both tasks' labels and probabilities (field `texts`; multi-task
     /// checkpoints only).
     Predict,
+    /// `POST /v1/embeddings` (also `/embeddings`): OpenAI's embeddings API.
+    OpenAiEmbed,
+    /// `POST /tokenize`: each text's tokens (TEI's shape).
+    Tokenize,
 }
 
 impl Route {
@@ -173,6 +189,8 @@ impl Route {
         match self {
             Route::Embed => "/embed",
             Route::Predict => "/predict",
+            Route::OpenAiEmbed => "/v1/embeddings",
+            Route::Tokenize => "/tokenize",
         }
     }
 }
@@ -185,12 +203,14 @@ pub struct AppState {
     labels: Option<(Vec<String>, Vec<String>)>,
     model: String,
     dim: i64,
+    tok: Arc<RequestTokenizer>,
 }
 
 /// The running service: its router and the model thread (which ends once the router, and with it
 /// every job sender, is dropped). [`Service::serve`] runs it on a listener.
 pub struct Service {
-    /// The routes: `POST /embed`, `POST /predict`, `GET /health`, `GET /metrics`.
+    /// The routes: `POST /embed`, `POST /predict`, `POST /v1/embeddings` (and `/embeddings`),
+    /// `POST /tokenize`, `POST /`, `GET /info`, `GET /health`, `GET /metrics`.
     pub router: Router,
     /// The thread that runs the model on batched jobs; it ends once `router` is dropped.
     pub model_thread: std::thread::JoinHandle<()>,
@@ -208,8 +228,9 @@ pub struct ShutdownReport {
 }
 
 impl Service {
-    /// Starts the model thread on `engine` and builds the routes.
-    pub fn start(engine: Engine, model_name: &str, cfg: ServeConfig) -> Service {
+    /// Starts the model thread on `engine` and builds the routes (fails only if the model's
+    /// vocabulary cannot be read again for the request-side tokenizer).
+    pub fn start(engine: Engine, model_name: &str, cfg: ServeConfig) -> Result<Service> {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let metrics = Arc::new(Metrics::default());
         let labels = engine.labels();
@@ -217,6 +238,7 @@ impl Service {
             Engine::Base(e) => e.config().embedding_dim(),
             Engine::Multi(c) => c.model.config.encoder.embedding_dim(),
         };
+        let tok = Arc::new(RequestTokenizer::of(&engine)?);
         let (m, budget) = (metrics.clone(), cfg.token_budget);
         let stop_model = Arc::new(AtomicBool::new(false));
         let stop = stop_model.clone();
@@ -224,16 +246,21 @@ impl Service {
             .name("mtt-model".into())
             .spawn(move || model_loop(engine, rx, budget, m, stop))
             .expect("the model thread starts");
-        let state = Arc::new(AppState { cfg: cfg.clone(), jobs: tx, metrics: metrics.clone(), labels, model: model_name.to_string(), dim });
+        let state = Arc::new(AppState { cfg: cfg.clone(), jobs: tx, metrics: metrics.clone(), labels, model: model_name.to_string(), dim, tok });
         let router = Router::new()
             .route(Route::Embed.path(), post(embed))
             .route(Route::Predict.path(), post(predict))
+            .route(Route::OpenAiEmbed.path(), post(openai_embeddings))
+            .route("/embeddings", post(openai_embeddings))
+            .route(Route::Tokenize.path(), post(tokenize))
+            .route("/", post(root))
+            .route("/info", get(info))
             .route("/health", get(health))
             .route("/metrics", get(metrics_route))
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(state.clone(), track))
             .with_state(state);
-        Service { router, model_thread, metrics, stop_model, cfg }
+        Ok(Service { router, model_thread, metrics, stop_model, cfg })
     }
 }
 

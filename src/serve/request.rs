@@ -3,14 +3,40 @@
 
 use super::*;
 
+/// Which API shape a request came in, and so which shape its answer takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// This server's own shape: `{"texts": [...]}`, answered `{"embeddings": ...}` /
+    /// `{"predictions": ...}`.
+    Ours,
+    /// Text Embeddings Inference's shape: `{"inputs": str | [str]}`, answered with a bare array.
+    Tei,
+    /// OpenAI's embeddings API: `{"input": str | [str], "model": ...}`; `base64` when
+    /// `encoding_format` is `"base64"`.
+    OpenAi {
+        /// Vectors as base64 of their little-endian f32 bytes instead of JSON numbers.
+        base64: bool,
+    },
+}
+
 /// A valid request's content.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parsed {
     /// The texts, in request order (at least one, at most the configured `max_texts`).
     pub texts: Vec<String>,
-    /// L2-normalise the vectors (`/embed`'s `normalize`; `false` when absent, always `false`
-    /// for `/predict`).
+    /// L2-normalise the vectors (`/embed`'s `normalize`: `false` when absent in our shape, `true`
+    /// in TEI's; always `true` for OpenAI's route and `false` for `/predict` and `/tokenize`).
     pub normalize: bool,
+    /// Truncate texts longer than the model's `max_seq_length` tokens (`true` when absent); when
+    /// `false`, such a text is a 413.
+    pub truncate: bool,
+    /// Keep only the first N components of each vector (then L2-normalise again when
+    /// normalising); checked against the model's dimension by the handler.
+    pub dimensions: Option<usize>,
+    /// The shape of the request, and of its answer.
+    pub shape: Shape,
+    /// The field that held the texts (`texts`, `inputs` or `input`), to name one in a message.
+    pub field: &'static str,
 }
 
 /// Checks a request's content type and body. Never panics: any input is either a [`Parsed`]
@@ -27,39 +53,95 @@ pub fn parse_request(route: Route, content_type: Option<&str>, body: &[u8], cfg:
     if body.len() > cfg.max_body_bytes {
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("body of {} bytes: the limit is {}", body.len(), cfg.max_body_bytes)));
     }
+    let what = match route {
+        Route::OpenAiEmbed => "an \"input\" string or array",
+        Route::Tokenize => "an \"inputs\" string or array",
+        _ => "a \"texts\" array",
+    };
     let obj = match serde_json::from_slice::<TopLevel>(body).map_err(|e| bad(format!("invalid JSON: {e}")))? {
         TopLevel::Object(_, Some(dup)) => return Err(bad(format!("duplicate field \"{dup}\": send each field once"))),
         TopLevel::Object(obj, None) => obj,
-        TopLevel::Other => return Err(bad("the body must be a JSON object with a \"texts\" array".into())),
+        TopLevel::Other => return Err(bad(format!("the body must be a JSON object with {what}"))),
     };
-    let allowed: &[&str] = match route {
-        Route::Embed => &["texts", "normalize"],
-        Route::Predict => &["texts"],
+    let (field, shape): (&'static str, Shape) = match route {
+        Route::OpenAiEmbed => ("input", Shape::OpenAi { base64: false }),
+        Route::Tokenize => ("inputs", Shape::Tei),
+        Route::Embed | Route::Predict if !obj.contains_key("texts") && obj.contains_key("inputs") => ("inputs", Shape::Tei),
+        Route::Embed | Route::Predict => ("texts", Shape::Ours),
+    };
+    let allowed: &[&str] = match (route, shape) {
+        (Route::Embed, Shape::Ours) => &["texts", "normalize", "truncate"],
+        (Route::Embed, _) => &["inputs", "normalize", "truncate", "dimensions"],
+        (Route::Predict, Shape::Ours) => &["texts", "truncate"],
+        (Route::Predict, _) => &["inputs", "truncate"],
+        (Route::OpenAiEmbed, _) => &["input", "model", "encoding_format", "dimensions", "user"],
+        (Route::Tokenize, _) => &["inputs", "truncate"],
     };
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(bad(format!("unknown field \"{k}\" (this route takes: {})", allowed.join(", "))));
     }
-    let texts = obj.get("texts").ok_or_else(|| bad("missing field \"texts\" (an array of strings)".into()))?;
-    let texts = texts.as_array().ok_or_else(|| bad("\"texts\" must be an array of strings".into()))?;
+    // An optional field: absent, or (outside our own shape, whose clients never send null) null.
+    let opt = |k: &str| obj.get(k).filter(|v| !(v.is_null() && shape != Shape::Ours));
+    let texts = match obj.get(field) {
+        None if shape == Shape::Ours => return Err(bad("missing field \"texts\" (an array of strings; or \"inputs\", TEI's shape)".into())),
+        None => return Err(bad(format!("missing field \"{field}\" (a string or an array of strings)"))),
+        Some(serde_json::Value::String(s)) if shape != Shape::Ours => vec![serde_json::Value::String(s.clone())],
+        Some(serde_json::Value::Array(a)) => a.clone(),
+        Some(_) if shape == Shape::Ours => return Err(bad("\"texts\" must be an array of strings".into())),
+        Some(_) => return Err(bad(format!("\"{field}\" must be a string or an array of strings"))),
+    };
     if texts.is_empty() {
-        return Err(bad("\"texts\" is empty: send at least one text".into()));
+        return Err(bad(format!("\"{field}\" is empty: send at least one text")));
     }
     if texts.len() > cfg.max_texts {
         return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{} texts: the limit is {} per request", texts.len(), cfg.max_texts)));
     }
     let mut out = Vec::with_capacity(texts.len());
-    for (i, t) in texts.iter().enumerate() {
-        match t.as_str() {
-            Some(s) => out.push(s.to_string()),
-            None => return Err(bad(format!("texts[{i}] is not a string"))),
+    for (i, t) in texts.into_iter().enumerate() {
+        match t {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(_) | serde_json::Value::Number(_) if route == Route::OpenAiEmbed => {
+                return Err(bad(format!("{field}[{i}] is not a string (token arrays are not supported: send text)")))
+            }
+            _ => return Err(bad(format!("{field}[{i}] is not a string"))),
         }
     }
-    let normalize = match obj.get("normalize") {
-        None => false,
-        Some(serde_json::Value::Bool(b)) => *b,
-        Some(_) => return Err(bad("\"normalize\" must be true or false".into())),
+    let flag = |k: &str, default: bool| match opt(k) {
+        None => Ok(default),
+        Some(serde_json::Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad(format!("\"{k}\" must be true or false"))),
     };
-    Ok(Parsed { texts: out, normalize })
+    let normalize = match route {
+        Route::OpenAiEmbed => true,
+        Route::Embed => flag("normalize", shape == Shape::Tei)?,
+        _ => false,
+    };
+    let truncate = flag("truncate", true)?;
+    let dimensions = match opt("dimensions") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => return Err(bad("\"dimensions\" must be a positive integer".into())),
+        },
+    };
+    if let Some(m) = opt("model") {
+        if !m.is_string() {
+            return Err(bad("\"model\" must be a string".into()));
+        }
+    }
+    if let Some(u) = opt("user") {
+        if !u.is_string() {
+            return Err(bad("\"user\" must be a string".into()));
+        }
+    }
+    let shape = match (shape, opt("encoding_format")) {
+        (Shape::OpenAi { .. }, None) => Shape::OpenAi { base64: false },
+        (Shape::OpenAi { .. }, Some(serde_json::Value::String(f))) if f == "float" => Shape::OpenAi { base64: false },
+        (Shape::OpenAi { .. }, Some(serde_json::Value::String(f))) if f == "base64" => Shape::OpenAi { base64: true },
+        (Shape::OpenAi { .. }, Some(_)) => return Err(bad("\"encoding_format\" must be \"float\" or \"base64\"".into())),
+        (s, _) => s,
+    };
+    Ok(Parsed { texts: out, normalize, truncate, dimensions, shape, field })
 }
 
 /// A request body's top level: an object (its fields, and the first key that came more than

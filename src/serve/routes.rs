@@ -1,5 +1,6 @@
-//! The HTTP routes (`/embed`, `/predict`, `/health`, `/metrics`, the fallback) and the middleware
-//! that counts, times and JSON-ifies every response.
+//! The HTTP routes (`/embed`, `/predict`, OpenAI's `/v1/embeddings`, TEI's `/`, `/info` and
+//! `/tokenize`, `/health`, `/metrics`, the fallback) and the middleware that counts, times and
+//! JSON-ifies every response (in OpenAI's error shape on OpenAI's paths).
 
 use super::*;
 
@@ -9,9 +10,11 @@ pub(super) async fn track(State(state): State<Arc<AppState>>, req: Request, next
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let route = match path.as_str() {
-        p @ ("/embed" | "/predict" | "/health" | "/metrics") => p.to_string(),
+        p @ ("/embed" | "/predict" | "/health" | "/metrics" | "/v1/embeddings" | "/tokenize" | "/info" | "/") => p.to_string(),
+        "/embeddings" => "/v1/embeddings".to_string(),
         _ => "other".to_string(),
     };
+    let openai = is_openai_path(&path);
     let method = req.method().clone();
     if let Some(key) = &state.cfg.api_key {
         if path != "/health" && !authorized(req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()), key) {
@@ -21,12 +24,12 @@ pub(super) async fn track(State(state): State<Arc<AppState>>, req: Request, next
             let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, msg).into_response();
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             state.metrics.observe_request(&route, 401, started.elapsed().as_secs_f64());
-            return resp;
+            return if openai { openai_error(resp).await } else { resp };
         }
     }
     let mut resp = next.run(req).await;
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-        let allowed = if [Route::Embed.path(), Route::Predict.path()].contains(&route.as_str()) { Method::POST } else { Method::GET };
+        let allowed = if ["/embed", "/predict", "/v1/embeddings", "/tokenize", "/"].contains(&route.as_str()) { Method::POST } else { Method::GET };
         resp = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} {route}: this route takes {allowed}")).into_response();
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_str(allowed.as_str()).expect("a method name"));
     } else if (resp.status().is_client_error() || resp.status().is_server_error())
@@ -42,8 +45,54 @@ pub(super) async fn track(State(state): State<Arc<AppState>>, req: Request, next
         }
         resp = Response::from_parts(parts, body);
     }
+    if openai && (resp.status().is_client_error() || resp.status().is_server_error()) {
+        resp = openai_error(resp).await;
+    }
     state.metrics.observe_request(&route, resp.status().as_u16(), started.elapsed().as_secs_f64());
     resp
+}
+
+/// Paths whose errors take OpenAI's shape: `/v1/...` and `/embeddings`.
+pub(super) fn is_openai_path(path: &str) -> bool {
+    path == "/embeddings" || path == "/v1" || path.starts_with("/v1/")
+}
+
+/// OpenAI's error `type` and `code` for a status.
+pub(super) fn openai_kind(status: StatusCode) -> (&'static str, &'static str) {
+    match status.as_u16() {
+        401 => ("invalid_request_error", "invalid_api_key"),
+        404 => ("invalid_request_error", "not_found"),
+        405 => ("invalid_request_error", "method_not_allowed"),
+        408 => ("invalid_request_error", "request_timeout"),
+        411 => ("invalid_request_error", "length_required"),
+        413 => ("invalid_request_error", "payload_too_large"),
+        415 => ("invalid_request_error", "unsupported_media_type"),
+        503 => ("server_error", "service_unavailable"),
+        s if s >= 500 => ("server_error", "internal_error"),
+        _ => ("invalid_request_error", "invalid_request"),
+    }
+}
+
+/// Rewrites an error response of ours (`{"error": "message"}`) into OpenAI's shape
+/// `{"error": {"message", "type", "code", "param"}}`, keeping the status and the other headers.
+pub(super) async fn openai_error(resp: Response) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let message = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(o)) => match o.get("error") {
+            Some(serde_json::Value::String(m)) => m.clone(),
+            // Already in OpenAI's shape.
+            Some(_) => return Response::from_parts(parts, axum::body::Body::from(bytes)),
+            None => String::from_utf8_lossy(&bytes).into_owned(),
+        },
+        _ => String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    let (kind, code) = openai_kind(parts.status);
+    let out = serde_json::to_vec(&serde_json::json!({ "error": { "message": message, "type": kind, "code": code, "param": null } })).expect("JSON");
+    parts.headers.remove(header::TRANSFER_ENCODING);
+    parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Response::from_parts(parts, axum::body::Body::from(out))
 }
 
 /// Reads and drops a request's body (up to `limit` bytes), so that answering without it leaves
@@ -55,7 +104,7 @@ pub(super) async fn drain(req: Request, limit: usize) {
 pub(super) async fn not_found(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     drain(req, state.cfg.max_body_bytes).await;
-    ApiError::new(StatusCode::NOT_FOUND, format!("no route {method} {path} (routes: POST /embed, POST /predict, GET /health, GET /metrics)"))
+    ApiError::new(StatusCode::NOT_FOUND, format!("no route {method} {path} (routes: POST /embed, POST /predict, POST /v1/embeddings, POST /embeddings, POST /, POST /tokenize, GET /info, GET /health, GET /metrics)"))
         .into_response()
 }
 
@@ -99,11 +148,27 @@ pub(super) async fn read_request(state: &AppState, route: Route, req: Request) -
     parse_request(route, content_type.as_deref(), &body, &state.cfg)
 }
 
-/// Queues a job and waits for its output.
-pub(super) async fn submit(state: &AppState, route: Route, p: Parsed) -> std::result::Result<Output, Response> {
+/// Tokenizes a request's texts on tokio's blocking pool (see [`RequestTokenizer::encode`]).
+pub(super) async fn token_ids(state: &AppState, p: Parsed) -> std::result::Result<Vec<Vec<i64>>, Response> {
+    let tok = state.tok.clone();
+    let (truncate, field) = (p.truncate, p.field);
+    match tokio::task::spawn_blocking(move || tok.encode(&p.texts, truncate, field)).await {
+        Ok(Ok(ids)) => Ok(ids),
+        Ok(Err(e)) => Err(e.into_response()),
+        Err(_) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "tokenization failed").into_response()),
+    }
+}
+
+/// Tokenizes a request, queues its job (`kind`: [`Route::Embed`] or [`Route::Predict`]) and
+/// waits for its output; also gives the number of tokens the model saw (special tokens
+/// included). `label` is the route counted in `/metrics`.
+pub(super) async fn submit(state: &AppState, kind: Route, label: &str, p: Parsed) -> std::result::Result<(Output, usize), Response> {
+    let normalize = p.normalize;
+    let ids = token_ids(state, p).await?;
+    let tokens = ids.iter().map(Vec::len).sum();
     let (tx, rx) = oneshot::channel();
-    let n = p.texts.len();
-    let job = Job { route, texts: p.texts, normalize: p.normalize, reply: tx };
+    let n = ids.len();
+    let job = Job { route: kind, ids, normalize, reply: tx };
     state.metrics.queue_depth.fetch_add(1, Ordering::SeqCst);
     if state.jobs.try_send(job).is_err() {
         state.metrics.queue_depth.fetch_sub(1, Ordering::SeqCst);
@@ -113,11 +178,38 @@ pub(super) async fn submit(state: &AppState, route: Route, p: Parsed) -> std::re
     }
     match rx.await {
         Ok(Ok(out)) => {
-            state.metrics.observe_texts(route.path(), n);
-            Ok(out)
+            state.metrics.observe_texts(label, n);
+            Ok((out, tokens))
         }
         Ok(Err(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e).into_response()),
         Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model thread has stopped").into_response()),
+    }
+}
+
+/// Checks a request's `dimensions` against the model's (1..=dim).
+fn check_dimensions(state: &AppState, p: &Parsed) -> std::result::Result<(), ApiError> {
+    match p.dimensions {
+        Some(d) if d > state.dim as usize => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("\"dimensions\" is {d}: this model's vectors have {} components (send 1 to {})", state.dim, state.dim),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The vectors of a parsed request (each shortened to `dimensions` when asked), and the tokens
+/// the model saw.
+async fn vectors(state: &AppState, label: &str, p: Parsed) -> std::result::Result<(Vec<Vec<f32>>, usize), Response> {
+    check_dimensions(state, &p).map_err(IntoResponse::into_response)?;
+    let (dims, normalize) = (p.dimensions, p.normalize);
+    match submit(state, Route::Embed, label, p).await? {
+        (Output::Embeddings(mut v), tokens) => {
+            if let Some(d) = dims {
+                v.iter_mut().for_each(|x| shorten(x, d, normalize));
+            }
+            Ok((v, tokens))
+        }
+        (Output::Probabilities(_), _) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "wrong output kind").into_response()),
     }
 }
 
@@ -126,11 +218,100 @@ pub(super) async fn embed(State(state): State<Arc<AppState>>, req: Request) -> R
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    match submit(&state, Route::Embed, p).await {
-        Ok(Output::Embeddings(v)) => json_response(StatusCode::OK, &serde_json::json!({ "embeddings": v, "dim": state.dim })),
-        Ok(Output::Probabilities(_)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "wrong output kind").into_response(),
+    let shape = p.shape;
+    match vectors(&state, "/embed", p).await {
+        Ok((v, _)) if shape == Shape::Ours => json_response(StatusCode::OK, &serde_json::json!({ "embeddings": v, "dim": state.dim })),
+        // TEI's answer: the bare array of vectors.
+        Ok((v, _)) => json_response(StatusCode::OK, &v),
         Err(r) => r,
     }
+}
+
+/// OpenAI's `POST /v1/embeddings` (and `/embeddings`): L2-normalised vectors, as floats or as
+/// base64 of their little-endian f32 bytes. Errors are rewritten to OpenAI's shape by [`track`].
+pub(super) async fn openai_embeddings(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let p = match read_request(&state, Route::OpenAiEmbed, req).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let base64 = matches!(p.shape, Shape::OpenAi { base64: true });
+    match vectors(&state, "/v1/embeddings", p).await {
+        Ok((v, tokens)) => {
+            let data: Vec<serde_json::Value> = v
+                .iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    let embedding = if base64 { serde_json::Value::from(f32_base64(x)) } else { serde_json::json!(x) };
+                    serde_json::json!({ "object": "embedding", "index": i, "embedding": embedding })
+                })
+                .collect();
+            json_response(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "object": "list",
+                    "data": data,
+                    "model": state.model,
+                    "usage": { "prompt_tokens": tokens, "total_tokens": tokens },
+                }),
+            )
+        }
+        Err(r) => r,
+    }
+}
+
+/// TEI's `POST /tokenize`: per text, its tokens `{"id", "text", "special"}` (`[CLS]` and `[SEP]`
+/// included, truncated to the model's limit unless `"truncate": false`).
+pub(super) async fn tokenize(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let p = match read_request(&state, Route::Tokenize, req).await {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let ids = match token_ids(&state, p).await {
+        Ok(ids) => ids,
+        Err(r) => return r,
+    };
+    let out: Vec<Vec<serde_json::Value>> = ids
+        .iter()
+        .map(|row| {
+            let last = row.len().saturating_sub(1);
+            row.iter()
+                .enumerate()
+                .map(|(k, &id)| serde_json::json!({ "id": id, "text": state.tok.token_text(id), "special": k == 0 || k == last }))
+                .collect()
+        })
+        .collect();
+    json_response(StatusCode::OK, &out)
+}
+
+/// TEI's `POST /`: what the model does: a base encoder embeds (as `/embed`), a multi-task
+/// checkpoint classifies (as `/predict`).
+pub(super) async fn root(state: State<Arc<AppState>>, req: Request) -> Response {
+    if state.labels.is_some() {
+        predict(state, req).await
+    } else {
+        embed(state, req).await
+    }
+}
+
+/// `GET /info`: the served model and the limits (TEI's `/info`, with this server's fields).
+pub(super) async fn info(State(state): State<Arc<AppState>>) -> Response {
+    let heads = state.labels.as_ref().map(|(a, b)| serde_json::json!({ "task_a": a, "task_b": b }));
+    json_response(
+        StatusCode::OK,
+        &serde_json::json!({
+            "model_id": state.model,
+            "model_type": if state.labels.is_some() { "multi-task classifier" } else { "embedding" },
+            "embedding_dim": state.dim,
+            "max_input_length": state.tok.max_len(),
+            "max_batch_tokens": state.cfg.token_budget,
+            "max_client_batch_size": state.cfg.max_texts,
+            "max_body_bytes": state.cfg.max_body_bytes,
+            "precision": state.cfg.precision.to_string(),
+            "heads": heads,
+            "version": env!("CARGO_PKG_VERSION"),
+            "router": "mtt serve",
+        }),
+    )
 }
 
 #[derive(Serialize)]
@@ -161,12 +342,24 @@ pub(super) async fn predict(State(state): State<Arc<AppState>>, req: Request) ->
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    match submit(&state, Route::Predict, p).await {
-        Ok(Output::Probabilities(v)) => {
+    let shape = p.shape;
+    match submit(&state, Route::Predict, "/predict", p).await {
+        Ok((Output::Probabilities(v), _)) if shape == Shape::Ours => {
             let preds: Vec<Prediction> = v.iter().map(|(a, b)| Prediction { task_a: task_prediction(la, a), task_b: task_prediction(lb, b) }).collect();
             json_response(StatusCode::OK, &serde_json::json!({ "predictions": preds }))
         }
-        Ok(Output::Embeddings(_)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "wrong output kind").into_response(),
+        Ok((Output::Probabilities(v), _)) => {
+            // TEI's classify shape, both heads: per text, task A's labels then task B's, each
+            // task's by decreasing score.
+            let scores = |task: &str, names: &[String], p: &[f32]| {
+                let mut s: Vec<(String, f32)> = names.iter().cloned().zip(p.iter().copied()).collect();
+                s.sort_by(|x, y| y.1.total_cmp(&x.1));
+                s.into_iter().map(|(l, sc)| serde_json::json!({ "task": task, "label": l, "score": sc })).collect::<Vec<_>>()
+            };
+            let out: Vec<Vec<serde_json::Value>> = v.iter().map(|(a, b)| [scores("task_a", la, a), scores("task_b", lb, b)].concat()).collect();
+            json_response(StatusCode::OK, &out)
+        }
+        Ok((Output::Embeddings(_), _)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "wrong output kind").into_response(),
         Err(r) => r,
     }
 }

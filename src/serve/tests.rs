@@ -11,7 +11,7 @@ fn cfg() -> ServeConfig {
 fn the_parser_names_what_is_wrong() {
     let j = Some("application/json");
     let ok = parse_request(Route::Embed, Some("application/json; charset=utf-8"), br#"{"texts": ["a", "b"], "normalize": true}"#, &cfg()).unwrap();
-    assert_eq!(ok, Parsed { texts: vec!["a".into(), "b".into()], normalize: true });
+    assert_eq!(ok, Parsed { texts: vec!["a".into(), "b".into()], normalize: true, truncate: true, dimensions: None, shape: Shape::Ours, field: "texts" });
     type Case<'a> = (Route, Option<&'a str>, &'a [u8], u16, &'a str);
     let cases: Vec<Case> = vec![
         (Route::Embed, None, b"{}", 415, "content type (none)"),
@@ -116,4 +116,75 @@ fn only_the_exact_bearer_key_is_authorized() {
         assert!(!authorized(Some(wrong), "k3y"), "{:?}", String::from_utf8_lossy(wrong));
     }
     assert!(!authorized(None, "k3y"));
+}
+
+#[test]
+fn the_drop_in_shapes_are_parsed_with_their_defaults() {
+    let j = Some("application/json");
+    let p = |route, body: &str| parse_request(route, j, body.as_bytes(), &cfg());
+    // TEI's `inputs`: a string or a list, normalised by default.
+    let t = p(Route::Embed, r#"{"inputs": "a"}"#).unwrap();
+    assert_eq!((t.texts, t.normalize, t.truncate, t.dimensions, t.shape, t.field), (vec!["a".to_string()], true, true, None, Shape::Tei, "inputs"));
+    let t = p(Route::Embed, r#"{"inputs": ["a", "b"], "normalize": false, "truncate": false, "dimensions": 3}"#).unwrap();
+    assert_eq!((t.texts.len(), t.normalize, t.truncate, t.dimensions), (2, false, false, Some(3)));
+    // Ours keeps its default (not normalised) and takes `truncate`.
+    let t = p(Route::Embed, r#"{"texts": ["a"], "truncate": false}"#).unwrap();
+    assert_eq!((t.normalize, t.truncate, t.shape), (false, false, Shape::Ours));
+    let t = p(Route::Predict, r#"{"inputs": "a"}"#).unwrap();
+    assert_eq!((t.shape, t.normalize), (Shape::Tei, false));
+    // OpenAI's: always normalised; nulls are absent; base64 when asked.
+    let t = p(Route::OpenAiEmbed, r#"{"input": "a", "model": "m", "dimensions": null, "user": "u"}"#).unwrap();
+    assert_eq!((t.normalize, t.shape, t.field, t.dimensions), (true, Shape::OpenAi { base64: false }, "input", None));
+    let t = p(Route::OpenAiEmbed, r#"{"input": ["a"], "encoding_format": "base64", "dimensions": 2}"#).unwrap();
+    assert_eq!((t.shape, t.dimensions), (Shape::OpenAi { base64: true }, Some(2)));
+    let t = p(Route::Tokenize, r#"{"inputs": ["a", "b"]}"#).unwrap();
+    assert_eq!(t.texts.len(), 2);
+    type Case<'a> = (Route, &'a str, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (Route::Embed, r#"{"inputs": []}"#, 400, "\"inputs\" is empty"),
+        (Route::Embed, r#"{"inputs": 3}"#, 400, "a string or an array"),
+        (Route::Embed, r#"{"inputs": ["a", 1]}"#, 400, "inputs[1] is not a string"),
+        (Route::Embed, r#"{"inputs": "a", "dimensions": 0}"#, 400, "positive integer"),
+        (Route::Embed, r#"{"inputs": "a", "dimensions": -1}"#, 400, "positive integer"),
+        (Route::Embed, r#"{"inputs": "a", "truncate": "yes"}"#, 400, "\"truncate\" must be true or false"),
+        (Route::Embed, r#"{"texts": ["a"], "dimensions": 3}"#, 400, "unknown field \"dimensions\""),
+        (Route::Embed, r#"{"texts": ["a"], "inputs": ["a"]}"#, 400, "unknown field \"inputs\""),
+        (Route::Predict, r#"{"inputs": "a", "normalize": true}"#, 400, "unknown field \"normalize\""),
+        (Route::OpenAiEmbed, r#"{"model": "m"}"#, 400, "missing field \"input\""),
+        (Route::OpenAiEmbed, r#"{"input": [[1, 2]]}"#, 400, "token arrays are not supported"),
+        (Route::OpenAiEmbed, r#"{"input": "a", "encoding_format": "int8"}"#, 400, "\"float\" or \"base64\""),
+        (Route::OpenAiEmbed, r#"{"input": "a", "model": 3}"#, 400, "\"model\" must be a string"),
+        (Route::OpenAiEmbed, r#"{"input": "a", "normalize": true}"#, 400, "unknown field \"normalize\""),
+        (Route::OpenAiEmbed, r#"{"input": ["a","a","a","a","a"]}"#, 413, "the limit is 4"),
+        (Route::Tokenize, r#"{"texts": ["a"]}"#, 400, "unknown field \"texts\""),
+    ];
+    for (route, body, status, want) in cases {
+        let e = parse_request(route, j, body.as_bytes(), &cfg()).unwrap_err();
+        assert_eq!(e.status.as_u16(), status, "{body}: {}", e.message);
+        assert!(e.message.contains(want), "{body}: want '{want}', got '{}'", e.message);
+    }
+}
+
+#[test]
+fn base64_matches_the_standard_alphabet_and_padding() {
+    for (raw, want) in [(&b""[..], ""), (b"f", "Zg=="), (b"fo", "Zm8="), (b"foo", "Zm9v"), (b"foob", "Zm9vYg=="), (b"\xff\xfe\xfd", "//79")] {
+        assert_eq!(base64(raw), want);
+    }
+    // 1.0f32 little-endian is 00 00 80 3f.
+    assert_eq!(f32_base64(&[1.0]), "AACAPw==");
+    let mut v = vec![3.0, 4.0, 12.0];
+    shorten(&mut v, 2, true);
+    assert_eq!(v, vec![0.6, 0.8]);
+    let mut v = vec![3.0, 4.0, 12.0];
+    shorten(&mut v, 1, false);
+    assert_eq!(v, vec![3.0]);
+}
+
+#[test]
+fn openai_errors_name_a_type_and_a_code() {
+    assert_eq!(openai_kind(StatusCode::UNAUTHORIZED), ("invalid_request_error", "invalid_api_key"));
+    assert_eq!(openai_kind(StatusCode::BAD_REQUEST).0, "invalid_request_error");
+    assert_eq!(openai_kind(StatusCode::SERVICE_UNAVAILABLE).0, "server_error");
+    assert!(is_openai_path("/v1/embeddings") && is_openai_path("/embeddings") && is_openai_path("/v1/models"));
+    assert!(!is_openai_path("/embed") && !is_openai_path("/v10") && !is_openai_path("/"));
 }

@@ -13,8 +13,10 @@ pub(super) enum Output {
 }
 
 pub(super) struct Job {
+    /// [`Route::Predict`] for both heads' probabilities, [`Route::Embed`] for vectors.
     pub(super) route: Route,
-    pub(super) texts: Vec<String>,
+    /// Each text's token ids (`[CLS] ... [SEP]`), tokenized by the handler.
+    pub(super) ids: Vec<Vec<i64>>,
     pub(super) normalize: bool,
     pub(super) reply: oneshot::Sender<std::result::Result<Output, String>>,
 }
@@ -41,7 +43,7 @@ impl Engine {
         })
     }
 
-    fn tokenizer(&self) -> &SentenceTokenizer {
+    pub(super) fn tokenizer(&self) -> &SentenceTokenizer {
         match self {
             Engine::Base(e) => &e.tokenizer,
             Engine::Multi(c) => &c.tokenizer,
@@ -53,6 +55,11 @@ impl Engine {
             Engine::Base(e) => e.params.device(),
             Engine::Multi(c) => c.model.device(),
         }
+    }
+
+    /// The longest input in tokens (`max_seq_length`, `[CLS]` and `[SEP]` included).
+    pub fn max_seq_length(&self) -> usize {
+        self.tokenizer().max_len()
     }
 
     /// Label names of both tasks (multi-task checkpoints only).
@@ -95,9 +102,9 @@ type RowRef = (usize, usize);
 
 /// Runs one batch of rows (`ids` of each job's texts): one encoder pass, and each form of output
 /// read back only when a row of the batch asks for it.
-fn run_batch(engine: &Engine, jobs: &[Job], ids: &[Vec<Vec<i64>>], batch: &[RowRef]) -> std::result::Result<BatchResult, String> {
+fn run_batch(engine: &Engine, jobs: &[Job], batch: &[RowRef]) -> std::result::Result<BatchResult, String> {
     let tok = engine.tokenizer();
-    let seqs: Vec<&[i64]> = batch.iter().map(|&(j, r)| ids[j][r].as_slice()).collect();
+    let seqs: Vec<&[i64]> = batch.iter().map(|&(j, r)| jobs[j].ids[r].as_slice()).collect();
     let (x, m) = crate::padding::pad(&seqs, tok.pad_id(), engine.device());
     let wants = |route: Route, normalize: bool| batch.iter().any(|&(j, _)| jobs[j].route == route && jobs[j].normalize == normalize);
     let heads = wants(Route::Predict, false);
@@ -115,18 +122,18 @@ fn run_batch(engine: &Engine, jobs: &[Job], ids: &[Vec<Vec<i64>>], batch: &[RowR
     for &(j, _) in batch {
         let (v, n, h) = (plain.next(), normal.next(), heads_out.as_mut().and_then(Iterator::next));
         out.push(match jobs[j].route {
-            Route::Embed => RowResult::Embedding(if jobs[j].normalize { n } else { v }.ok_or("a batch row has no vector")?),
             Route::Predict => RowResult::Probabilities(h.ok_or("this model has no task heads")?),
+            _ => RowResult::Embedding(if jobs[j].normalize { n } else { v }.ok_or("a batch row has no vector")?),
         });
     }
     Ok(BatchResult(out))
 }
 
-/// Runs `jobs` through the model: all their texts sorted by length in token-budget batches. Once
-/// `stop` is set (the shutdown grace period is over) the batches left are not run.
+/// Runs `jobs` through the model: all their rows (token ids, tokenized by the handlers) sorted by
+/// length in token-budget batches. Once `stop` is set (the shutdown grace period is over) the
+/// batches left are not run.
 pub(super) fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, metrics: &Metrics, stop: &AtomicBool) {
-    let tok = engine.tokenizer();
-    let ids: Vec<Vec<Vec<i64>>> = jobs.iter().map(|j| tok.encode_all(&j.texts)).collect();
+    let ids: Vec<&Vec<Vec<i64>>> = jobs.iter().map(|j| &j.ids).collect();
     let mut rows: Vec<RowRef> = ids.iter().enumerate().flat_map(|(j, v)| (0..v.len()).map(move |r| (j, r))).collect();
     rows.sort_by_key(|&(j, r)| ids[j][r].len());
     let lens: Vec<usize> = rows.iter().map(|&(j, r)| ids[j][r].len()).collect();
@@ -140,7 +147,7 @@ pub(super) fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, metrics: &
             }
             let batch = &rows[range];
             metrics.observe_batch(batch.len());
-            let BatchResult(done) = run_batch(engine, &jobs, &ids, batch)?;
+            let BatchResult(done) = run_batch(engine, &jobs, batch)?;
             for (&(j, r), result) in batch.iter().zip(done) {
                 results[j][r] = Some(result);
             }
@@ -165,17 +172,17 @@ pub(super) fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, metrics: &
 fn output_of(route: Route, rows: Vec<Option<RowResult>>) -> Output {
     let rows = rows.into_iter().map(|r| r.expect("every row computed"));
     match route {
-        Route::Embed => Output::Embeddings(
-            rows.map(|r| match r {
-                RowResult::Embedding(v) => v,
-                RowResult::Probabilities(_) => unreachable!("an /embed row holds a vector"),
-            })
-            .collect(),
-        ),
         Route::Predict => Output::Probabilities(
             rows.map(|r| match r {
                 RowResult::Probabilities(p) => p,
                 RowResult::Embedding(_) => unreachable!("a /predict row holds probabilities"),
+            })
+            .collect(),
+        ),
+        _ => Output::Embeddings(
+            rows.map(|r| match r {
+                RowResult::Embedding(v) => v,
+                RowResult::Probabilities(_) => unreachable!("an /embed row holds a vector"),
             })
             .collect(),
         ),
@@ -184,18 +191,17 @@ fn output_of(route: Route, rows: Vec<Option<RowResult>>) -> Output {
 
 pub(super) const SHUTTING_DOWN: &str = "the server is shutting down";
 
-/// The model thread: takes every waiting job (up to the token budget's worth of tokens, roughly),
+/// The model thread: takes every waiting job (up to the token budget's worth of tokens),
 /// runs them together, replies, and repeats until every sender is gone. Once `stop` is set, jobs
 /// still queued are refused instead of run, so that the thread ends promptly.
 pub(super) fn model_loop(engine: Engine, mut rx: mpsc::Receiver<Job>, budget: usize, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
     while let Some(first) = rx.blocking_recv() {
-        let mut chars: usize = first.texts.iter().map(String::len).sum();
+        let mut tokens: usize = first.ids.iter().map(Vec::len).sum();
         let mut jobs = vec![first];
-        // Characters are a cheap stand-in for tokens here (about 4 per token for English).
-        while chars < budget * 4 {
+        while tokens < budget {
             match rx.try_recv() {
                 Ok(j) => {
-                    chars += j.texts.iter().map(String::len).sum::<usize>();
+                    tokens += j.ids.iter().map(Vec::len).sum::<usize>();
                     jobs.push(j);
                 }
                 Err(_) => break,
