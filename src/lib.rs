@@ -62,6 +62,7 @@
 //!   batched-inference loop (embeddings, probabilities, evaluation).
 //! * [`embed::SentenceEncoder`], [`classifier::Classifier`]: the text-in fronts (tokenizer plus
 //!   encoder; tokenizer plus multi-task model).
+//! * [`similarity`]: scored sentence pairs (STS-B) and how well an encoder's cosines rank them.
 //! * [`export`]: a checkpoint as a sentence-transformers folder for Python, and back.
 //! * [`cache`]: a frozen encoder's pooled vectors, computed once (in memory or on disk).
 //! * [`freeze`], [`optim`], [`train`]: Task 3's scenarios, Task 4's per-subset optimizers and
@@ -97,6 +98,7 @@ pub mod padding;
 pub mod params;
 pub mod precision;
 pub mod serve;
+pub mod similarity;
 #[doc(hidden)]
 pub mod testing;
 pub mod textio;

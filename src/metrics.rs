@@ -1,4 +1,5 @@
-//! Owns classification metrics: accuracy, macro-F1 and the confusion matrix.
+//! Owns evaluation metrics: accuracy, macro-F1 and the confusion matrix for classification;
+//! Pearson and Spearman correlation for similarity scores.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,9 +49,80 @@ pub fn task_metrics(gold: &[usize], pred: &[usize], labels: &[String]) -> TaskMe
     }
 }
 
+/// Metrics of similarity scores (cosine of two texts' embeddings) against gold scores.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SimilarityMetrics {
+    /// Spearman's rank correlation, in [-1, 1] (NaN when either side is constant).
+    pub spearman: f64,
+    /// Pearson's linear correlation, in [-1, 1] (NaN when either side is constant).
+    pub pearson: f64,
+    /// Pairs scored.
+    pub n: usize,
+}
+
+/// Pearson's correlation of `x` and `y` (NaN for fewer than 2 values or a constant side).
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    assert_eq!(x.len(), y.len(), "one value per value");
+    let n = x.len() as f64;
+    if x.len() < 2 {
+        return f64::NAN;
+    }
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        let (dx, dy) = (a - mx, b - my);
+        sxy += dx * dy;
+        sxx += dx * dx;
+        syy += dy * dy;
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        return f64::NAN;
+    }
+    sxy / (sxx * syy).sqrt()
+}
+
+/// Ranks from 1, tied values sharing the mean of their ranks.
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+            j += 1;
+        }
+        let mean = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            r[k] = mean;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman's rank correlation of `x` and `y`: Pearson's of their ranks (ties get mean ranks,
+/// as scipy's `spearmanr` does).
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    pearson(&ranks(x), &ranks(y))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn correlations_match_scipy() {
+        // scipy.stats.pearsonr / spearmanr (scipy in the project's venv) of these values.
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 5.0];
+        let y = [2.0, 1.0, 4.0, 3.0, 7.0, 6.0];
+        assert!((pearson(&x, &y) - 0.863_511_536_641_545_6).abs() < 1e-12, "{}", pearson(&x, &y));
+        assert!((spearman(&x, &y) - 0.869_656_553_478_672_7).abs() < 1e-12, "{}", spearman(&x, &y));
+        assert_eq!(ranks(&[3.0, 1.0, 3.0, 2.0]), vec![3.5, 1.0, 3.5, 2.0]);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        assert!(pearson(&[1.0, 1.0], &[1.0, 2.0]).is_nan());
+    }
 
     #[test]
     fn accuracy_f1_and_confusion() {

@@ -166,3 +166,16 @@ fn reduced_precisions_stay_close_to_fp32() {
     m.set_precision(Precision::Int8).unwrap();
     assert!(m.set_precision(Precision::Bf16).unwrap_err().to_string().contains("reload the model"));
 }
+
+/// Zero-shot STS-B dev (1,500 bundled pairs): the Spearman and Pearson correlation of the
+/// cosine similarities equal sentence-transformers' (`.venv/bin/python scripts/sts_peer.py
+/// models/all-MiniLM-L6-v2 data/stsb/dev.tsv`: 0.8103009877 and 0.8351394284 on 2026-12-02).
+#[test]
+fn stsb_dev_correlations_match_sentence_transformers() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let pairs = multi_task_transformer::similarity::read_scored_pairs(&root.join(multi_task_transformer::similarity::STSB_DEV)).unwrap();
+    assert_eq!(pairs.len(), 1500);
+    let m = multi_task_transformer::similarity::evaluate(&model(), &pairs, 64).unwrap();
+    assert!((m.spearman - 0.810_300_987_7).abs() < 1e-6, "spearman {}", m.spearman);
+    assert!((m.pearson - 0.835_139_428_4).abs() < 1e-6, "pearson {}", m.pearson);
+}

@@ -15,7 +15,8 @@ use std::path::PathBuf;
 /// Arguments of `mtt eval`.
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// Multi-task checkpoint folder written by `mtt train`.
+    /// Multi-task checkpoint folder written by `mtt train` (with --sts alone, also a
+    /// sentence-transformers folder).
     #[arg(long)]
     pub model: PathBuf,
     /// Task A evaluation file.
@@ -24,6 +25,10 @@ pub struct EvalArgs {
     /// Task B evaluation file.
     #[arg(long)]
     pub task_b: Option<PathBuf>,
+    /// Scored sentence pairs (`text_a`, `text_b`, `score`, e.g. data/stsb/dev.tsv): adds `sts`
+    /// with the Spearman and Pearson correlation of the encoder's cosine similarities.
+    #[arg(long, value_name = "FILE")]
+    pub sts: Option<PathBuf>,
     /// Batch size, token budget and encoder precision.
     #[command(flatten)]
     pub infer: InferArgs,
@@ -32,13 +37,34 @@ pub struct EvalArgs {
     pub run: RunArgs,
 }
 
-/// `mtt eval`: one JSON object with accuracy, macro-F1, n and the confusion matrix per task.
+/// `mtt eval`: one JSON object with accuracy, macro-F1, n and the confusion matrix per task, and
+/// with `--sts`, `"sts": {"spearman", "pearson", "n"}`.
 pub fn run_eval(args: &EvalArgs) -> Result<()> {
     let device = args.run.setup()?;
-    if args.task_a.is_none() && args.task_b.is_none() {
-        anyhow::bail!("nothing to evaluate: pass --task-a FILE and/or --task-b FILE");
+    if args.task_a.is_none() && args.task_b.is_none() && args.sts.is_none() {
+        anyhow::bail!("nothing to evaluate: pass --task-a FILE and/or --task-b FILE, or --sts FILE");
     }
-    let clf = load_checkpoint_at(&args.model, device, args.infer.precision_for(device)?)?;
+    let precision = args.infer.precision_for(device)?;
+    let mut out = serde_json::Map::new();
+    if let Some(path) = &args.sts {
+        let pairs = crate::similarity::read_scored_pairs(path)?;
+        let mut enc = crate::embed::SentenceEncoder::load_any(&args.model, device).with_context(|| format!("loading {}", args.model.display()))?.0;
+        enc.set_precision(precision)?;
+        let batch = args.infer.batch_size.unwrap_or(64);
+        out.insert("sts".into(), serde_json::to_value(crate::similarity::evaluate(&enc, &pairs, batch)?)?);
+    }
+    if args.task_a.is_some() || args.task_b.is_some() {
+        for (task, m) in eval_tasks(args, device, precision)? {
+            out.insert(task, serde_json::to_value(m)?);
+        }
+    }
+    println!("{}", serde_json::Value::Object(out));
+    Ok(())
+}
+
+/// Both tasks' metrics of the checkpoint on `--task-a` / `--task-b`.
+fn eval_tasks(args: &EvalArgs, device: tch::Device, precision: crate::precision::Precision) -> Result<std::collections::BTreeMap<String, crate::metrics::TaskMetrics>> {
+    let clf = load_checkpoint_at(&args.model, device, precision)?;
     let mut sources = Vec::new();
     for (p, t) in [(&args.task_a, Task::A), (&args.task_b, Task::B)] {
         if let Some(p) = p {
@@ -46,9 +72,7 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         }
     }
     let ex = clf.examples(&sources)?;
-    let m = infer::evaluate(&clf.model, &ex, args.infer.batching(clf.tokenizer.pad_id()))?;
-    println!("{}", serde_json::to_string(&m)?);
-    Ok(())
+    Ok(infer::evaluate(&clf.model, &ex, args.infer.batching(clf.tokenizer.pad_id()))?)
 }
 
 /// Arguments of `mtt predict`.

@@ -1,0 +1,149 @@
+//! Owns sentence-similarity evaluation: files of scored sentence pairs (`text_a`, `text_b`,
+//! `score`, such as STS-B's 0-5 scores; TSV without quoting, CSV or JSON Lines, every bad row an
+//! error naming the file and line), and how well an encoder's cosine similarities rank them
+//! ([`SimilarityMetrics`]: Spearman and Pearson correlation). This is what a fine-tune keeps or
+//! loses of the embeddings themselves.
+
+use crate::embed::{EncodeOptions, SentenceEncoder};
+use crate::error::{check_path, Error, Result, Want};
+use crate::metrics::{pearson, spearman, SimilarityMetrics};
+use std::path::Path;
+
+/// The bundled STS-B dev split (scores 0-5), relative to the repository root.
+pub const STSB_DEV: &str = "data/stsb/dev.tsv";
+
+/// One scored pair as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredPair {
+    /// 1-based line of the row in its file (the header is line 1).
+    pub line: usize,
+    /// The first text.
+    pub text_a: String,
+    /// The second text.
+    pub text_b: String,
+    /// The gold similarity (any finite scale: only its order and linear fit are compared).
+    pub score: f64,
+}
+
+fn field<'a>(path: &Path, line: usize, fields: &'a [String], at: usize, name: &str) -> Result<&'a str> {
+    let v = fields.get(at).map(|s| s.trim()).unwrap_or("");
+    if v.is_empty() {
+        return Err(Error::data(path, line, format!("'{name}' is empty")));
+    }
+    Ok(v)
+}
+
+fn pair(path: &Path, line: usize, a: &str, b: &str, score: &str) -> Result<ScoredPair> {
+    let s: f64 = score.parse().map_err(|_| Error::data(path, line, format!("score '{score}' is not a number")))?;
+    if !s.is_finite() {
+        return Err(Error::data(path, line, format!("score '{score}' is not finite")));
+    }
+    Ok(ScoredPair { line, text_a: a.to_string(), text_b: b.to_string(), score: s })
+}
+
+/// Reads a file of scored pairs: `.tsv` (tab-separated, no quoting) or `.csv` with a header
+/// naming `text_a`, `text_b` and `score`, or `.jsonl` objects with those keys.
+pub fn read_scored_pairs(path: &Path) -> Result<Vec<ScoredPair>> {
+    check_path(path, "data file", Want::RegularFile)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    let rows = match ext.as_str() {
+        "tsv" | "csv" => read_delimited(path, bytes, if ext == "tsv" { b'\t' } else { b',' })?,
+        "jsonl" | "ndjson" => read_jsonl(path, bytes)?,
+        _ => return Err(Error::config(path, "unknown data format: use a .tsv, .csv or .jsonl file")),
+    };
+    if rows.is_empty() {
+        return Err(Error::data(path, 1, "no data rows"));
+    }
+    Ok(rows)
+}
+
+fn read_delimited(path: &Path, bytes: &[u8], delimiter: u8) -> Result<Vec<ScoredPair>> {
+    let mut rdr = csv::ReaderBuilder::new().delimiter(delimiter).quoting(delimiter == b',').flexible(true).from_reader(bytes);
+    let header: Vec<String> = rdr.headers().map_err(|e| Error::data(path, 1, format!("bad header: {e}")))?.iter().map(|h| h.trim().to_string()).collect();
+    let col = |name: &str| header.iter().position(|h| h == name).ok_or_else(|| Error::data(path, 1, format!("header {header:?} has no '{name}' column")));
+    let (a, b, s) = (col("text_a")?, col("text_b")?, col("score")?);
+    let mut out = Vec::new();
+    for rec in rdr.byte_records() {
+        let rec = rec.map_err(|e| Error::data(path, e.position().map_or(0, |p| p.line() as usize), format!("bad row: {e}")))?;
+        let line = rec.position().map_or(0, |p| p.line() as usize);
+        let fields: Vec<String> = rec
+            .iter()
+            .map(|f| String::from_utf8(f.to_vec()).map_err(|_| Error::data(path, line, "not valid UTF-8")))
+            .collect::<Result<_>>()?;
+        if fields.len() != header.len() {
+            return Err(Error::data(path, line, format!("expected {} columns, found {}", header.len(), fields.len())));
+        }
+        out.push(pair(path, line, field(path, line, &fields, a, "text_a")?, field(path, line, &fields, b, "text_b")?, field(path, line, &fields, s, "score")?)?);
+    }
+    Ok(out)
+}
+
+fn read_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<ScoredPair>> {
+    let mut out = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = i + 1;
+        let text = std::str::from_utf8(raw).map_err(|_| Error::data(path, line, "not valid UTF-8"))?.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::data(path, line, format!("not JSON: {e}")))?;
+        let s = |k: &str| -> Result<String> {
+            match v.get(k) {
+                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+                Some(serde_json::Value::Number(n)) if k == "score" => Ok(n.to_string()),
+                _ => Err(Error::data(path, line, format!("key '{k}' is missing, empty or not {}", if k == "score" { "a number" } else { "a string" }))),
+            }
+        };
+        out.push(pair(path, line, &s("text_a")?, &s("text_b")?, &s("score")?)?);
+    }
+    Ok(out)
+}
+
+/// How well `encoder`'s cosine similarities rank `pairs` (both texts embedded on their own and
+/// L2-normalised, as sentence-transformers' `EmbeddingSimilarityEvaluator` does).
+pub fn evaluate(encoder: &SentenceEncoder, pairs: &[ScoredPair], batch_size: usize) -> Result<SimilarityMetrics> {
+    let opts = EncodeOptions { batch_size, normalize: true, token_budget: None };
+    let a: Vec<&str> = pairs.iter().map(|p| p.text_a.as_str()).collect();
+    let b: Vec<&str> = pairs.iter().map(|p| p.text_b.as_str()).collect();
+    let (ea, eb) = (encoder.encode(&a, opts)?, encoder.encode(&b, opts)?);
+    let cos = Vec::<f64>::try_from((ea * eb).sum_dim_intlist(1, false, tch::Kind::Double))?;
+    let gold: Vec<f64> = pairs.iter().map(|p| p.score).collect();
+    Ok(SimilarityMetrics { spearman: spearman(&cos, &gold), pearson: pearson(&cos, &gold), n: pairs.len() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn pairs_are_read_from_every_format_and_bad_rows_name_their_line() {
+        let d = tempfile::tempdir().unwrap();
+        let tsv = write(d.path(), "p.tsv", "text_a\ttext_b\tscore\n\"A man\tA \"man\"\t4.25\nx\ty\t0\n");
+        let rows = read_scored_pairs(&tsv).unwrap();
+        assert_eq!(rows[0], ScoredPair { line: 2, text_a: "\"A man".into(), text_b: "A \"man\"".into(), score: 4.25 });
+        assert_eq!(rows[1].line, 3);
+        let csv = write(d.path(), "p.csv", "score,text_a,text_b\n1.5,\"a, b\",c\n");
+        assert_eq!(read_scored_pairs(&csv).unwrap()[0].text_a, "a, b");
+        let jsonl = write(d.path(), "p.jsonl", "{\"text_a\": \"a\", \"text_b\": \"b\", \"score\": 3}\n\n");
+        assert_eq!(read_scored_pairs(&jsonl).unwrap()[0].score, 3.0);
+        for (name, text, want) in [
+            ("bad.tsv", "text_a\ttext_b\tscore\na\tb\tfive\n", "bad.tsv:2: score 'five' is not a number"),
+            ("nan.tsv", "text_a\ttext_b\tscore\na\tb\tNaN\n", "nan.tsv:2: score 'NaN' is not finite"),
+            ("cols.tsv", "text_a\ttext_b\tscore\na\tb\n", "cols.tsv:2: expected 3 columns, found 2"),
+            ("empty.tsv", "text_a\ttext_b\tscore\na\t \t1\n", "empty.tsv:2: 'text_b' is empty"),
+            ("head.tsv", "a\tb\tscore\n", "head.tsv:1: header"),
+            ("key.jsonl", "{\"text_a\": \"a\", \"score\": 1}\n", "key.jsonl:1: key 'text_b' is missing"),
+        ] {
+            let e = read_scored_pairs(&write(d.path(), name, text)).unwrap_err().to_string();
+            assert!(e.contains(want), "{name}: {e}");
+        }
+    }
+}
