@@ -82,14 +82,16 @@ pub struct Source {
     pub rows: Vec<RawRow>,
 }
 
+/// A data file's format, from its extension ([`format_of`]).
 #[derive(Clone, Copy)]
-enum Format {
+pub(crate) enum Format {
     Tsv,
     Csv,
     Jsonl,
 }
 
-fn format_of(path: &Path) -> Result<Format> {
+/// The format a data file's extension names: `.tsv`/`.txt`, `.csv`, `.jsonl`/`.ndjson`/`.json`.
+pub(crate) fn format_of(path: &Path) -> Result<Format> {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("tsv") | Some("txt") => Ok(Format::Tsv),
         Some("csv") => Ok(Format::Csv),

@@ -35,8 +35,9 @@ pub fn hex(digest: &[u8]) -> String {
 
 /// SHA-256 of `bytes`, in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex(&Sha256::digest(bytes))
+    let mut c = Checksum::new();
+    c.bytes(bytes);
+    c.hex()
 }
 
 /// A SHA-256 fed in pieces: the project's one hash for keys and checksums (stable across Rust

@@ -4,6 +4,7 @@
 //! ([`SimilarityMetrics`]: Spearman and Pearson correlation). This is what a fine-tune keeps or
 //! loses of the embeddings themselves.
 
+use crate::data::{format_of, Format};
 use crate::embed::{EncodeOptions, SentenceEncoder};
 use crate::error::{check_path, Error, Result, Want};
 use crate::metrics::{pearson, spearman, SimilarityMetrics};
@@ -42,16 +43,16 @@ fn pair(path: &Path, line: usize, a: &str, b: &str, score: &str) -> Result<Score
 }
 
 /// Reads a file of scored pairs: `.tsv` (tab-separated, no quoting) or `.csv` with a header
-/// naming `text_a`, `text_b` and `score`, or `.jsonl` objects with those keys.
+/// naming `text_a`, `text_b` and `score`, or `.jsonl` objects with those keys (the extensions
+/// [`crate::data`] reads).
 pub fn read_scored_pairs(path: &Path) -> Result<Vec<ScoredPair>> {
     check_path(path, "data file", Want::RegularFile)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bytes = bytes.strip_prefix("\u{feff}".as_bytes()).unwrap_or(&bytes);
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
-    let rows = match ext.as_str() {
-        "tsv" | "csv" => read_delimited(path, bytes, if ext == "tsv" { b'\t' } else { b',' })?,
-        "jsonl" | "ndjson" => read_jsonl(path, bytes)?,
-        _ => return Err(Error::config(path, "unknown data format: use a .tsv, .csv or .jsonl file")),
+    let bytes = bytes.strip_prefix(crate::textio::BOM).unwrap_or(&bytes);
+    let rows = match format_of(path)? {
+        Format::Tsv => read_delimited(path, bytes, b'\t')?,
+        Format::Csv => read_delimited(path, bytes, b',')?,
+        Format::Jsonl => read_jsonl(path, bytes)?,
     };
     if rows.is_empty() {
         return Err(Error::data(path, 1, "no data rows"));

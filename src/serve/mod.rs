@@ -123,11 +123,7 @@ impl Default for ServeConfig {
 /// without an early exit, so response times tell nothing about the key.
 pub fn authorized(header: Option<&[u8]>, key: &str) -> bool {
     let given = header.and_then(|h| h.strip_prefix(b"Bearer ")).unwrap_or(b"");
-    let digest = |b: &[u8]| {
-        let mut c = crate::fsutil::Checksum::new();
-        c.bytes(b);
-        c.hex().into_bytes()
-    };
+    let digest = |b: &[u8]| crate::fsutil::sha256_hex(b).into_bytes();
     let (a, b) = (digest(given), digest(key.as_bytes()));
     let differ = a.iter().zip(&b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     differ == 0 && header.is_some()
