@@ -150,7 +150,7 @@ fn bench_train(o: &Opts) {
         data::read_labelled(Path::new(TASK_B), Some(Task::B)).unwrap(),
     ];
     let (la, lb) = (Labels::collect(&sources, Task::A), Labels::collect(&sources, Task::B));
-    let (clf, _) = Classifier::from_base(Path::new(MODEL), la, lb, 0.0, Device::Cpu).unwrap();
+    let (clf, _) = Classifier::from_base(Path::new(MODEL), multi_task_transformer::task::seed_tasks(la, lb), 0.0, Device::Cpu).unwrap();
     let ex = clf.examples(&sources).unwrap();
     let params = clf.model.params();
     freeze.apply(params).unwrap();
@@ -164,8 +164,8 @@ fn bench_train(o: &Opts) {
             start = Instant::now();
             done = 0;
         }
-        let b = make_batch(&ex, draw, Source::Tokens { pad_id: clf.tokenizer.pad_id() }, Device::Cpu);
-        train_step(&clf.model, &mut opts, &b, &LossMix::fixed(1.0, 1.0), !freeze.freezes_encoder(), step).expect("labelled batch").read().expect("losses");
+        let b = make_batch(&ex, draw, clf.model.tasks(), Source::Tokens { pad_id: clf.tokenizer.pad_id() }, Device::Cpu);
+        train_step(&clf.model, &mut opts, &b, &LossMix::fixed(vec![1.0, 1.0]), !freeze.freezes_encoder(), step).expect("labelled batch").read().expect("losses");
         done += b.size;
     }
     let dt = start.elapsed().as_secs_f64();
@@ -371,7 +371,8 @@ fn bench_agreement(o: &Opts) {
     let labels = |clf: &Classifier, t: &[String]| -> (Vec<i64>, Vec<i64>, f64) {
         let b = Batching { batch_size: MAX_BUDGET_ROWS, token_budget: Some(DEFAULT_TOKEN_BUDGET), pad_id: clf.tokenizer.pad_id() };
         let start = Instant::now();
-        let (pa, pb) = clf.probabilities(t, b).expect("probabilities");
+        let p = clf.probabilities(t, b).expect("probabilities");
+        let (pa, pb) = (&p[0].1, &p[1].1);
         let secs = start.elapsed().as_secs_f64();
         (Vec::<i64>::try_from(pa.argmax(1, false)).unwrap(), Vec::<i64>::try_from(pb.argmax(1, false)).unwrap(), secs)
     };

@@ -1,4 +1,4 @@
-//! Loads a trained checkpoint and predicts both tasks' labels for a few sentences.
+//! Loads a trained checkpoint and predicts every head's label for a few sentences.
 //!
 //! ```sh
 //! cargo run --bin task4                        # writes runs/task4
@@ -14,12 +14,16 @@ fn main() -> anyhow::Result<()> {
     let dir = std::env::args().nth(1).map_or_else(|| PathBuf::from("runs/task4"), PathBuf::from);
     let (clf, _) = Classifier::load(&dir, tch::Device::Cpu)?;
     let texts = ["Who wrote Hamlet?", "What a dull, lifeless film."];
-    let (probs_a, probs_b) = clf.probabilities(&texts, Batching::fixed(32, clf.tokenizer.pad_id()))?;
-    let config = &clf.model.config;
+    // One `[n, k]` probability tensor per classification head, keyed by task name.
+    let heads = clf.probabilities(&texts, Batching::fixed(32, clf.tokenizer.pad_id()))?;
     for (i, text) in texts.iter().enumerate() {
-        let a = probs_a.get(i as i64).argmax(0, false).int64_value(&[]) as usize;
-        let b = probs_b.get(i as i64).argmax(0, false).int64_value(&[]) as usize;
-        println!("{text:?}: task_a {} ({:.2}), task_b {} ({:.2})", config.labels_a.0[a], probs_a.double_value(&[i as i64, a as i64]), config.labels_b.0[b], probs_b.double_value(&[i as i64, b as i64]));
+        let mut parts = Vec::new();
+        for (task, probs) in &heads {
+            let labels = &clf.model.config.task(task).expect("a task of the model").1.labels;
+            let k = probs.get(i as i64).argmax(0, false).int64_value(&[]) as usize;
+            parts.push(format!("{task} {} ({:.2})", labels.0[k], probs.double_value(&[i as i64, k as i64])));
+        }
+        println!("{text:?}: {}", parts.join(", "));
     }
     Ok(())
 }

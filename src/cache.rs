@@ -24,7 +24,7 @@ impl FeatureCache {
     /// A cache for `model`'s encoder as it is now; `dir` keeps the vectors on disk between runs.
     pub fn new(model: &MultiTask, dir: Option<&Path>) -> Result<Self> {
         let mut h = Checksum::new();
-        h.bytes(b"mtt-feature-cache/v2");
+        h.bytes(b"mtt-feature-cache/v3");
         h.bytes(model.config.encoder.pooling.describe().as_bytes());
         h.u64(model.config.encoder.max_seq_length as u64);
         for (name, t) in model.params().named_variables() {
@@ -43,29 +43,32 @@ impl FeatureCache {
     fn file(&self, examples: &[Example]) -> Option<PathBuf> {
         let dir = self.dir.as_ref()?;
         let mut h = self.model_key.clone();
-        h.u64(examples.len() as u64);
-        for e in examples {
-            h.u64(e.ids.len() as u64);
-            let ids: Vec<u8> = e.ids.iter().flat_map(|&id| (id as u64).to_le_bytes()).collect();
+        let (seqs, _) = crate::batch::sequences(examples);
+        h.u64(seqs.len() as u64);
+        for s in seqs {
+            h.u64(s.len() as u64);
+            let ids: Vec<u8> = s.iter().flat_map(|&id| (id as u64).to_le_bytes()).collect();
             h.bytes(&ids);
         }
         // 128 bits of the digest name the file.
         Some(dir.join(format!("{}.safetensors", &h.hex()[..32])))
     }
 
-    /// The pooled vectors `[n, dim]` of `examples` on the model's device, and whether they came
-    /// from the disk. A cache file that cannot be read or has the wrong shape is recomputed and
-    /// replaced (`note` says so).
+    /// The pooled vectors `[n_texts, dim]` of every text of `examples` (laid out as
+    /// [`crate::batch::sequences`]: first texts, then the pairs' second texts) on the model's
+    /// device, and whether they came from the disk. A cache file that cannot be read or has the
+    /// wrong shape is recomputed and replaced (`note` says so).
     pub fn pooled(&self, model: &MultiTask, examples: &[Example], b: Batching, note: &mut dyn FnMut(&str)) -> Result<(Tensor, bool)> {
         let dim = model.config.encoder.embedding_dim();
         let file = self.file(examples);
+        let (seqs, _) = crate::batch::sequences(examples);
         if let Some(f) = file.as_ref().filter(|f| f.exists()) {
-            match read(f, examples.len() as i64, dim) {
+            match read(f, seqs.len() as i64, dim) {
                 Ok(t) => return Ok((t.to_device(model.device()), true)),
                 Err(e) => note(&format!("warning: cache file ignored and rebuilt: {e}")),
             }
         }
-        let ids: Vec<Vec<i64>> = examples.iter().map(|e| e.ids.clone()).collect();
+        let ids: Vec<Vec<i64>> = seqs.into_iter().map(<[i64]>::to_vec).collect();
         let t = infer::batched(&ids, b, model.device(), &[dim], |x, m| vec![model.pooled_t(x, m, false)])?.remove(0);
         if let Some(f) = file {
             write(&f, &t)?;

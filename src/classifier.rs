@@ -3,7 +3,8 @@
 //! checkpoint with its vocabulary, and turns texts into both tasks' probabilities.
 
 use crate::config::ModelFiles;
-use crate::data::{self, Example, Labels, Source};
+use crate::data::{self, Example, Source};
+use crate::task::{TaskInfo, TASK_A, TASK_B};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::infer::{self, Batching};
@@ -19,18 +20,18 @@ pub use crate::model::multitask::VOCAB_FILE;
 pub struct Classifier {
     /// The WordPiece tokenizer of the model's vocabulary, truncating to its `max_seq_length`.
     pub tokenizer: SentenceTokenizer,
-    /// The encoder, both heads and their configuration (labels, pooling, dropout).
+    /// The encoder, every head and their configuration (labels, pooling, dropout).
     pub model: MultiTask,
 }
 
 impl Classifier {
     /// The encoder of the sentence-transformers folder `dir` with freshly initialised heads for
     /// `labels_a` / `labels_b` (draws from libtorch's generator: seed it first).
-    pub fn from_base(dir: &Path, labels_a: Labels, labels_b: Labels, head_dropout: f64, device: Device) -> Result<(Self, LoadReport)> {
+    pub fn from_base(dir: &Path, tasks: Vec<TaskInfo>, head_dropout: f64, device: Device) -> Result<(Self, LoadReport)> {
         let files = ModelFiles::locate(dir)?;
         let config = files.encoder_config()?;
         let tokenizer = SentenceTokenizer::from_vocab(&files.vocab, &config.tokenizer, config.max_seq_length)?;
-        let model = MultiTask::new(&config, labels_a, labels_b, head_dropout, device)?;
+        let model = MultiTask::new(&config, tasks, head_dropout, device)?;
         let report = model.load_encoder_weights(&files.weights)?;
         Ok((Classifier { tokenizer, model }, report))
     }
@@ -64,11 +65,15 @@ impl Classifier {
     /// The rows of labelled files as examples: tokenized, labels mapped to this model's indices
     /// (a label the model does not know is an error naming the file and line).
     pub fn examples(&self, sources: &[Source]) -> Result<Vec<Example>> {
-        data::examples(sources, &self.model.config.labels_a, &self.model.config.labels_b, &self.tokenizer)
+        let c = &self.model.config;
+        let slot = |name: &'static str| c.task(name).map(|(t, info)| (t, name, &info.labels));
+        data::examples(sources, data::Slots { a: slot(TASK_A), b: slot(TASK_B) }, c.tasks.len(), &self.tokenizer)
     }
 
-    /// Both tasks' class probabilities for `texts`, rows in input order: `[n, k_a]`, `[n, k_b]`.
-    pub fn probabilities<S: AsRef<str>>(&self, texts: &[S], batching: Batching) -> Result<(Tensor, Tensor)> {
-        infer::probabilities(&self.model, &self.tokenizer.encode_all(texts), batching)
+    /// Every one-text classification head's class probabilities for `texts` (`[n, k]`, rows in
+    /// input order), keyed by task name in task order.
+    pub fn probabilities<S: AsRef<str>>(&self, texts: &[S], batching: Batching) -> Result<Vec<(String, Tensor)>> {
+        let p = infer::probabilities(&self.model, &self.tokenizer.encode_all(texts), batching)?;
+        Ok(p.into_iter().map(|(t, p)| (self.model.tasks()[t].name.clone(), p)).collect())
     }
 }

@@ -37,6 +37,18 @@ pub mod bundled {
     pub const DEV_B: &str = "data/sst5_3class/dev.tsv";
     /// Tweets (TweetEval sentiment, validation split): Task B out of domain, never trained on.
     pub const OOD_B: &str = "data/tweet_sentiment/dev.tsv";
+    /// STS-B training pairs (`text_a`, `text_b`, `score` 0-5): the similarity task `sts`.
+    pub const STSB_TRAIN: &str = "data/stsb/train.tsv";
+    /// STS-B dev pairs: the `sts` task's dev file, and what `--sts-eval` scores zero-shot.
+    pub const STSB_DEV: &str = "data/stsb/dev.tsv";
+    /// MRPC training pairs (`text_a`, `text_b`, `label`: paraphrase or different): the
+    /// pair-classification task `paraphrase`.
+    pub const MRPC_TRAIN: &str = "data/mrpc/train.tsv";
+    /// MRPC dev pairs.
+    pub const MRPC_DEV: &str = "data/mrpc/dev.tsv";
+    /// The bundled data sets a task set names: `trec6` (Task A), `sst5_3class` (Task B), `stsb`
+    /// and `mrpc` (named tasks `sts` and `paraphrase`).
+    pub const SETS: [&str; 4] = ["trec6", "sst5_3class", "stsb", "mrpc"];
 }
 
 /// The two tasks.
@@ -108,11 +120,26 @@ struct Columns {
     n: usize,
 }
 
-fn columns(path: &Path, header: &[String], task: Option<Task>) -> Result<Columns> {
+/// The column names a per-task file's text and label are read from (`text`, `label` by default).
+#[derive(Clone, Copy)]
+pub struct Names<'a> {
+    /// The text column or JSON key.
+    pub text: &'a str,
+    /// The label column or JSON key.
+    pub label: &'a str,
+}
+
+impl Default for Names<'_> {
+    fn default() -> Self {
+        Names { text: "text", label: "label" }
+    }
+}
+
+fn columns(path: &Path, header: &[String], task: Option<Task>, names: Names) -> Result<Columns> {
     let find = |name: &str| header.iter().position(|h| h.trim() == name);
-    let text = find("text").ok_or_else(|| Error::data(path, 1, format!("header {header:?} has no 'text' column")))?;
+    let text = find(names.text).ok_or_else(|| Error::data(path, 1, format!("header {header:?} has no '{}' column", names.text)))?;
     let (mut a, mut b) = (find("label_a"), find("label_b"));
-    if let Some(l) = find("label") {
+    if let Some(l) = find(names.label) {
         match task {
             Some(Task::A) if a.is_none() => a = Some(l),
             Some(Task::B) if b.is_none() => b = Some(l),
@@ -122,7 +149,7 @@ fn columns(path: &Path, header: &[String], task: Option<Task>) -> Result<Columns
     if let Some(t) = task {
         let (col, name) = if t == Task::A { (a, "label_a") } else { (b, "label_b") };
         if col.is_none() {
-            return Err(Error::data(path, 1, format!("header {header:?} has neither 'label' nor '{name}' for {}", t.key())));
+            return Err(Error::data(path, 1, format!("header {header:?} has neither '{}' nor '{name}' for {}", names.label, t.key())));
         }
     } else if a.is_none() && b.is_none() {
         return Err(Error::data(path, 1, format!("header {header:?} has no 'label_a' or 'label_b' column")));
@@ -163,14 +190,19 @@ fn make_row(path: &Path, line: usize, cols: &Columns, fields: &[String], task: O
 /// Reads a labelled file. `task` says which task a plain `label` column belongs to (per-task
 /// files); `None` expects a joint file with `label_a` / `label_b`.
 pub fn read_labelled(path: &Path, task: Option<Task>) -> Result<Source> {
+    read_labelled_named(path, task, Names::default())
+}
+
+/// [`read_labelled`] with the text and label taken from the columns (or JSON keys) `names`.
+pub fn read_labelled_named(path: &Path, task: Option<Task>, names: Names) -> Result<Source> {
     check_path(path, "data file", Want::RegularFile)?;
     let format = format_of(path)?;
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bytes = bytes.strip_prefix(BOM).unwrap_or(&bytes);
     let rows = match format {
-        Format::Tsv => read_tsv(path, bytes, task)?,
-        Format::Csv => read_csv(path, bytes, task)?,
-        Format::Jsonl => read_jsonl(path, bytes, task)?,
+        Format::Tsv => read_tsv(path, bytes, task, names)?,
+        Format::Csv => read_csv(path, bytes, task, names)?,
+        Format::Jsonl => read_jsonl(path, bytes, task, names)?,
     };
     if rows.is_empty() {
         return Err(Error::data(path, 1, "no data rows"));
@@ -182,12 +214,12 @@ fn utf8<'a>(path: &Path, line: usize, b: &'a [u8]) -> Result<&'a str> {
     std::str::from_utf8(b).map_err(|_| Error::data(path, line, "not valid UTF-8"))
 }
 
-fn read_tsv(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRow>> {
+fn read_tsv(path: &Path, bytes: &[u8], task: Option<Task>, names: Names) -> Result<Vec<RawRow>> {
     let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
     let mut lines = body.split(|&b| b == b'\n').enumerate().map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)));
     let (_, header) = lines.next().ok_or_else(|| Error::data(path, 1, "empty file"))?;
     let header: Vec<String> = utf8(path, 1, header)?.split('\t').map(str::to_string).collect();
-    let cols = columns(path, &header, task)?;
+    let cols = columns(path, &header, task, names)?;
     let mut rows = Vec::new();
     for (line, raw) in lines {
         let text = utf8(path, line, raw)?;
@@ -197,7 +229,7 @@ fn read_tsv(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRow>
     Ok(rows)
 }
 
-fn read_csv(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRow>> {
+fn read_csv(path: &Path, bytes: &[u8], task: Option<Task>, names: Names) -> Result<Vec<RawRow>> {
     let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes);
     let header: Vec<String> = rdr
         .headers()
@@ -205,7 +237,7 @@ fn read_csv(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRow>
         .iter()
         .map(str::to_string)
         .collect();
-    let cols = columns(path, &header, task)?;
+    let cols = columns(path, &header, task, names)?;
     let mut rows = Vec::new();
     for rec in rdr.records() {
         let rec = rec.map_err(|e| {
@@ -244,7 +276,7 @@ fn shown(v: &serde_json::Value) -> String {
 
 const LABEL_RULE: &str = "label must be a string or an integer";
 
-fn read_jsonl(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRow>> {
+fn read_jsonl<'a>(path: &Path, bytes: &[u8], task: Option<Task>, names: Names<'a>) -> Result<Vec<RawRow>> {
     let mut rows = Vec::new();
     for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
         let line = i + 1;
@@ -254,14 +286,14 @@ fn read_jsonl(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRo
         }
         let v: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(s).map_err(|e| Error::data(path, line, format!("not a JSON object: {e}")))?;
-        let text = match v.get("text") {
+        let text = match v.get(names.text) {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(s)) => Some(s.clone()),
             Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-            Some(other) => return Err(Error::data(path, line, format!("field 'text' must be a string, found {}", shown(other)))),
+            Some(other) => return Err(Error::data(path, line, format!("field '{}' must be a string, found {}", names.text, shown(other)))),
         };
         // Each label key present: its label, or `None` for null.
-        let label = |k: &'static str| -> Result<Option<(&'static str, Option<String>)>> {
+        let label = |k: &'a str| -> Result<Option<(&'a str, Option<String>)>> {
             match v.get(k) {
                 None => Ok(None),
                 Some(value) => match json_label(value) {
@@ -270,7 +302,7 @@ fn read_jsonl(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRo
                 },
             }
         };
-        let plain = label("label")?;
+        let plain = label(names.label)?;
         let mut a = label("label_a")?;
         let mut b = label("label_b")?;
         match task {
@@ -287,7 +319,7 @@ fn read_jsonl(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRo
         if let Some(Some((k, None))) = needed {
             return Err(Error::data(path, line, format!("key '{k}' is null: {LABEL_RULE}")));
         }
-        let text = text.ok_or_else(|| Error::data(path, line, "object has no 'text'"))?;
+        let text = text.ok_or_else(|| Error::data(path, line, format!("object has no '{}'", names.text)))?;
         let value = |l: Option<(&str, Option<String>)>| l.and_then(|(_, l)| l).unwrap_or_default();
         let fields = vec![text, value(a), value(b)];
         let cols = Columns { text: 0, a: Some(1), b: Some(2), n: 3 };
@@ -296,8 +328,141 @@ fn read_jsonl(path: &Path, bytes: &[u8], task: Option<Task>) -> Result<Vec<RawRo
     Ok(rows)
 }
 
+// Sentence pairs (pair-classification and similarity tasks, STS-B).
+
+fn pair_field<'a>(path: &Path, line: usize, fields: &'a [String], at: usize, name: &str) -> Result<&'a str> {
+    let v = fields.get(at).map(|s| s.trim()).unwrap_or("");
+    if v.is_empty() {
+        return Err(Error::data(path, line, format!("'{name}' is empty")));
+    }
+    Ok(v)
+}
+
+/// A similarity score as written: a finite number.
+pub fn parse_score(path: &Path, line: usize, score: &str) -> Result<f64> {
+    let s: f64 = score.parse().map_err(|_| Error::data(path, line, format!("score '{score}' is not a number")))?;
+    if !s.is_finite() {
+        return Err(Error::data(path, line, format!("score '{score}' is not finite")));
+    }
+    Ok(s)
+}
+
+/// A sentence pair as read, with its label or score as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairRow {
+    /// 1-based line of the row in its file (the header is line 1).
+    pub line: usize,
+    /// The first text.
+    pub text_a: String,
+    /// The second text.
+    pub text_b: String,
+    /// The label name or the score, trimmed.
+    pub value: String,
+}
+
+/// The columns (or JSON keys) a pair file is read from.
+#[derive(Clone, Copy)]
+pub struct PairNames<'a> {
+    /// The first text (`text_a` by default).
+    pub text_a: &'a str,
+    /// The second text (`text_b` by default).
+    pub text_b: &'a str,
+    /// The label or the score (`label` or `score` by default).
+    pub value: &'a str,
+    /// Whether the value is a score (a number); otherwise a label (a string or an integer).
+    pub score: bool,
+}
+
+impl PairNames<'_> {
+    /// `text_a`, `text_b` and `score`.
+    pub const SCORED: PairNames<'static> = PairNames { text_a: "text_a", text_b: "text_b", value: "score", score: true };
+    /// `text_a`, `text_b` and `label`.
+    pub const LABELLED: PairNames<'static> = PairNames { text_a: "text_a", text_b: "text_b", value: "label", score: false };
+}
+
+/// Reads a file of sentence pairs with the columns `names` (TSV without quoting, CSV, JSON
+/// Lines). A score must be a finite number; every bad row is an error naming the file and line.
+pub fn read_pairs(path: &Path, names: PairNames) -> Result<Vec<PairRow>> {
+    check_path(path, "data file", Want::RegularFile)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = bytes.strip_prefix(BOM).unwrap_or(&bytes);
+    let rows = match format_of(path)? {
+        Format::Tsv => read_pairs_delimited(path, bytes, b'\t', names)?,
+        Format::Csv => read_pairs_delimited(path, bytes, b',', names)?,
+        Format::Jsonl => read_pairs_jsonl(path, bytes, names)?,
+    };
+    if rows.is_empty() {
+        return Err(Error::data(path, 1, "no data rows"));
+    }
+    if names.score {
+        for r in &rows {
+            parse_score(path, r.line, &r.value)?;
+        }
+    }
+    Ok(rows)
+}
+
+fn read_pairs_delimited(path: &Path, bytes: &[u8], delimiter: u8, names: PairNames) -> Result<Vec<PairRow>> {
+    let mut rdr = csv::ReaderBuilder::new().delimiter(delimiter).quoting(delimiter == b',').flexible(true).from_reader(bytes);
+    let header: Vec<String> = rdr.headers().map_err(|e| Error::data(path, 1, format!("bad header: {e}")))?.iter().map(|h| h.trim().to_string()).collect();
+    let col = |name: &str| header.iter().position(|h| h == name).ok_or_else(|| Error::data(path, 1, format!("header {header:?} has no '{name}' column")));
+    let (a, b, s) = (col(names.text_a)?, col(names.text_b)?, col(names.value)?);
+    let mut out = Vec::new();
+    for rec in rdr.byte_records() {
+        let rec = rec.map_err(|e| Error::data(path, e.position().map_or(0, |p| p.line() as usize), format!("bad row: {e}")))?;
+        let line = rec.position().map_or(0, |p| p.line() as usize);
+        let fields: Vec<String> = rec
+            .iter()
+            .map(|f| String::from_utf8(f.to_vec()).map_err(|_| Error::data(path, line, "not valid UTF-8")))
+            .collect::<Result<_>>()?;
+        if fields.len() != header.len() {
+            return Err(Error::data(path, line, format!("expected {} columns, found {}", header.len(), fields.len())));
+        }
+        out.push(PairRow {
+            line,
+            text_a: pair_field(path, line, &fields, a, names.text_a)?.to_string(),
+            text_b: pair_field(path, line, &fields, b, names.text_b)?.to_string(),
+            value: pair_field(path, line, &fields, s, names.value)?.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn read_pairs_jsonl(path: &Path, bytes: &[u8], names: PairNames) -> Result<Vec<PairRow>> {
+    use serde_json::Value;
+    let mut out = Vec::new();
+    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = i + 1;
+        let text = std::str::from_utf8(raw).map_err(|_| Error::data(path, line, "not valid UTF-8"))?.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(text).map_err(|e| Error::data(path, line, format!("not JSON: {e}")))?;
+        let s = |k: &str, value: bool| -> Result<String> {
+            match v.get(k) {
+                Some(Value::String(s)) if !(s.trim().is_empty() || value && names.score) => Ok(s.trim().to_string()),
+                Some(Value::Number(n)) if value && (names.score || n.is_i64() || n.is_u64()) => Ok(n.to_string()),
+                _ => Err(Error::data(
+                    path,
+                    line,
+                    format!(
+                        "key '{k}' is missing, empty or not {}",
+                        match (value, names.score) {
+                            (true, true) => "a number",
+                            (true, false) => "a string or an integer",
+                            _ => "a string",
+                        }
+                    ),
+                )),
+            }
+        };
+        out.push(PairRow { line, text_a: s(names.text_a, false)?, text_b: s(names.text_b, false)?, value: s(names.value, true)? });
+    }
+    Ok(out)
+}
+
 /// Sorted label names of one task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Labels(pub Vec<String>);
 
 impl Labels {
@@ -341,8 +506,9 @@ pub const MANY_LABELS_MIN_ROWS: usize = 100;
 /// * a file with at least [`MANY_LABELS_MIN_ROWS`] labelled rows and more distinct labels than
 ///   10% of them (the label column may hold texts or ids).
 ///
-/// Files without a label for `task` are left out. Pure: the caller prints the messages.
-pub fn label_warnings(sources: &[Source], task: Task) -> Vec<String> {
+/// Files without a label for `task` are left out; messages start with `task_name`. Pure: the caller
+/// prints the messages.
+pub fn label_warnings(sources: &[Source], task: Task, task_name: &str) -> Vec<String> {
     fn label(r: &RawRow, task: Task) -> Option<&str> {
         if task == Task::A { r.label_a.as_deref() } else { r.label_b.as_deref() }
     }
@@ -369,7 +535,7 @@ pub fn label_warnings(sources: &[Source], task: Task) -> Vec<String> {
         if rows >= MANY_LABELS_MIN_ROWS && per_file.len() * 10 > rows {
             out.push(format!(
                 "{}: {} has {} distinct labels in {rows} labelled rows (more than 10%, fewer than 10 examples per class): is the label column the right one?",
-                task.key(),
+                task_name,
                 s.path.display(),
                 per_file.len()
             ));
@@ -379,7 +545,7 @@ pub fn label_warnings(sources: &[Source], task: Task) -> Vec<String> {
         let name = seen.keys().next().expect("one label");
         out.push(format!(
             "{}: the training data ({}) has a single label '{name}' ({total} row{}): the head can only ever predict it",
-            task.key(),
+            task_name,
             files.join(", "),
             if total == 1 { "" } else { "s" }
         ));
@@ -397,48 +563,85 @@ pub fn label_warnings(sources: &[Source], task: Task) -> Vec<String> {
             })
             .collect();
         let (last, rest) = named.split_last().expect("two or more");
-        out.push(format!("{}: labels {} and {last} differ only in case: they are separate classes", task.key(), rest.join(", ")));
+        out.push(format!("{}: labels {} and {last} differ only in case: they are separate classes", task_name, rest.join(", ")));
     }
     out
 }
 
-/// A tokenized example with label indices.
+/// What an example teaches one task: a class index (classification kinds) or a score
+/// (similarity, as written in the file).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// Index of the label in the task's [`Labels`].
+    Class(usize),
+    /// The gold similarity score.
+    Score(f32),
+}
+
+/// A tokenized example: one text (or a pair) and its target for each task it is labelled for.
 #[derive(Debug, Clone)]
 pub struct Example {
-    /// The row's text.
+    /// The row's text (the first text of a pair).
     pub text: String,
     /// Its token ids, `[CLS] ... [SEP]`, truncated to the tokenizer's maximum length.
     pub ids: Vec<i64>,
-    /// Index of the Task A label in the Task A [`Labels`]; `None` when the row has none.
-    pub label_a: Option<usize>,
-    /// Index of the Task B label in the Task B [`Labels`]; `None` when the row has none.
-    pub label_b: Option<usize>,
+    /// Pair tasks: the second text's token ids.
+    pub ids_b: Option<Vec<i64>>,
+    /// The target for each task of the model, by task index (`None`: no label for that task).
+    pub targets: Vec<Option<Target>>,
 }
 
-/// Tokenizes the rows of `sources` and maps label names to indices. A label name not in `labels`
-/// (one never seen in training) is an error naming the file and line.
-pub fn examples(sources: &[Source], labels_a: &Labels, labels_b: &Labels, tok: &SentenceTokenizer) -> Result<Vec<Example>> {
+impl Example {
+    /// A one-text example with no target yet, for a model of `n_tasks` tasks.
+    pub fn text(text: &str, ids: Vec<i64>, n_tasks: usize) -> Example {
+        Example { text: text.to_string(), ids, ids_b: None, targets: vec![None; n_tasks] }
+    }
+
+    /// The class index this example teaches task `t`, if any.
+    pub fn class(&self, t: usize) -> Option<usize> {
+        match self.targets.get(t) {
+            Some(Some(Target::Class(c))) => Some(*c),
+            _ => None,
+        }
+    }
+
+    /// Whether the example has a target for task `t`.
+    pub fn has(&self, t: usize) -> bool {
+        self.targets.get(t).is_some_and(Option::is_some)
+    }
+
+    /// The tasks it is labelled for, as a bit set (task `t` is bit `t`).
+    pub fn task_bits(&self) -> u64 {
+        self.targets.iter().enumerate().filter(|(_, x)| x.is_some()).fold(0, |m, (t, _)| m | (1u64 << t))
+    }
+}
+
+/// Where the seed-format labels of a row go: Task A's (`label_a` or a per-task file's `label`)
+/// and Task B's, each to a task index with its label set.
+#[derive(Clone, Copy, Default)]
+pub struct Slots<'a> {
+    /// Task A's labels: the task index and its label set.
+    pub a: Option<(usize, &'a str, &'a Labels)>,
+    /// Task B's labels: the task index and its label set.
+    pub b: Option<(usize, &'a str, &'a Labels)>,
+}
+
+/// Tokenizes the rows of `sources` and maps label names to indices, for a model of `n_tasks`
+/// tasks. A label name not in its set (one never seen in training) is an error naming the file
+/// and line; a label of a task with no slot is left out.
+pub fn examples(sources: &[Source], slots: Slots, n_tasks: usize, tok: &SentenceTokenizer) -> Result<Vec<Example>> {
     let mut out = Vec::new();
     for s in sources {
         for r in &s.rows {
-            let map = |name: &Option<String>, labels: &Labels, task: Task| -> Result<Option<usize>> {
-                match name {
-                    None => Ok(None),
-                    Some(n) => labels.index(n).map(Some).ok_or_else(|| {
-                        Error::data(
-                            &s.path,
-                            r.line,
-                            format!("{} label '{n}' was never seen in training (known: {})", task.key(), labels.0.join(", ")),
-                        )
-                    }),
-                }
-            };
-            out.push(Example {
-                text: r.text.clone(),
-                ids: tok.encode(&r.text),
-                label_a: map(&r.label_a, labels_a, Task::A)?,
-                label_b: map(&r.label_b, labels_b, Task::B)?,
-            });
+            let mut e = Example::text(&r.text, tok.encode(&r.text), n_tasks);
+            for (name, slot) in [(&r.label_a, slots.a), (&r.label_b, slots.b)] {
+                let (Some(n), Some((t, task, labels))) = (name, slot) else { continue };
+                let c = labels.index(n).ok_or_else(|| {
+                    Error::data(&s.path, r.line, format!("{task} label '{n}' was never seen in training (known: {})", labels.0.join(", ")))
+                })?;
+                e.targets[t] = Some(Target::Class(c));
+            }
+            out.push(e);
         }
     }
     Ok(out)
@@ -595,35 +798,35 @@ mod tests {
 
     #[test]
     fn label_warnings_single_label() {
-        let w = label_warnings(&[source("b.tsv", &["pos", "pos", "pos"])], Task::B);
+        let w = label_warnings(&[source("b.tsv", &["pos", "pos", "pos"])], Task::B, "task_b");
         assert_eq!(w, vec!["task_b: the training data (b.tsv) has a single label 'pos' (3 rows): the head can only ever predict it"]);
         // Two files that together have two labels are fine; rows without the task's label are left out.
-        assert!(label_warnings(&[source("b.tsv", &["pos", ""]), source("j.jsonl", &["neg"])], Task::B).is_empty());
+        assert!(label_warnings(&[source("b.tsv", &["pos", ""]), source("j.jsonl", &["neg"])], Task::B, "task_b").is_empty());
         // Files without the task's labels say nothing about it.
-        assert!(label_warnings(&[source("b.tsv", &["pos", "neg"])], Task::A).is_empty());
-        assert!(label_warnings(&[], Task::A).is_empty());
+        assert!(label_warnings(&[source("b.tsv", &["pos", "neg"])], Task::A, "task_a").is_empty());
+        assert!(label_warnings(&[], Task::A, "task_a").is_empty());
     }
 
     #[test]
     fn label_warnings_case_only_differences() {
-        let w = label_warnings(&[source("b.tsv", &["Positive", "negative", "positive", "positive"]), source("c.tsv", &["POSITIVE"])], Task::B);
+        let w = label_warnings(&[source("b.tsv", &["Positive", "negative", "positive", "positive"]), source("c.tsv", &["POSITIVE"])], Task::B, "task_b");
         assert_eq!(
             w,
             vec!["task_b: labels 'POSITIVE' (1 row, first at c.tsv:2), 'Positive' (1 row, first at b.tsv:2) and 'positive' (2 rows, first at b.tsv:4) differ only in case: they are separate classes"]
         );
-        assert!(label_warnings(&[source("b.tsv", &["pos", "neg"])], Task::B).is_empty());
+        assert!(label_warnings(&[source("b.tsv", &["pos", "neg"])], Task::B, "task_b").is_empty());
     }
 
     #[test]
     fn label_warnings_too_many_classes() {
         let many: Vec<String> = (0..MANY_LABELS_MIN_ROWS).map(|i| format!("c{}", i % 11)).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        let w = label_warnings(&[source("ids.tsv", &many)], Task::B);
+        let w = label_warnings(&[source("ids.tsv", &many)], Task::B, "task_b");
         assert_eq!(w, vec![format!("task_b: ids.tsv has 11 distinct labels in {MANY_LABELS_MIN_ROWS} labelled rows (more than 10%, fewer than 10 examples per class): is the label column the right one?")]);
         // Exactly 10% is fine, and so are small files with many classes.
         let ten: Vec<String> = (0..MANY_LABELS_MIN_ROWS).map(|i| format!("c{}", i % 10)).collect();
-        assert!(label_warnings(&[source("ok.tsv", &ten.iter().map(String::as_str).collect::<Vec<_>>())], Task::B).is_empty());
+        assert!(label_warnings(&[source("ok.tsv", &ten.iter().map(String::as_str).collect::<Vec<_>>())], Task::B, "task_b").is_empty());
         let small: Vec<String> = (0..MANY_LABELS_MIN_ROWS - 1).map(|i| format!("c{i}")).collect();
-        assert!(label_warnings(&[source("small.tsv", &small.iter().map(String::as_str).collect::<Vec<_>>())], Task::B).is_empty());
+        assert!(label_warnings(&[source("small.tsv", &small.iter().map(String::as_str).collect::<Vec<_>>())], Task::B, "task_b").is_empty());
     }
 }

@@ -148,9 +148,22 @@ fn write_folder(clf: &Classifier, dir: &Path) -> Result<usize> {
     write_text(&dir.join("modules.json"), &json(&serde_json::Value::Array(modules)))?;
     write_text(
         &dir.join(LABELS_FILE),
-        &json(&serde_json::json!({"task_a": c.labels_a.0, "task_b": c.labels_b.0, "head_dropout": c.head_dropout})),
+        &json(&labels_json(c)),
     )?;
     Ok(encoder.len())
+}
+
+/// `labels.json` of an exported folder: every task (name, kind, labels) under `tasks`, and the
+/// seed's two tasks' labels under `task_a` / `task_b` when the model has them (as the seed's
+/// PyTorch model reads them).
+fn labels_json(c: &MultiTaskConfig) -> serde_json::Value {
+    let mut v = serde_json::json!({"head_dropout": c.head_dropout, "tasks": c.tasks});
+    for (key, labels) in [("task_a", &c.labels_a), ("task_b", &c.labels_b)] {
+        if let Some(l) = labels {
+            v[key] = serde_json::json!(l.0);
+        }
+    }
+    v
 }
 
 /// Makes a checkpoint in `out` from `weights` (a safetensors file saved from the seed's PyTorch
@@ -167,16 +180,25 @@ pub fn import(weights: &Path, like: &Path, out: &Path) -> Result<()> {
         let text = std::fs::read_to_string(&lpath).map_err(|e| Error::io(&lpath, e))?;
         #[derive(serde::Deserialize)]
         struct L {
-            task_a: Vec<String>,
-            task_b: Vec<String>,
+            #[serde(default)]
+            task_a: Option<Vec<String>>,
+            #[serde(default)]
+            task_b: Option<Vec<String>>,
             #[serde(default)]
             head_dropout: f64,
+            #[serde(default)]
+            tasks: Vec<crate::task::TaskInfo>,
         }
         let l: L = serde_json::from_str(&text).map_err(|e| Error::config(&lpath, format!("not a labels file: {e}")))?;
-        let m = MultiTask::new(&encoder, crate::data::Labels(l.task_a), crate::data::Labels(l.task_b), l.head_dropout, Device::Cpu)?;
+        let tasks = match (l.tasks.is_empty(), l.task_a, l.task_b) {
+            (false, _, _) => l.tasks,
+            (true, Some(a), Some(b)) => crate::task::seed_tasks(crate::data::Labels(a), crate::data::Labels(b)),
+            _ => return Err(Error::config(&lpath, "not a labels file: it has neither 'tasks' nor 'task_a' and 'task_b'")),
+        };
+        let m = MultiTask::new(&encoder, tasks, l.head_dropout, Device::Cpu)?;
         (m.config, files.vocab)
     };
-    let mut model = MultiTask::new(&config.encoder, config.labels_a.clone(), config.labels_b.clone(), config.head_dropout, Device::Cpu)?;
+    let mut model = MultiTask::new(&config.encoder, config.tasks.clone(), config.head_dropout, Device::Cpu)?;
     let report = model.params().load(weights, &[])?;
     let stray: Vec<&String> = report.unexpected.iter().filter(|n| !n.contains("pooler")).collect();
     if !stray.is_empty() {

@@ -2,13 +2,13 @@
 //! parsed from and printed as the names users type (`encoder`, `layers:3`, ...).
 
 use crate::error::{invalid, Error, Result};
-use crate::params::{layer_name, Params, EMBEDDINGS, ENCODER, HEAD_A, HEAD_B};
+use crate::params::{layer_name, under_prefix, Params, EMBEDDINGS, ENCODER, HEAD_A, HEAD_B};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
 /// A named freezing scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Freeze {
     /// Everything trains.
     None,
@@ -24,20 +24,34 @@ pub enum Freeze {
     HeadA,
     /// Task B's head frozen.
     HeadB,
+    /// The head of the named task frozen (`head:NAME`; `head:task_a` is `head-a`).
+    Head(String),
+    /// Every head frozen: only the encoder trains (`heads`).
+    Heads,
 }
 
 impl Freeze {
     /// Every scenario name as users type it (`K` stands for a layer count).
-    pub const NAMES: [&'static str; 7] = ["none", "all", "encoder", "embeddings", "layers:K", "head-a", "head-b"];
+    pub const NAMES: [&'static str; 9] = ["none", "all", "encoder", "embeddings", "layers:K", "head-a", "head-b", "head:NAME", "heads"];
 
-    /// The variable-name prefixes this scenario freezes, for a model with `n_layers` layers.
-    pub fn prefixes(&self, n_layers: usize) -> Result<Vec<String>> {
-        Ok(match *self {
+    /// The variable-name prefixes this scenario freezes in `params` (a model's subsets).
+    pub fn prefixes(&self, params: &Params) -> Result<Vec<String>> {
+        let heads = || -> Vec<String> { params.subsets().iter().filter(|s| !under_prefix(&s.name, ENCODER)).map(|s| s.name.clone()).collect() };
+        let n_layers = params.n_layers();
+        Ok(match self {
             Freeze::None => vec![],
-            Freeze::All => vec![ENCODER.into(), HEAD_A.into(), HEAD_B.into()],
+            Freeze::All => std::iter::once(ENCODER.to_string()).chain(heads()).collect(),
+            Freeze::Heads => heads(),
+            Freeze::Head(name) => {
+                let subset = crate::task::head_subset(name);
+                if params.get(&subset).is_none() {
+                    return Err(invalid(format!("freezing scenario head:{name}: the model has no head for a task '{name}' (heads: {})", heads().join(", "))));
+                }
+                vec![subset]
+            }
             Freeze::Encoder => vec![ENCODER.into()],
             Freeze::Embeddings => vec![EMBEDDINGS.into()],
-            Freeze::Layers(k) => {
+            &Freeze::Layers(k) => {
                 if k > n_layers {
                     return Err(invalid(format!("freezing scenario layers:{k}: the model has only {n_layers} layers")));
                 }
@@ -53,7 +67,7 @@ impl Freeze {
     /// Freezes the scenario's variables in `params`; returns how many were frozen.
     pub fn apply(&self, params: &Params) -> Result<usize> {
         let mut n = 0;
-        for p in self.prefixes(params.n_layers())? {
+        for p in self.prefixes(params)? {
             n += params.freeze(&p)?;
         }
         Ok(n)
@@ -77,8 +91,18 @@ impl FromStr for Freeze {
             "embeddings" => Freeze::Embeddings,
             "head-a" | "head_a" => Freeze::HeadA,
             "head-b" | "head_b" => Freeze::HeadB,
+            "heads" => Freeze::Heads,
             other => match other.strip_prefix("layers:").map(str::parse::<usize>) {
                 Some(Ok(k)) => Freeze::Layers(k),
+                _ if other.starts_with("head:") => {
+                    let name = &other["head:".len()..];
+                    crate::task::check_name(name)?;
+                    match name {
+                        crate::task::TASK_A => Freeze::HeadA,
+                        crate::task::TASK_B => Freeze::HeadB,
+                        _ => Freeze::Head(name.to_string()),
+                    }
+                }
                 _ => {
                     return Err(invalid(format!("unknown freezing scenario '{s}': expected one of {}", Freeze::NAMES.join(", "))))
                 }
@@ -97,6 +121,8 @@ impl fmt::Display for Freeze {
             Freeze::Layers(k) => write!(f, "layers:{k}"),
             Freeze::HeadA => f.write_str("head-a"),
             Freeze::HeadB => f.write_str("head-b"),
+            Freeze::Head(n) => write!(f, "head:{n}"),
+            Freeze::Heads => f.write_str("heads"),
         }
     }
 }
@@ -104,14 +130,32 @@ impl fmt::Display for Freeze {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EncoderConfig;
+    use crate::data::Labels;
+    use crate::model::MultiTask;
+    use crate::task::{TaskInfo, TaskKind};
 
     #[test]
     fn scenario_names_round_trip() {
-        for name in ["none", "all", "encoder", "embeddings", "layers:3", "head-a", "head-b"] {
+        for name in ["none", "all", "encoder", "embeddings", "layers:3", "head-a", "head-b", "head:intent", "heads"] {
             assert_eq!(name.parse::<Freeze>().unwrap().to_string(), name);
         }
-        assert!("heads".parse::<Freeze>().unwrap_err().to_string().contains("unknown freezing scenario"));
-        assert!(Freeze::Layers(7).prefixes(6).is_err());
-        assert_eq!(Freeze::Layers(2).prefixes(6).unwrap(), vec![EMBEDDINGS, "encoder.encoder.layer.0", "encoder.encoder.layer.1"]);
+        assert_eq!("head:task_b".parse::<Freeze>().unwrap(), Freeze::HeadB);
+        assert!("head:".parse::<Freeze>().unwrap_err().to_string().contains("task name"));
+        assert!("header".parse::<Freeze>().unwrap_err().to_string().contains("unknown freezing scenario"));
+        let tasks = vec![
+            TaskInfo::classes("task_a", TaskKind::Classification, Labels(vec!["x".into()])),
+            TaskInfo::classes("para", TaskKind::PairClassification, Labels(vec!["0".into(), "1".into()])),
+            TaskInfo { name: "sts".into(), kind: TaskKind::Similarity, labels: Labels::default(), score_range: None },
+        ];
+        let m = MultiTask::new(&EncoderConfig::tiny(30), tasks, 0.0, tch::Device::Cpu).unwrap();
+        let p = m.params();
+        assert!(Freeze::Layers(7).prefixes(p).is_err());
+        assert_eq!(Freeze::Layers(2).prefixes(p).unwrap(), vec![EMBEDDINGS, "encoder.encoder.layer.0", "encoder.encoder.layer.1"]);
+        assert_eq!(Freeze::Heads.prefixes(p).unwrap(), vec!["classification_head", "heads.para"]);
+        assert_eq!(Freeze::All.prefixes(p).unwrap(), vec!["encoder", "classification_head", "heads.para"]);
+        assert_eq!(Freeze::Head("para".into()).prefixes(p).unwrap(), vec!["heads.para"]);
+        let e = Freeze::Head("sts".into()).prefixes(p).unwrap_err().to_string();
+        assert!(e.contains("no head for a task 'sts'"), "{e}");
     }
 }

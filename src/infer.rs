@@ -3,9 +3,10 @@
 //! dev pass. Runs without gradients and with dropout off; rows come back in input order.
 
 use crate::padding;
-use crate::data::{Example, Task};
+use crate::data::{Example, Target};
 use crate::error::{invalid, Result};
-use crate::metrics::{task_metrics, TaskMetrics};
+use crate::metrics::{pearson, spearman, task_metrics, SimilarityMetrics, TaskMetrics};
+use crate::task::TaskKind;
 use crate::model::{pooling, Encoder, MultiTask};
 use std::collections::BTreeMap;
 use tch::{Device, Kind, Tensor};
@@ -68,54 +69,111 @@ pub fn embeddings(encoder: &Encoder, ids: &[Vec<i64>], b: Batching, device: Devi
     Ok(out.remove(0))
 }
 
-/// Class probabilities of both tasks: `[n, k_a]` and `[n, k_b]`.
-pub fn probabilities(model: &MultiTask, ids: &[Vec<i64>], b: Batching) -> Result<(Tensor, Tensor)> {
-    let widths = [model.config.labels_a.len() as i64, model.config.labels_b.len() as i64];
-    let mut out = batched(ids, b, model.device(), &widths, |x, m| {
-        let l = model.forward_t(x, m, false);
-        vec![l.a.softmax(-1, Kind::Float), l.b.softmax(-1, Kind::Float)]
+/// Class probabilities of every one-text classification head: `(task index, [n, k])` in task
+/// order.
+pub fn probabilities(model: &MultiTask, ids: &[Vec<i64>], b: Batching) -> Result<Vec<(usize, Tensor)>> {
+    let heads: Vec<(usize, i64)> = model
+        .tasks()
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kind == TaskKind::Classification)
+        .map(|(i, t)| (i, t.labels.len() as i64))
+        .collect();
+    let widths: Vec<i64> = heads.iter().map(|&(_, w)| w).collect();
+    let out = batched(ids, b, model.device(), &widths, |x, m| {
+        let pooled = model.pooled_t(x, m, false);
+        model.text_heads_t(&pooled, false).into_iter().map(|(_, l)| l.softmax(-1, Kind::Float)).collect()
     })?;
-    let pb = out.pop().expect("two outputs");
-    Ok((out.pop().expect("two outputs"), pb))
+    Ok(heads.into_iter().map(|(i, _)| i).zip(out).collect())
 }
 
-/// Accuracy, macro-F1 and confusion of each task on the examples that carry its label (tasks
-/// without any labelled example are left out).
-pub fn evaluate(model: &MultiTask, examples: &[Example], b: Batching) -> Result<BTreeMap<String, TaskMetrics>> {
-    let ids: Vec<Vec<i64>> = examples.iter().map(|e| e.ids.clone()).collect();
-    let (pa, pb) = probabilities(model, &ids, b)?;
-    task_scores(model, examples, &pa, &pb)
+/// Pair tasks' outputs for pairs of pooled vectors `u`, `v` (`[n, dim]` each): class
+/// probabilities `[n, k]` for a pair-classification task, cosine similarities `[n]` for a
+/// similarity task.
+pub fn pair_outputs(model: &MultiTask, t: usize, u: &Tensor, v: &Tensor) -> Tensor {
+    let _guard = tch::no_grad_guard();
+    match model.logits_t(t, u, Some(v), false) {
+        Some(l) => l.softmax(-1, Kind::Float),
+        None => Tensor::cosine_similarity(u, v, 1, 1e-8),
+    }
 }
 
-/// [`evaluate`] from the examples' pooled vectors `[n, dim]` (a frozen encoder's cache): only the
-/// heads run, `batch_size` rows at a time.
-pub fn evaluate_pooled(model: &MultiTask, examples: &[Example], pooled: &Tensor, batch_size: usize) -> Result<BTreeMap<String, TaskMetrics>> {
+/// Every task's dev (or test) metrics: classification kinds by accuracy, macro-F1 and
+/// confusion; similarity by Spearman and Pearson correlation of the cosines.
+#[derive(Debug, Clone, Default)]
+pub struct Evaluation {
+    /// Classification and pair-classification tasks, keyed by task name.
+    pub classes: BTreeMap<String, TaskMetrics>,
+    /// Similarity tasks, keyed by task name.
+    pub similarity: BTreeMap<String, SimilarityMetrics>,
+}
+
+impl Evaluation {
+    /// Whether no task had a labelled example.
+    pub fn is_empty(&self) -> bool {
+        self.classes.is_empty() && self.similarity.is_empty()
+    }
+}
+
+/// The pooled vectors of every text of `examples` (see [`crate::batch::sequences`]) on the
+/// model's device, and each example's second-text row.
+pub fn pooled_sequences(model: &MultiTask, examples: &[Example], b: Batching) -> Result<(Tensor, Vec<Option<usize>>)> {
+    let (seqs, second) = crate::batch::sequences(examples);
+    let ids: Vec<Vec<i64>> = seqs.into_iter().map(<[i64]>::to_vec).collect();
+    let dim = model.config.encoder.embedding_dim();
+    let t = batched(&ids, b, model.device(), &[dim], |x, m| vec![model.pooled_t(x, m, false)])?.remove(0);
+    Ok((t.to_device(model.device()), second))
+}
+
+/// Each task's metrics on the examples that carry its target (tasks without any are left out).
+pub fn evaluate(model: &MultiTask, examples: &[Example], b: Batching) -> Result<Evaluation> {
+    if examples.is_empty() {
+        return Ok(Evaluation::default());
+    }
+    let (pooled, second) = pooled_sequences(model, examples, b)?;
+    evaluate_pooled(model, examples, &pooled, &second, b.batch_size)
+}
+
+/// [`evaluate`] from the pooled vectors of the examples' texts (a frozen encoder's cache, laid
+/// out as [`crate::batch::sequences`] does): only the heads run, `batch_size` rows at a time.
+pub fn evaluate_pooled(model: &MultiTask, examples: &[Example], pooled: &Tensor, second: &[Option<usize>], batch_size: usize) -> Result<Evaluation> {
     if batch_size == 0 {
         return Err(invalid("batch size must be at least 1"));
     }
     let _guard = tch::no_grad_guard();
-    let (mut pa, mut pb) = (Vec::new(), Vec::new());
-    for chunk in pooled.split(batch_size as i64, 0) {
-        let l = model.heads_t(&chunk, false);
-        pa.push(l.a.to_device(Device::Cpu));
-        pb.push(l.b.to_device(Device::Cpu));
-    }
-    task_scores(model, examples, &Tensor::cat(&pa, 0), &Tensor::cat(&pb, 0))
-}
-
-/// Per-task metrics from both tasks' scores (probabilities or logits: only the argmax counts).
-fn task_scores(model: &MultiTask, examples: &[Example], pa: &Tensor, pb: &Tensor) -> Result<BTreeMap<String, TaskMetrics>> {
-    let argmax = |p: &Tensor| -> Result<Vec<i64>> { Ok(Vec::<i64>::try_from(p.argmax(-1, false))?) };
-    let (ya, yb) = (argmax(pa)?, argmax(pb)?);
-    let mut out = BTreeMap::new();
-    for (task, pred, labels) in [(Task::A, &ya, &model.config.labels_a), (Task::B, &yb, &model.config.labels_b)] {
-        let (gold, p): (Vec<usize>, Vec<usize>) = examples
-            .iter()
-            .zip(pred.iter())
-            .filter_map(|(e, &p)| if task == Task::A { e.label_a } else { e.label_b }.map(|g| (g, p as usize)))
-            .unzip();
-        if !gold.is_empty() {
-            out.insert(task.key().to_string(), task_metrics(&gold, &p, &labels.0));
+    let mut out = Evaluation::default();
+    for (t, info) in model.tasks().iter().enumerate() {
+        let rows: Vec<usize> = (0..examples.len()).filter(|&i| examples[i].has(t) && (second[i].is_some() == info.kind.is_pair())).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let mut outputs = Vec::new();
+        for chunk in rows.chunks(batch_size) {
+            let index = |f: &dyn Fn(usize) -> usize| Tensor::from_slice(&chunk.iter().map(|&i| f(i) as i64).collect::<Vec<_>>()).to_device(pooled.device());
+            let u = pooled.index_select(0, &index(&|i| i));
+            let o = if info.kind.is_pair() {
+                let v = pooled.index_select(0, &index(&|i| second[i].expect("a pair example")));
+                pair_outputs(model, t, &u, &v)
+            } else {
+                model.logits_t(t, &u, None, false).expect("a classification head")
+            };
+            outputs.push(o.to_device(Device::Cpu));
+        }
+        let o = Tensor::cat(&outputs, 0);
+        if info.kind == TaskKind::Similarity {
+            let cos = Vec::<f64>::try_from(o.to_kind(Kind::Double))?;
+            let gold: Vec<f64> = rows
+                .iter()
+                .map(|&i| match examples[i].targets[t] {
+                    Some(Target::Score(s)) => s as f64,
+                    _ => f64::NAN,
+                })
+                .collect();
+            out.similarity.insert(info.name.clone(), SimilarityMetrics { spearman: spearman(&cos, &gold), pearson: pearson(&cos, &gold), n: rows.len() });
+        } else {
+            let pred: Vec<usize> = Vec::<i64>::try_from(o.argmax(-1, false))?.into_iter().map(|p| p as usize).collect();
+            let gold: Vec<usize> = rows.iter().map(|&i| examples[i].class(t).expect("labelled")).collect();
+            out.classes.insert(info.name.clone(), task_metrics(&gold, &pred, &info.labels.0));
         }
     }
     Ok(out)

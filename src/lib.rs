@@ -35,7 +35,8 @@
 //! use multi_task_transformer::{infer::Batching, Classifier};
 //! # fn main() -> multi_task_transformer::Result<()> {
 //! let (clf, _) = Classifier::load("runs/mine".as_ref(), tch::Device::Cpu)?;
-//! let (task_a, task_b) = clf.probabilities(&["Who wrote Hamlet?"], Batching::fixed(32, clf.tokenizer.pad_id()))?;
+//! // One `[n, k]` tensor per classification head: ("task_a", ...), ("task_b", ...).
+//! let heads = clf.probabilities(&["Who wrote Hamlet?"], Batching::fixed(32, clf.tokenizer.pad_id()))?;
 //! # Ok(()) }
 //! ```
 //!
@@ -54,10 +55,11 @@
 //! * [`data`], [`metrics`]: labelled TSV/CSV/JSONL files, label sets, examples; accuracy and F1.
 //! * [`params`]: the model's parameters as named subsets, one `VarStore` each (freezing by
 //!   prefix, loading, saving under the seed's PyTorch names).
+//! * [`task`]: what a task is (name, kind, files) and how users name tasks (`--task`, tasks files).
 //! * [`padding`]: dynamic padding and length-sorted, token-budgeted inference batches.
 //! * [`precision`]: inference precision modes (fp32, int8 linear layers, bf16).
 //! * [`model`]: tensors in, tensors out: the encoder, pooling, and [`model::MultiTask`], which
-//!   owns its parameters, both heads and the checkpoint format.
+//!   owns its parameters, one head per classification task and the checkpoint format.
 //! * [`batch`], [`infer`]: training batches (task sampling, bucketing); the one
 //!   batched-inference loop (embeddings, probabilities, evaluation).
 //! * [`embed::SentenceEncoder`], [`classifier::Classifier`]: the text-in fronts (tokenizer plus
@@ -99,6 +101,7 @@ pub mod params;
 pub mod precision;
 pub mod serve;
 pub mod similarity;
+pub mod task;
 #[doc(hidden)]
 pub mod testing;
 pub mod textio;

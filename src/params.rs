@@ -23,8 +23,10 @@ pub const LAYERS: &str = "encoder.encoder.layer";
 pub const HEAD_A: &str = "classification_head";
 /// Subset name of Task B's head (sentiment).
 pub const HEAD_B: &str = "sentiment_head";
-/// Both heads' subset names.
-pub const HEADS: [&str; 2] = [HEAD_A, HEAD_B];
+/// Name prefix of every head but the seed's two (`heads.<task>`).
+pub const NAMED_HEADS: &str = "heads";
+/// The name prefixes heads live under: the seed's two subsets and `heads.*`.
+pub const HEADS: [&str; 3] = [HEAD_A, HEAD_B, NAMED_HEADS];
 /// Top-level modules of a Hugging Face `BertModel` (what follows `encoder.` in our names).
 const BERT_MODULES: [&str; 3] = ["embeddings", "encoder", "pooler"];
 

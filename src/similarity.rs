@@ -4,9 +4,9 @@
 //! ([`SimilarityMetrics`]: Spearman and Pearson correlation). This is what a fine-tune keeps or
 //! loses of the embeddings themselves.
 
-use crate::data::{format_of, Format};
+use crate::data::{parse_score, read_pairs, PairNames};
 use crate::embed::{EncodeOptions, SentenceEncoder};
-use crate::error::{check_path, Error, Result, Want};
+use crate::error::Result;
 use crate::metrics::{pearson, spearman, SimilarityMetrics};
 use std::path::Path;
 
@@ -26,80 +26,14 @@ pub struct ScoredPair {
     pub score: f64,
 }
 
-fn field<'a>(path: &Path, line: usize, fields: &'a [String], at: usize, name: &str) -> Result<&'a str> {
-    let v = fields.get(at).map(|s| s.trim()).unwrap_or("");
-    if v.is_empty() {
-        return Err(Error::data(path, line, format!("'{name}' is empty")));
-    }
-    Ok(v)
-}
-
-fn pair(path: &Path, line: usize, a: &str, b: &str, score: &str) -> Result<ScoredPair> {
-    let s: f64 = score.parse().map_err(|_| Error::data(path, line, format!("score '{score}' is not a number")))?;
-    if !s.is_finite() {
-        return Err(Error::data(path, line, format!("score '{score}' is not finite")));
-    }
-    Ok(ScoredPair { line, text_a: a.to_string(), text_b: b.to_string(), score: s })
-}
-
 /// Reads a file of scored pairs: `.tsv` (tab-separated, no quoting) or `.csv` with a header
 /// naming `text_a`, `text_b` and `score`, or `.jsonl` objects with those keys (the extensions
 /// [`crate::data`] reads).
 pub fn read_scored_pairs(path: &Path) -> Result<Vec<ScoredPair>> {
-    check_path(path, "data file", Want::RegularFile)?;
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bytes = bytes.strip_prefix(crate::textio::BOM).unwrap_or(&bytes);
-    let rows = match format_of(path)? {
-        Format::Tsv => read_delimited(path, bytes, b'\t')?,
-        Format::Csv => read_delimited(path, bytes, b',')?,
-        Format::Jsonl => read_jsonl(path, bytes)?,
-    };
-    if rows.is_empty() {
-        return Err(Error::data(path, 1, "no data rows"));
-    }
-    Ok(rows)
-}
-
-fn read_delimited(path: &Path, bytes: &[u8], delimiter: u8) -> Result<Vec<ScoredPair>> {
-    let mut rdr = csv::ReaderBuilder::new().delimiter(delimiter).quoting(delimiter == b',').flexible(true).from_reader(bytes);
-    let header: Vec<String> = rdr.headers().map_err(|e| Error::data(path, 1, format!("bad header: {e}")))?.iter().map(|h| h.trim().to_string()).collect();
-    let col = |name: &str| header.iter().position(|h| h == name).ok_or_else(|| Error::data(path, 1, format!("header {header:?} has no '{name}' column")));
-    let (a, b, s) = (col("text_a")?, col("text_b")?, col("score")?);
-    let mut out = Vec::new();
-    for rec in rdr.byte_records() {
-        let rec = rec.map_err(|e| Error::data(path, e.position().map_or(0, |p| p.line() as usize), format!("bad row: {e}")))?;
-        let line = rec.position().map_or(0, |p| p.line() as usize);
-        let fields: Vec<String> = rec
-            .iter()
-            .map(|f| String::from_utf8(f.to_vec()).map_err(|_| Error::data(path, line, "not valid UTF-8")))
-            .collect::<Result<_>>()?;
-        if fields.len() != header.len() {
-            return Err(Error::data(path, line, format!("expected {} columns, found {}", header.len(), fields.len())));
-        }
-        out.push(pair(path, line, field(path, line, &fields, a, "text_a")?, field(path, line, &fields, b, "text_b")?, field(path, line, &fields, s, "score")?)?);
-    }
-    Ok(out)
-}
-
-fn read_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<ScoredPair>> {
-    let mut out = Vec::new();
-    for (i, raw) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = i + 1;
-        let text = std::str::from_utf8(raw).map_err(|_| Error::data(path, line, "not valid UTF-8"))?.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::data(path, line, format!("not JSON: {e}")))?;
-        let s = |k: &str| -> Result<String> {
-            match v.get(k) {
-                Some(serde_json::Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-                Some(serde_json::Value::Number(n)) if k == "score" => Ok(n.to_string()),
-                _ => Err(Error::data(path, line, format!("key '{k}' is missing, empty or not {}", if k == "score" { "a number" } else { "a string" }))),
-            }
-        };
-        out.push(pair(path, line, &s("text_a")?, &s("text_b")?, &s("score")?)?);
-    }
-    Ok(out)
+    read_pairs(path, PairNames::SCORED)?
+        .into_iter()
+        .map(|r| Ok(ScoredPair { line: r.line, score: parse_score(path, r.line, &r.value)?, text_a: r.text_a, text_b: r.text_b }))
+        .collect()
 }
 
 /// How well `encoder`'s cosine similarities rank `pairs` (both texts embedded on their own and

@@ -16,7 +16,7 @@ fn labels(v: &[&str]) -> Labels {
 
 /// A saved tiny checkpoint in `dir`.
 fn checkpoint(dir: &Path) {
-    let m = MultiTask::new(&EncoderConfig::tiny(64), labels(&["x", "y"]), labels(&["p", "q"]), 0.0, Device::Cpu).unwrap();
+    let m = MultiTask::two_task(&EncoderConfig::tiny(64), labels(&["x", "y"]), labels(&["p", "q"]), 0.0, Device::Cpu).unwrap();
     m.save(dir).unwrap();
 }
 
@@ -89,7 +89,7 @@ fn damaged_base_model_weights_are_an_error_not_a_crash() {
         b
     }] {
         std::fs::write(&w, &bytes).unwrap();
-        let r = Classifier::from_base(&f.model, labels(&["x"]), labels(&["p"]), 0.0, Device::Cpu);
+        let r = Classifier::from_base(&f.model, multi_task_transformer::task::seed_tasks(labels(&["x"]), labels(&["p"])), 0.0, Device::Cpu);
         let e = r.err().expect("damaged base weights must not load").to_string();
         assert!(e.contains("model.safetensors"), "{e}");
     }

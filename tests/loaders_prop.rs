@@ -381,7 +381,7 @@ fn checkpoint_config_loader_never_panics() {
     let t = tiny_model(1);
     let m = &t.model;
     let names = |v: &[&str]| Labels(v.iter().map(|s| s.to_string()).collect());
-    let (clf, _) = Classifier::from_base(m, names(&["x", "y"]), names(&["p"]), 0.1, Device::Cpu).unwrap();
+    let (clf, _) = Classifier::from_base(m, multi_task_transformer::task::seed_tasks(names(&["x", "y"]), names(&["p"])), 0.1, Device::Cpu).unwrap();
     let ckpt = t.dir.path().join("ckpt");
     clf.save(&ckpt).unwrap();
     let path = ckpt.join("config.json");
@@ -394,13 +394,13 @@ fn checkpoint_config_loader_never_panics() {
                 tally.accepted += 1;
                 if n_params(&cfg.encoder) <= SMALL {
                     tally.built += 1;
-                    let model = MultiTask::new(&cfg.encoder, cfg.labels_a.clone(), cfg.labels_b.clone(), cfg.head_dropout, Device::Cpu).unwrap();
+                    let model = MultiTask::new(&cfg.encoder, cfg.tasks.clone(), cfg.head_dropout, Device::Cpu).unwrap();
                     let tokenizer = SentenceTokenizer::from_vocab(&ckpt.join("vocab.txt"), &cfg.encoder.tokenizer, cfg.encoder.max_seq_length).unwrap();
                     let clf = Classifier { tokenizer, model };
                     let batching = Batching { batch_size: 4, token_budget: None, pad_id: clf.tokenizer.pad_id() };
-                    let (pa, pb) = clf.probabilities(&["what is it ?", "love"], batching).unwrap();
-                    prop_assert_eq!(pa.size(), vec![2, cfg.labels_a.len() as i64]);
-                    prop_assert_eq!(pb.size(), vec![2, cfg.labels_b.len() as i64]);
+                    for (task, p) in clf.probabilities(&["what is it ?", "love"], batching).unwrap() {
+                        prop_assert_eq!(p.size(), vec![2, cfg.task(&task).unwrap().1.labels.len() as i64]);
+                    }
                     let _ = MultiTask::load(&ckpt, Device::Cpu);
                 }
             }

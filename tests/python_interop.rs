@@ -134,3 +134,56 @@ fn torchrun_continues_a_checkpoint_on_two_processes() {
     let moved = a0.iter().zip(&a1).flat_map(|(x, y)| x.iter().zip(y).map(|(u, v)| (u - v).abs())).fold(0.0, f64::max);
     assert!(moved > 0.0, "one DDP step changes the predictions");
 }
+
+/// Pair-classification head probabilities of `model` on the texts' consecutive pairs.
+fn pair_probs(model: &Path, texts: &str, task: &str) -> Vec<Vec<f64>> {
+    let (clf, _) = multi_task_transformer::Classifier::load(model, tch::Device::Cpu).unwrap();
+    let lines: Vec<&str> = texts.lines().collect();
+    let ids = clf.tokenizer.encode_all(&lines);
+    let b = multi_task_transformer::infer::Batching::fixed(8, clf.tokenizer.pad_id());
+    let pooled = multi_task_transformer::infer::batched(&ids, b, tch::Device::Cpu, &[clf.model.config.encoder.embedding_dim()], |x, m| vec![clf.model.pooled_t(x, m, false)]).unwrap().remove(0);
+    let n = lines.len() as i64;
+    let t = clf.model.config.task(task).unwrap().0;
+    let p = tch::no_grad(|| clf.model.logits_t(t, &pooled.narrow(0, 0, n - 1), Some(&pooled.narrow(0, 1, n - 1)), false).unwrap().softmax(-1, tch::Kind::Double));
+    Vec::<Vec<f64>>::try_from(p).unwrap()
+}
+
+#[test]
+fn named_heads_go_to_python_and_back() {
+    use multi_task_transformer::task::{TaskKind, TaskSpec};
+    let f = fixture();
+    let para = f.root.join("para.tsv");
+    std::fs::write(&para, "text_a\ttext_b\tlabel\nwhat is the name ?\twhat film is this ?\tsame\nwho is the name ?\thow many films ?\tdifferent\nwhere is the city ?\twhere was the film ?\tsame\nhow many city ?\ti love this film !\tdifferent\n").unwrap();
+    let sim = f.root.join("sim.tsv");
+    std::fs::write(&sim, "text_a\ttext_b\tscore\ni love this film !\tthis movie was great .\t4.8\ni love this film !\ti hate this film .\t0.5\n").unwrap();
+    let mut c = config(&f, "ckpt");
+    c.schedule.epochs = 2;
+    c.optimizer.lr_overrides = vec![("".into(), 1e-2)];
+    c.data.tasks = vec![TaskSpec::new("para", TaskKind::PairClassification, para, None), TaskSpec::new("sim", TaskKind::Similarity, sim, None)];
+    run(&c);
+    let ckpt = f.root.join("ckpt");
+    let texts = f.root.join("texts.txt");
+    std::fs::write(&texts, TEXTS).unwrap();
+    let exported = f.root.join("exported");
+    Cmd::mtt(["export", "--model", p(&ckpt), "--out", p(&exported)]).run().ok();
+    // Every task in labels.json; every head in the PyTorch model built from it.
+    let py = python(&["probs", p(&exported), p(&ckpt.join("model.safetensors")), p(&texts)]);
+    assert_eq!((py["missing"].clone(), py["unexpected"].clone()), (serde_json::json!([]), serde_json::json!([])));
+    let (a, b) = mtt_probs(&ckpt, &texts);
+    let dp = max_diff(&pair_probs(&ckpt, TEXTS, "para"), &py["pairs"]["para"]);
+    let (da, db) = (max_diff(&a, &py["heads"]["task_a"]), max_diff(&b, &py["heads"]["task_b"]));
+    println!("named heads in PyTorch: max prob diff task_a {da:.2e}, task_b {db:.2e}, para {dp:.2e}");
+    assert!(da <= 1e-5 && db <= 1e-5 && dp <= 1e-5, "{da} {db} {dp}");
+    // And back: a perturbed PyTorch state through mtt import.
+    let state = f.root.join("from-python.safetensors");
+    let py = python(&["perturb", p(&exported), p(&ckpt.join("model.safetensors")), p(&texts), p(&state), "3"]);
+    let imported = f.root.join("imported");
+    Cmd::mtt(["import", "--weights", p(&state), "--like", p(&exported), "--out", p(&imported)]).run().ok();
+    let dp = max_diff(&pair_probs(&imported, TEXTS, "para"), &py["pairs"]["para"]);
+    let (a2, _) = mtt_probs(&imported, &texts);
+    let da = max_diff(&a2, &py["heads"]["task_a"]);
+    println!("PyTorch state with named heads through mtt import: max prob diff task_a {da:.2e}, para {dp:.2e}");
+    assert!(da <= 1e-5 && dp <= 1e-5, "{da} {dp}");
+    let cfg = multi_task_transformer::model::MultiTask::read_config(&imported).unwrap();
+    assert_eq!(cfg.task_names(), ["task_a", "task_b", "para", "sim"]);
+}

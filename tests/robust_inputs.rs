@@ -39,7 +39,7 @@ fn fixture() -> Fixture {
     let _serial = common::serial();
     write_tiny_model(&model, 3);
     let names = |v: &[&str]| Labels(v.iter().map(|s| s.to_string()).collect());
-    let (clf, _) = Classifier::from_base(&model, names(&["ENTY", "HUM"]), names(&["negative", "positive"]), 0.0, tch::Device::Cpu).unwrap();
+    let (clf, _) = Classifier::from_base(&model, multi_task_transformer::task::seed_tasks(names(&["ENTY", "HUM"]), names(&["negative", "positive"])), 0.0, tch::Device::Cpu).unwrap();
     let ckpt = dir.path().join("ckpt");
     clf.save(&ckpt).unwrap();
     Fixture { dir, model, ckpt }

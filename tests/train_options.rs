@@ -47,7 +47,7 @@ fn cached_and_uncached_frozen_encoder_give_the_same_losses() {
     let (clf, _) = multi_task_transformer::Classifier::load(&f.root.join("cached"), tch::Device::Cpu).unwrap();
     let ex = clf.examples(&[multi_task_transformer::data::read_labelled(&f.task_a, Some(multi_task_transformer::data::Task::A)).unwrap()]).unwrap();
     let m = multi_task_transformer::infer::evaluate(&clf.model, &ex, Batching::fixed(8, clf.tokenizer.pad_id())).unwrap();
-    assert_eq!(m["task_a"].accuracy, cached.metrics.epochs[2].dev["task_a"].accuracy);
+    assert_eq!(m.classes["task_a"].accuracy, cached.metrics.epochs[2].dev["task_a"].accuracy);
 }
 
 #[test]
@@ -104,11 +104,11 @@ fn uncertainty_weighting_learns_and_saves_its_log_variances() {
     c.optimizer.lr_plan = LrPreset::Uniform;
     c.schedule.epochs = 3;
     let (out, lines) = run(&c);
-    let s = out.metrics.epochs.last().unwrap().loss_log_vars.expect("recorded");
+    let s = out.metrics.epochs.last().unwrap().loss_log_vars.clone().expect("recorded");
     assert!(s[0] != 0.0 && s[1] != 0.0, "log-variances moved from 0: {s:?}");
     assert!(out.metrics.trainable_subsets.iter().any(|(n, r)| n == "loss_weighting" && *r == 1e-2), "{lines:?}");
     let saved = MultiTask::read_config(&c.output.out).unwrap();
-    assert_eq!(saved.loss_log_vars, Some(s));
+    assert_eq!(saved.loss_log_vars, Some(s.clone()));
     // Continuing from the checkpoint starts from the saved values.
     let mut c2 = config(&f, "continued");
     c2.model = c.output.out.clone();
@@ -116,7 +116,7 @@ fn uncertainty_weighting_learns_and_saves_its_log_variances() {
     c2.optimizer.lr_overrides = vec![("".into(), 0.0)];
     c2.optimizer.loss_weighting_lr = 1e-12;
     let (out2, _) = run(&c2);
-    let s2 = out2.metrics.epochs[0].loss_log_vars.unwrap();
+    let s2 = out2.metrics.epochs[0].loss_log_vars.clone().unwrap();
     assert!((s2[0] - s[0]).abs() < 1e-6 && (s2[1] - s[1]).abs() < 1e-6, "{s:?} -> {s2:?}");
 }
 
@@ -149,7 +149,7 @@ fn pooling_is_a_training_choice_saved_with_the_checkpoint() {
     let (clf, _) = multi_task_transformer::Classifier::load(&c.output.out, tch::Device::Cpu).unwrap();
     let ex = clf.examples(&[multi_task_transformer::data::read_labelled(&f.task_b, Some(multi_task_transformer::data::Task::B)).unwrap()]).unwrap();
     let m = multi_task_transformer::infer::evaluate(&clf.model, &ex, Batching::fixed(3, clf.tokenizer.pad_id())).unwrap();
-    assert_eq!(m["task_b"].accuracy, out.metrics.epochs[0].dev["task_b"].accuracy);
+    assert_eq!(m.classes["task_b"].accuracy, out.metrics.epochs[0].dev["task_b"].accuracy);
     c.pooling = Some("median".into());
     assert!(c.validate().unwrap_err().to_string().contains("pooling 'median'"));
 }

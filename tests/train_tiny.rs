@@ -28,7 +28,7 @@ fn model_and_data(f: &Fixture) -> (Classifier, Vec<Example>) {
         data::read_labelled(&f.task_b, Some(Task::B)).unwrap(),
     ];
     let (la, lb) = (Labels::collect(&sources, Task::A), Labels::collect(&sources, Task::B));
-    let (clf, _) = Classifier::from_base(&f.model, la, lb, 0.0, Device::Cpu).unwrap();
+    let (clf, _) = Classifier::from_base(&f.model, multi_task_transformer::task::seed_tasks(la, lb), 0.0, Device::Cpu).unwrap();
     let ex = clf.examples(&sources).unwrap();
     (clf, ex)
 }
@@ -55,7 +55,7 @@ fn median_moves(clf: &Classifier, before: &BTreeMap<String, Tensor>) -> BTreeMap
 
 /// A mixed batch of `rows` as token ids.
 fn tokens(clf: &Classifier, ex: &[Example], rows: &[usize]) -> Batch {
-    make_batch(ex, &Draw { rows: rows.to_vec(), task: None }, Source::Tokens { pad_id: clf.tokenizer.pad_id() }, Device::Cpu)
+    make_batch(ex, &Draw { rows: rows.to_vec(), task: None }, clf.model.tasks(), Source::Tokens { pad_id: clf.tokenizer.pad_id() }, Device::Cpu)
 }
 
 /// Adam's first step moves every element that got a gradient by about the rate (elements with
@@ -65,7 +65,7 @@ fn assert_first_step_rates(clf: &Classifier, ex: &[Example], opts: &mut Optimize
     let before = clf.model.params().snapshot();
     let all: Vec<usize> = (0..ex.len()).collect();
     let b = tokens(clf, ex, &all);
-    train_step(&clf.model, opts, &b, &LossMix::fixed(1.0, 1.0), true, step).unwrap();
+    train_step(&clf.model, opts, &b, &LossMix::fixed(vec![1.0, 1.0]), true, step).unwrap();
     for (name, median) in median_moves(clf, &before) {
         let rate = want[&name];
         assert!((median - rate).abs() <= 0.05 * rate, "step {step}, {name}: median |delta| {median:e} vs rate {rate:e}");
@@ -80,14 +80,14 @@ fn every_freezing_scenario_keeps_frozen_bitwise_and_trains_the_rest() {
         let params = clf.model.params();
         let freeze: Freeze = scenario.parse().unwrap();
         freeze.apply(params).unwrap();
-        let frozen_prefixes = freeze.prefixes(2).unwrap();
+        let frozen_prefixes = freeze.prefixes(params).unwrap();
         let rates = learning_rates(params, LrPreset::Uniform, None, &[]).unwrap();
         let mut opts = Optimizers::new(params, &rates, OptimConfig::default(), 3).unwrap();
         let before = params.snapshot();
         let all: Vec<usize> = (0..ex.len()).collect();
         for step in 0..3 {
             let b = tokens(&clf, &ex, &all);
-            train_step(&clf.model, &mut opts, &b, &LossMix::fixed(1.0, 1.0), true, step).unwrap();
+            train_step(&clf.model, &mut opts, &b, &LossMix::fixed(vec![1.0, 1.0]), true, step).unwrap();
         }
         let after = params.snapshot();
         for (name, b) in &before {
@@ -159,15 +159,16 @@ fn a_task_a_only_batch_after_a_mixed_batch_leaves_the_sentiment_head_untouched()
     let mut opts = Optimizers::new(clf.model.params(), &rates, OptimConfig::default(), 2).unwrap();
     let all: Vec<usize> = (0..ex.len()).collect();
     let mixed = tokens(&clf, &ex, &all);
-    train_step(&clf.model, &mut opts, &mixed, &LossMix::fixed(1.0, 1.0), true, 0).unwrap();
+    train_step(&clf.model, &mut opts, &mixed, &LossMix::fixed(vec![1.0, 1.0]), true, 0).unwrap();
     // The mixed step gave sentiment_head Adam moments; a step without Task B labels must not
     // move it by momentum.
-    let only_a: Vec<usize> = (0..ex.len()).filter(|&i| ex[i].label_a.is_some()).collect();
+    let only_a: Vec<usize> = (0..ex.len()).filter(|&i| ex[i].has(0)).collect();
     let b = tokens(&clf, &ex, &only_a);
-    assert_eq!((b.n_a, b.n_b), (8, 0));
+    assert_eq!((b.n(0), b.n(1)), (8, 0));
     let before = clf.model.params().snapshot();
-    let losses = train_step(&clf.model, &mut opts, &b, &LossMix::fixed(1.0, 1.0), true, 1).unwrap();
-    let (a, bl, total) = losses.read().unwrap();
+    let losses = train_step(&clf.model, &mut opts, &b, &LossMix::fixed(vec![1.0, 1.0]), true, 1).unwrap();
+    let (per_task, total) = losses.read().unwrap();
+    let (a, bl) = (per_task[0], per_task[1]);
     assert!(a.is_some() && bl.is_none() && total.is_finite());
     let after = clf.model.params().snapshot();
     for (name, t) in &before {
@@ -220,7 +221,7 @@ fn save_best_keeps_the_best_dev_epoch() {
     let (loaded, _) = Classifier::load(&dir, Device::Cpu).unwrap();
     let dev = loaded.examples(&[data::read_labelled(&f.task_a, Some(Task::A)).unwrap(), data::read_labelled(&f.task_b, Some(Task::B)).unwrap()]).unwrap();
     let got = infer::evaluate(&loaded.model, &dev, Batching::fixed(64, loaded.tokenizer.pad_id())).unwrap();
-    assert_eq!(got, m.epochs[best - 1].dev);
+    assert_eq!(got.classes, m.epochs[best - 1].dev);
     let on_disk: RunMetrics = serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap();
     assert_eq!((on_disk.saved_epoch, on_disk.epochs.len()), (Some(best), 60));
 }
@@ -270,8 +271,8 @@ fn logits_of(clf: &Classifier, texts: &[&str]) -> (Tensor, Tensor) {
     let ids = clf.tokenizer.encode_all(texts);
     let seqs: Vec<&[i64]> = ids.iter().map(Vec::as_slice).collect();
     let (x, m) = multi_task_transformer::padding::pad(&seqs, clf.tokenizer.pad_id(), Device::Cpu);
-    let l = tch::no_grad(|| clf.model.forward_t(&x, &m, false));
-    (l.a, l.b)
+    let l = tch::no_grad(|| clf.model.text_heads_t(&clf.model.pooled_t(&x, &m, false), false));
+    (l[0].1.shallow_clone(), l[1].1.shallow_clone())
 }
 
 #[test]
@@ -415,7 +416,7 @@ fn mtt_train_eval_and_predict_agree() {
 fn mtt_train_errors_are_clear_and_said_once() {
     let f = fixture();
     let help = Cmd::mtt(["train", "--help"]).run().ok().stdout;
-    assert!(help.contains("[possible values: none, all, encoder, embeddings, layers:K, head-a, head-b]"), "{help}");
+    assert!(help.contains("[possible values: none, all, encoder, embeddings, layers:K, head-a, head-b, head:NAME, heads]"), "{help}");
     assert!(help.contains("[possible values: uniform, layerwise]"), "{help}");
     let taken = f.root.join("taken");
     std::fs::write(&taken, "x").unwrap();
@@ -425,7 +426,7 @@ fn mtt_train_errors_are_clear_and_said_once() {
     assert!(!out.success());
     assert_eq!(err.matches("exists and is not a folder").count(), 1, "{err}");
     assert!(!out.stdout.contains("training on"), "trained before checking --out");
-    for (flag, value, want) in [("--freeze", "heads", "unknown freezing scenario 'heads'"), ("--batch-size", "0", "must be at least 1"), ("--head-dropout", "1.5", "must be in [0, 1)")] {
+    for (flag, value, want) in [("--freeze", "everything", "unknown freezing scenario 'everything'"), ("--batch-size", "0", "must be at least 1"), ("--head-dropout", "1.5", "must be in [0, 1)")] {
         let out = Cmd::mtt(["train", "--task-a", p(&f.task_a), "--out", "x", flag, value]).run();
         let err = &out.stderr;
         assert!(!out.success() && err.contains(flag) && err.contains(want), "{flag}: {err}");

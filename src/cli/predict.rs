@@ -25,6 +25,11 @@ pub struct EvalArgs {
     /// Task B evaluation file.
     #[arg(long)]
     pub task_b: Option<PathBuf>,
+    /// A named task's evaluation file, `NAME=FILE` (repeatable); the task's kind and columns
+    /// come from the checkpoint (one text and `label`; pairs: `text_a`, `text_b` and `label` or
+    /// `score`).
+    #[arg(long = "task", value_name = "NAME=FILE")]
+    pub tasks: Vec<String>,
     /// Scored sentence pairs (`text_a`, `text_b`, `score`, e.g. data/stsb/dev.tsv): adds `sts`
     /// with the Spearman and Pearson correlation of the encoder's cosine similarities.
     #[arg(long, value_name = "FILE")]
@@ -37,12 +42,13 @@ pub struct EvalArgs {
     pub run: RunArgs,
 }
 
-/// `mtt eval`: one JSON object with accuracy, macro-F1, n and the confusion matrix per task, and
-/// with `--sts`, `"sts": {"spearman", "pearson", "n"}`.
+/// `mtt eval`: one JSON object keyed by task name: accuracy, macro-F1, n and the confusion
+/// matrix for classification kinds, `spearman`, `pearson` and `n` for similarity; with `--sts`,
+/// also `"sts": {"spearman", "pearson", "n"}` of the encoder's own embeddings.
 pub fn run_eval(args: &EvalArgs) -> Result<()> {
     let device = args.run.setup()?;
-    if args.task_a.is_none() && args.task_b.is_none() && args.sts.is_none() {
-        anyhow::bail!("nothing to evaluate: pass --task-a FILE and/or --task-b FILE, or --sts FILE");
+    if args.task_a.is_none() && args.task_b.is_none() && args.tasks.is_empty() && args.sts.is_none() {
+        anyhow::bail!("nothing to evaluate: pass --task-a FILE and/or --task-b FILE, --task NAME=FILE, or --sts FILE");
     }
     let precision = args.infer.precision_for(device)?;
     let mut out = serde_json::Map::new();
@@ -53,8 +59,12 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
         let batch = args.infer.batch_size.unwrap_or(64);
         out.insert("sts".into(), serde_json::to_value(crate::similarity::evaluate(&enc, &pairs, batch)?)?);
     }
-    if args.task_a.is_some() || args.task_b.is_some() {
-        for (task, m) in eval_tasks(args, device, precision)? {
+    if args.task_a.is_some() || args.task_b.is_some() || !args.tasks.is_empty() {
+        let e = eval_tasks(args, device, precision)?;
+        for (task, m) in e.classes {
+            out.insert(task, serde_json::to_value(m)?);
+        }
+        for (task, m) in e.similarity {
             out.insert(task, serde_json::to_value(m)?);
         }
     }
@@ -62,17 +72,47 @@ pub fn run_eval(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// Both tasks' metrics of the checkpoint on `--task-a` / `--task-b`.
-fn eval_tasks(args: &EvalArgs, device: tch::Device, precision: crate::precision::Precision) -> Result<std::collections::BTreeMap<String, crate::metrics::TaskMetrics>> {
+/// The checkpoint's metrics on `--task-a` / `--task-b` and each `--task NAME=FILE`.
+fn eval_tasks(args: &EvalArgs, device: tch::Device, precision: crate::precision::Precision) -> Result<infer::Evaluation> {
     let clf = load_checkpoint_at(&args.model, device, precision)?;
+    let c = &clf.model.config;
     let mut sources = Vec::new();
     for (p, t) in [(&args.task_a, Task::A), (&args.task_b, Task::B)] {
         if let Some(p) = p {
+            if c.task(t.key()).is_none() {
+                anyhow::bail!("{}: the checkpoint has no {} (its tasks: {})", args.model.display(), t.key(), c.task_names().join(", "));
+            }
             sources.push(ds::read_labelled(p, Some(t))?);
         }
     }
-    let ex = clf.examples(&sources)?;
+    let mut ex = clf.examples(&sources)?;
+    let mut seen = Vec::new();
+    for spec in &args.tasks {
+        let (name, file) = spec.split_once('=').with_context(|| format!("--task '{spec}': expected NAME=FILE"))?;
+        let Some((t, info)) = c.task(name) else {
+            anyhow::bail!("--task {name}: the checkpoint has no task '{name}' (its tasks: {})", c.task_names().join(", "));
+        };
+        if seen.contains(&name) {
+            anyhow::bail!("--task {name} is given twice");
+        }
+        seen.push(name);
+        let columns = training_columns(c, name);
+        let rows = crate::task::read_task_file(std::path::Path::new(file), info.kind, &columns)?;
+        ex.extend(crate::task::task_examples(&rows, t, info, c.tasks.len(), &clf.tokenizer)?);
+    }
     Ok(infer::evaluate(&clf.model, &ex, args.infer.batching(clf.tokenizer.pad_id()))?)
+}
+
+/// The column names task `name` was trained with (from the checkpoint's training record), or
+/// the defaults.
+fn training_columns(c: &crate::model::MultiTaskConfig, name: &str) -> crate::task::ColumnNames {
+    c.training
+        .as_ref()
+        .and_then(|t| t.get("tasks"))
+        .and_then(|t| serde_json::from_value::<Vec<crate::task::TaskSpec>>(t.clone()).ok())
+        .and_then(|ts| ts.into_iter().find(|t| t.name == name))
+        .map(|t| t.columns)
+        .unwrap_or_default()
 }
 
 /// Arguments of `mtt predict`.
@@ -89,6 +129,11 @@ pub struct PredictArgs {
     /// the number skipped is reported at the end.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Each line is a sentence pair, `TEXT_A<TAB>TEXT_B`: answer the pair tasks (each
+    /// pair-classification head's label and probabilities, each similarity task's cosine
+    /// `score`) instead of the one-text heads.
+    #[arg(long)]
+    pub pairs: bool,
     /// Batch size, token budget and encoder precision.
     #[command(flatten)]
     pub infer: InferArgs,
@@ -103,11 +148,22 @@ struct TaskPrediction<'a> {
     probs: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Serialize)]
+/// One output line: `text`, then each head's prediction under its task name, in task order.
 struct PredictionLine<'a> {
     text: &'a str,
-    task_a: TaskPrediction<'a>,
-    task_b: TaskPrediction<'a>,
+    tasks: Vec<(&'a str, TaskPrediction<'a>)>,
+}
+
+impl Serialize for PredictionLine<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1 + self.tasks.len()))?;
+        m.serialize_entry("text", self.text)?;
+        for (name, p) in &self.tasks {
+            m.serialize_entry(name, p)?;
+        }
+        m.end()
+    }
 }
 
 fn task_prediction<'a>(labels: &'a Labels, probs: &[f32]) -> TaskPrediction<'a> {
@@ -134,13 +190,14 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let c = &clf.model.config;
     let mut written = 0;
+    if args.pairs && !c.tasks.iter().any(|t| t.kind.is_pair()) {
+        anyhow::bail!("--pairs: {} has no pair task (its tasks: {})", args.model.display(), c.task_names().join(", "));
+    }
     loop {
-        let (pa, pb) = clf.probabilities(&texts, args.infer.batching(clf.tokenizer.pad_id()))?;
-        let (pa, pb) = (rows(&pa)?, rows(&pb)?);
-        for (i, text) in texts.iter().enumerate() {
-            let line = PredictionLine { text, task_a: task_prediction(&c.labels_a, &pa[i]), task_b: task_prediction(&c.labels_b, &pb[i]) };
-            serde_json::to_writer(&mut out, &line)?;
-            out.write_all(b"\n")?;
+        if args.pairs {
+            predict_pairs(&clf, &texts, written, args, &mut out)?;
+        } else {
+            predict_texts(&clf, &texts, args, &mut out)?;
         }
         out.flush()?;
         written += texts.len();
@@ -155,6 +212,81 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
         report_skip_total(&input, CMD);
     }
     Ok(())
+}
+
+/// One JSON line per text: every one-text classification head's prediction.
+fn predict_texts(clf: &Classifier, texts: &[String], args: &PredictArgs, out: &mut impl Write) -> Result<()> {
+    let c = &clf.model.config;
+    {
+        let probs = clf.probabilities(texts, args.infer.batching(clf.tokenizer.pad_id()))?;
+        let probs: Vec<(&str, &Labels, Vec<Vec<f32>>)> = probs
+            .iter()
+            .map(|(name, p)| Ok((name.as_str(), &c.task(name).expect("a task of the model").1.labels, rows(p)?)))
+            .collect::<Result<_>>()?;
+        for (i, text) in texts.iter().enumerate() {
+            let tasks = probs.iter().map(|(name, labels, p)| (*name, task_prediction(labels, &p[i]))).collect();
+            let line = PredictionLine { text, tasks };
+            serde_json::to_writer(&mut *out, &line)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(())
+}
+
+/// One JSON line per `TEXT_A<TAB>TEXT_B` line: `text_a`, `text_b`, then each pair task under its
+/// name: a pair-classification head's `label` and `probs`, a similarity task's cosine `score`.
+fn predict_pairs(clf: &Classifier, lines: &[String], before: usize, args: &PredictArgs, out: &mut impl Write) -> Result<()> {
+    let mut pairs = Vec::with_capacity(lines.len());
+    for (i, l) in lines.iter().enumerate() {
+        let (a, b) = l.split_once('\t').with_context(|| {
+            format!("{}:{}: expected TEXT_A<TAB>TEXT_B (--pairs)", args.input.as_ref().map_or("stdin".to_string(), |p| p.display().to_string()), before + i + 1)
+        })?;
+        pairs.push((a, b));
+    }
+    let texts: Vec<&str> = pairs.iter().flat_map(|(a, b)| [*a, *b]).collect();
+    let ids = clf.tokenizer.encode_all(&texts);
+    let dim = clf.model.config.encoder.embedding_dim();
+    let pooled = infer::batched(&ids, args.infer.batching(clf.tokenizer.pad_id()), clf.model.device(), &[dim], |x, m| vec![clf.model.pooled_t(x, m, false)])?
+        .remove(0)
+        .to_device(clf.model.device());
+    let n = pairs.len() as i64;
+    let index = |odd: i64| tch::Tensor::arange_start_step(odd, 2 * n, 2, (tch::Kind::Int64, clf.model.device()));
+    let (u, v) = (pooled.index_select(0, &index(0)), pooled.index_select(0, &index(1)));
+    let c = &clf.model.config;
+    let mut outputs = Vec::new();
+    for (t, info) in c.tasks.iter().enumerate().filter(|(_, t)| t.kind.is_pair()) {
+        outputs.push((info, rows(&infer::pair_outputs(&clf.model, t, &u, &v).view([n, -1]))?));
+    }
+    for (i, (a, b)) in pairs.iter().enumerate() {
+        let mut tasks = Vec::new();
+        for (info, o) in &outputs {
+            let v = if info.kind.has_head() { serde_json::to_value(task_prediction(&info.labels, &o[i]))? } else { serde_json::json!({ "score": o[i][0] }) };
+            tasks.push((info.name.as_str(), v));
+        }
+        serde_json::to_writer(&mut *out, &PairLine { text_a: a, text_b: b, tasks })?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// A pair's output line: `text_a`, `text_b`, then each pair task's answer in task order.
+struct PairLine<'a> {
+    text_a: &'a str,
+    text_b: &'a str,
+    tasks: Vec<(&'a str, serde_json::Value)>,
+}
+
+impl Serialize for PairLine<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(2 + self.tasks.len()))?;
+        m.serialize_entry("text_a", self.text_a)?;
+        m.serialize_entry("text_b", self.text_b)?;
+        for (k, v) in &self.tasks {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
 }
 
 /// The seed's Task 2 sample sentences.
@@ -193,8 +325,8 @@ pub fn run_task2(args: &Task2Args) -> Result<()> {
             let names = |v: &[&str]| Labels(v.iter().map(|s| s.to_string()).collect());
             let la = names(&["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]);
             let lb = names(&["negative", "neutral", "positive"]);
-            let (clf, report) =
-                Classifier::from_base(&args.model, la, lb, 0.0, device).with_context(|| format!("loading model {}", args.model.display()))?;
+            let (clf, report) = Classifier::from_base(&args.model, crate::task::seed_tasks(la, lb), 0.0, device)
+                .with_context(|| format!("loading model {}", args.model.display()))?;
             warn_unexpected(&report);
             clf
         }
@@ -204,26 +336,31 @@ pub fn run_task2(args: &Task2Args) -> Result<()> {
     let (x, m) = crate::padding::pad(&seqs, clf.tokenizer.pad_id(), device);
     let (pooled, logits) = tch::no_grad(|| {
         let pooled = clf.model.pooled_t(&x, &m, false);
-        let logits = clf.model.heads_t(&pooled, false);
+        let logits = clf.model.text_heads_t(&pooled, false);
         (pooled, logits)
     });
+    let c = &clf.model.config;
+    let shapes: Vec<String> = logits.iter().map(|(t, l)| format!("{} {:?}", c.tasks[*t].subset(), l.size())).collect();
     println!(
-        "Task 2: multi-task model ({}), shared encoder + {} pooling {:?} -> classification_head {:?}, sentiment_head {:?}",
+        "Task 2: multi-task model ({}), shared encoder + {} pooling {:?} -> {}",
         match &args.checkpoint {
             Some(c) => format!("checkpoint {}", c.display()),
             None => format!("{} with untrained heads, seed {}", args.model.display(), args.seed),
         },
         clf.model.config.encoder.pooling.describe(),
         pooled.size(),
-        logits.a.size(),
-        logits.b.size()
+        shapes.join(", ")
     );
-    let c = &clf.model.config;
-    let heads = [("Task A (sentence classification)", &logits.a, &c.labels_a), ("Task B (sentiment)", &logits.b, &c.labels_b)];
+    let title = |name: &str| match name {
+        crate::task::TASK_A => "Task A (sentence classification)".to_string(),
+        crate::task::TASK_B => "Task B (sentiment)".to_string(),
+        n => n.to_string(),
+    };
+    let heads: Vec<(String, &tch::Tensor, &Labels)> = logits.iter().map(|(t, l)| (title(&c.tasks[*t].name), l, &c.tasks[*t].labels)).collect();
     let fmt = |v: &[f32]| v.iter().map(|x| format!("{x:.4}")).collect::<Vec<_>>().join(", ");
     for (i, text) in TASK2_SENTENCES.iter().enumerate() {
         println!("\nSentence: {text}");
-        for (name, l, labels) in heads {
+        for (name, l, labels) in &heads {
             let row = l.get(i as i64);
             let probs = Vec::<f32>::try_from(row.softmax(-1, tch::Kind::Float))?;
             let lv = Vec::<f32>::try_from(&row)?;

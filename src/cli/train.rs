@@ -5,6 +5,7 @@ use super::{at_least_one, RunArgs};
 use crate::data::{bundled, Task};
 use crate::device::set_threads;
 use crate::freeze::Freeze;
+use crate::task::TaskSpec;
 use crate::optim::{parse_lr_override, LrPreset, OptimConfig};
 use crate::batch::TaskSampling;
 use crate::error::Error;
@@ -66,6 +67,10 @@ fn dropout(s: &str) -> Result<f64, String> {
     }
 }
 
+fn task_spec(s: &str) -> Result<TaskSpec, String> {
+    s.parse().map_err(|e: crate::error::Error| e.to_string())
+}
+
 fn lr_override(s: &str) -> Result<(String, f64), String> {
     parse_lr_override(s).map_err(|e| e.to_string())
 }
@@ -77,7 +82,7 @@ const SETTINGS: &[&str] = &[
     "task_a", "task_b", "joint", "dev_a", "dev_b", "dev_joint", "out", "model", "freeze", "lr_plan", "lr", "layer_decay", "adamw",
     "warmup_steps", "linear_decay", "clip_norm", "epochs", "batch_size", "seed", "max_steps", "limit", "weight_a", "weight_b",
     "head_dropout", "save_best", "patience", "pooling", "task_sampling", "task_temperature", "loss_weighting", "loss_weighting_lr",
-    "no_cache", "cache_dir", "bucketing", "only_task", "ood_b", "overwrite", "interrupt_after_steps",
+    "no_cache", "cache_dir", "bucketing", "only_task", "ood_b", "overwrite", "interrupt_after_steps", "task", "tasks_file", "sts_eval",
 ];
 
 /// Options `--resume` accepts: they change how the run goes, not what it computes.
@@ -96,6 +101,20 @@ pub struct TrainArgs {
     /// Joint training file with `text`, `label_a`, `label_b` (repeatable).
     #[arg(long = "train")]
     pub joint: Vec<PathBuf>,
+    /// A named task, `NAME=KIND:TRAIN[:DEV]` (repeatable): KIND is classification (`text`,
+    /// `label`), pair-classification (`text_a`, `text_b`, `label`) or similarity (`text_a`,
+    /// `text_b`, `score`). Beside --task-a/--task-b, or alone.
+    #[arg(long = "task", value_name = "NAME=KIND:TRAIN[:DEV]", value_parser = task_spec)]
+    pub task: Vec<TaskSpec>,
+    /// A tasks file (TOML `[[task]]` tables: name, kind, train, dev, weight, columns,
+    /// score_range), paths relative to the file; its tasks follow the --task ones.
+    #[arg(long = "tasks", value_name = "FILE")]
+    pub tasks_file: Option<PathBuf>,
+    /// Score the encoder's own embeddings on this file of scored pairs after the run (e.g.
+    /// data/stsb/dev.tsv), zero-shot: metrics.json's `sts` says what the fine-tune kept of
+    /// sentence similarity.
+    #[arg(long, value_name = "FILE")]
+    pub sts_eval: Option<PathBuf>,
     /// Task A dev file (accuracy and macro-F1 after each epoch).
     #[arg(long)]
     pub dev_a: Option<PathBuf>,
@@ -262,11 +281,18 @@ impl TrainArgs {
         let overwrite = self.overwrite || (self.out.is_none() && d.out.is_some());
         let mut c = TrainConfig::new(self.model.clone(), out);
         c.output.overwrite = overwrite;
-        let no_train = self.task_a.is_none() && self.task_b.is_none() && self.joint.is_empty();
+        let mut tasks = self.task.clone();
+        if let Some(f) = &self.tasks_file {
+            tasks.extend(crate::task::read_tasks_file(f)?);
+        }
+        let no_seed = self.task_a.is_none() && self.task_b.is_none() && self.joint.is_empty();
+        let no_train = no_seed && tasks.is_empty();
         let bundled = d.bundled_data && no_train;
         if !bundled && no_train {
-            anyhow::bail!("no training data: pass --task-a FILE and --task-b FILE (or --train JOINT_FILE)");
+            anyhow::bail!("no training data: pass --task-a FILE and --task-b FILE (or --train JOINT_FILE), or --task NAME=KIND:TRAIN[:DEV]");
         }
+        c.data.tasks = tasks;
+        c.data.sts_eval = self.sts_eval.clone();
         let pick = |given: &Option<PathBuf>, default: &str| given.clone().or_else(|| bundled.then(|| PathBuf::from(default)));
         c.data.task_a = pick(&self.task_a, bundled::TASK_A);
         c.data.task_b = pick(&self.task_b, bundled::TASK_B);
@@ -276,7 +302,7 @@ impl TrainArgs {
         c.data.dev_a = self.dev_a.clone().or_else(|| bundled_dev.then(|| PathBuf::from(bundled::DEV_A)));
         c.data.dev_b = self.dev_b.clone().or_else(|| bundled_dev.then(|| PathBuf::from(bundled::DEV_B)));
         c.data.dev_joint = self.dev_joint.clone();
-        c.optimizer.freeze = self.freeze.unwrap_or(d.freeze);
+        c.optimizer.freeze = self.freeze.clone().unwrap_or_else(|| d.freeze.clone());
         c.optimizer.lr_plan = self.lr_plan.unwrap_or(d.lr_plan);
         c.optimizer.lr_overrides = self.lr.clone();
         c.optimizer.layer_decay = self.layer_decay;

@@ -7,4 +7,4 @@ pub mod multitask;
 pub mod pooling;
 
 pub use encoder::Encoder;
-pub use multitask::{Logits, MultiTask, MultiTaskConfig};
+pub use multitask::{MultiTask, MultiTaskConfig};

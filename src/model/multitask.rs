@@ -1,15 +1,21 @@
-//! Owns Task 2's model: the shared encoder plus two `nn::Linear` heads, `classification_head`
-//! (Task A) and `sentiment_head` (Task B), with all of their parameters, and the checkpoint
+//! Owns Task 2's model: the shared encoder plus one `nn::Linear` head per classification task
+//! (the seed's two, `classification_head` for Task A and `sentiment_head` for Task B, by
+//! default; `heads.<name>` for any other task), with all of their parameters, and the checkpoint
 //! format (`model.safetensors` + `config.json`) it is saved in and recognised by.
+//!
+//! A classification head reads the pooled vector `u`; a pair-classification head reads
+//! `(u, v, |u - v|)` of the pair's two vectors; a similarity task has no head (the cosine of the
+//! two vectors is its prediction).
 //!
 //! Variable names are the seed's PyTorch `named_parameters()`; there is no pooler.
 
 use crate::config::{EncoderConfig, PoolingConfig};
 use crate::data::Labels;
+use crate::task::{TaskInfo, TaskKind, TASK_A, TASK_B};
 use crate::error::{check_path, invalid, Error, Result, Want};
 use crate::fsutil::{file_sha256, sha256_hex, write_atomic};
 use crate::model::Encoder;
-use crate::params::{LoadReport, Params, HEAD_A, HEAD_B, HEADS};
+use crate::params::{LoadReport, Params, HEADS};
 use crate::tokenizer::SentenceTokenizer;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -22,18 +28,27 @@ pub struct MultiTaskConfig {
     pub format: String,
     /// The encoder's architecture, tokenizer settings and pooling.
     pub encoder: EncoderConfig,
-    /// Task A's label names, in the order of `classification_head`'s outputs.
-    pub labels_a: Labels,
-    /// Task B's label names, in the order of `sentiment_head`'s outputs.
-    pub labels_b: Labels,
+    /// Task A's label names, in the order of `classification_head`'s outputs (written when the
+    /// model has the seed's `task_a`, so that two-task readers of the format keep working).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels_a: Option<Labels>,
+    /// Task B's label names, in the order of `sentiment_head`'s outputs (when the model has
+    /// `task_b`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels_b: Option<Labels>,
     /// Dropout probability on the pooled vector before the heads (training only).
     pub head_dropout: f64,
-    /// Learned uncertainty weighting's log-variances (Task A, Task B), when the run used it.
+    /// Learned uncertainty weighting's log-variances, one per task in `tasks` order, when the
+    /// run used it.
     #[serde(default)]
-    pub loss_log_vars: Option<[f64; 2]>,
+    pub loss_log_vars: Option<Vec<f64>>,
     /// The training run that produced the weights, if any.
     #[serde(default)]
     pub training: Option<serde_json::Value>,
+    /// Every task of the model, in head order (checkpoints from before tasks were named have
+    /// only `labels_a` and `labels_b`: they read as `task_a` and `task_b`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskInfo>,
     /// Checksums written by [`MultiTask::save`] and checked by [`MultiTask::load`] (absent in
     /// checkpoints from before they existed, which load unchecked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,6 +66,24 @@ pub struct Integrity {
 }
 
 impl MultiTaskConfig {
+    /// The task named `name`, with its index.
+    pub fn task(&self, name: &str) -> Option<(usize, &TaskInfo)> {
+        self.tasks.iter().enumerate().find(|(_, t)| t.name == name)
+    }
+
+    /// The task names, in head order.
+    pub fn task_names(&self) -> Vec<&str> {
+        self.tasks.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// A config read from a file written before tasks were named gets its two seed tasks.
+    fn fill_tasks(&mut self) {
+        if self.tasks.is_empty() {
+            let seed = [(TASK_A, &self.labels_a), (TASK_B, &self.labels_b)];
+            self.tasks = seed.iter().filter_map(|(n, l)| l.as_ref().map(|l| TaskInfo::classes(n, TaskKind::Classification, l.clone()))).collect();
+        }
+    }
+
     /// Checksum of the content without the `integrity` field.
     fn content_sha256(&self) -> String {
         let mut c = self.clone();
@@ -85,45 +118,75 @@ fn check_dropout(p: f64) -> Result<()> {
     }
 }
 
-/// Both tasks' logits: `[batch, n_labels_a]` and `[batch, n_labels_b]`.
-pub struct Logits {
-    /// Task A's logits, `[batch, n_labels_a]`, columns in `labels_a` order.
-    pub a: Tensor,
-    /// Task B's logits, `[batch, n_labels_b]`, columns in `labels_b` order.
-    pub b: Tensor,
-}
-
-/// Encoder plus two heads, owning every parameter (as subsets of one [`Params`]).
+/// Encoder plus one head per classification task, owning every parameter (as subsets of one
+/// [`Params`]).
 pub struct MultiTask {
     params: Params,
     encoder: Encoder,
-    head_a: nn::Linear,
-    head_b: nn::Linear,
+    /// One entry per task in `config.tasks` order; `None` for a similarity task (no head).
+    heads: Vec<Option<nn::Linear>>,
     /// The model's description, saved as the checkpoint's `config.json`.
     pub config: MultiTaskConfig,
 }
 
 impl MultiTask {
-    /// A randomly initialised model on `device`: the encoder first, then both heads (initialised
-    /// like PyTorch's `nn.Linear`), so a given `tch::manual_seed` always draws the same heads.
-    pub fn new(encoder: &EncoderConfig, labels_a: Labels, labels_b: Labels, head_dropout: f64, device: Device) -> Result<Self> {
-        if labels_a.is_empty() || labels_b.is_empty() {
-            return Err(invalid("each task needs at least one label"));
+    /// A randomly initialised model on `device`: the encoder first, then the heads in task order
+    /// (initialised like PyTorch's `nn.Linear`), so a given `tch::manual_seed` always draws the
+    /// same heads.
+    pub fn new(encoder: &EncoderConfig, tasks: Vec<TaskInfo>, head_dropout: f64, device: Device) -> Result<Self> {
+        if tasks.is_empty() {
+            return Err(invalid("a multi-task model needs at least one task"));
+        }
+        crate::task::check_unique(tasks.iter().map(|t| t.name.as_str()))?;
+        for t in &tasks {
+            crate::task::check_name(&t.name)?;
+            if t.kind.has_head() && t.labels.is_empty() {
+                return Err(invalid(format!("task {}: each classification task needs at least one label", t.name)));
+            }
         }
         check_dropout(head_dropout)?;
         let mut params = Params::new(device);
         let enc = Encoder::new(&mut params, encoder);
         let dim = encoder.embedding_dim();
-        let mut head = |name: &str, n: usize| {
+        let mut heads = Vec::with_capacity(tasks.len());
+        for t in &tasks {
+            if !t.kind.has_head() {
+                heads.push(None);
+                continue;
+            }
+            let name = t.subset();
+            let input = if t.kind.is_pair() { 3 * dim } else { dim };
             let vs = params.new_store();
-            let l = torch_linear(vs.root() / name, dim, n as i64);
-            params.push(name, vs);
-            l
+            let mut p = vs.root();
+            for part in name.split('.') {
+                p = p / part;
+            }
+            heads.push(Some(torch_linear(p, input, t.labels.len() as i64)));
+            params.push(&name, vs);
+        }
+        let seed_labels = |n: &str| tasks.iter().find(|t| t.name == n && t.kind == TaskKind::Classification).map(|t| t.labels.clone());
+        let config = MultiTaskConfig {
+            format: FORMAT.into(),
+            encoder: encoder.clone(),
+            labels_a: seed_labels(TASK_A),
+            labels_b: seed_labels(TASK_B),
+            head_dropout,
+            loss_log_vars: None,
+            training: None,
+            tasks,
+            integrity: None,
         };
-        let head_a = head(HEAD_A, labels_a.len());
-        let head_b = head(HEAD_B, labels_b.len());
-        let config = MultiTaskConfig { format: FORMAT.into(), encoder: encoder.clone(), labels_a, labels_b, head_dropout, loss_log_vars: None, training: None, integrity: None };
-        Ok(MultiTask { params, encoder: enc, head_a, head_b, config })
+        Ok(MultiTask { params, encoder: enc, heads, config })
+    }
+
+    /// The seed's model: `task_a` and `task_b`, both classification.
+    pub fn two_task(encoder: &EncoderConfig, labels_a: Labels, labels_b: Labels, head_dropout: f64, device: Device) -> Result<Self> {
+        Self::new(encoder, crate::task::seed_tasks(labels_a, labels_b), head_dropout, device)
+    }
+
+    /// The model's tasks, in head order.
+    pub fn tasks(&self) -> &[TaskInfo] {
+        &self.config.tasks
     }
 
     /// Fills the encoder from a base model's weights file; the heads keep their initial values.
@@ -180,15 +243,24 @@ impl MultiTask {
         self.encoder.embed_t(ids, mask, train)
     }
 
-    /// Both heads on pooled vectors, with the pooled-vector dropout when training.
-    pub fn heads_t(&self, pooled: &Tensor, train: bool) -> Logits {
-        let x = pooled.dropout(self.config.head_dropout, train);
-        Logits { a: self.head_a.forward(&x), b: self.head_b.forward(&x) }
+    /// Task `t`'s logits from the pooled vectors `u` (and `v`, the second texts', for a pair
+    /// task), with the pooled-vector dropout when training; `None` for a similarity task.
+    pub fn logits_t(&self, t: usize, u: &Tensor, v: Option<&Tensor>, train: bool) -> Option<Tensor> {
+        let head = self.heads.get(t)?.as_ref()?;
+        let x = match v {
+            Some(v) => Tensor::cat(&[u.shallow_clone(), v.shallow_clone(), (u - v).abs()], 1),
+            None => u.shallow_clone(),
+        };
+        Some(head.forward(&x.dropout(self.config.head_dropout, train)))
     }
 
-    /// Both tasks' logits; `train` turns dropout on.
-    pub fn forward_t(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Logits {
-        self.heads_t(&self.pooled_t(ids, mask, train), train)
+    /// The one-text classification heads' logits on pooled vectors `[batch, dim]`: `(task index,
+    /// [batch, n_labels])` in task order.
+    pub fn text_heads_t(&self, pooled: &Tensor, train: bool) -> Vec<(usize, Tensor)> {
+        (0..self.heads.len())
+            .filter(|&t| self.config.tasks[t].kind == TaskKind::Classification)
+            .filter_map(|t| Some((t, self.logits_t(t, pooled, None, train)?)))
+            .collect()
     }
 
     /// Whether `dir` holds a multi-task checkpoint: a `config.json` whose `format` is [`FORMAT`].
@@ -222,9 +294,28 @@ impl MultiTask {
         }
         let vocab = dir.join(VOCAB_FILE);
         config.encoder.check(&path, "encoder.", vocab.is_file().then_some(vocab.as_path()))?;
-        for (name, labels) in [("labels_a", &config.labels_a), ("labels_b", &config.labels_b)] {
-            if labels.is_empty() {
-                return Err(Error::config(&path, format!("{name} is empty: each task needs at least one label")));
+        let mut config = config;
+        config.fill_tasks();
+        if config.tasks.is_empty() {
+            return Err(Error::config(&path, "no tasks: the config has neither 'tasks' nor 'labels_a'/'labels_b'"));
+        }
+        for t in &config.tasks {
+            crate::task::check_name(&t.name).map_err(|e| Error::config(&path, format!("tasks: {e}")))?;
+            if t.kind.has_head() && t.labels.is_empty() {
+                let field = match t.name.as_str() {
+                    TASK_A => "labels_a".to_string(),
+                    TASK_B => "labels_b".to_string(),
+                    n => format!("task {n}'s labels"),
+                };
+                return Err(Error::config(&path, format!("{field} is empty: each task needs at least one label")));
+            }
+        }
+        crate::task::check_unique(config.tasks.iter().map(|t| t.name.as_str())).map_err(|e| Error::config(&path, e.to_string()))?;
+        for (field, name, labels) in [("labels_a", TASK_A, &config.labels_a), ("labels_b", TASK_B, &config.labels_b)] {
+            if let (Some(l), Some((_, t))) = (labels, config.task(name)) {
+                if &t.labels != l {
+                    return Err(Error::config(&path, format!("{field} {:?} differs from task {name}'s labels {:?}", l.0, t.labels.0)));
+                }
             }
         }
         if !(0.0..1.0).contains(&config.head_dropout) {
@@ -256,7 +347,7 @@ impl MultiTask {
     pub fn load(dir: &Path, device: Device) -> Result<(Self, LoadReport)> {
         let config = Self::read_config(dir)?;
         let weights = Self::checked_weights(dir, &config)?;
-        let mut model = MultiTask::new(&config.encoder, config.labels_a.clone(), config.labels_b.clone(), config.head_dropout, device)?;
+        let mut model = MultiTask::new(&config.encoder, config.tasks.clone(), config.head_dropout, device)?;
         model.config = config;
         let report = model.params.load(&weights, &[])?;
         Ok((model, report))
@@ -312,7 +403,7 @@ mod tests {
         std::fs::write(d.path().join(CONFIG_FILE), format!(r#"{{"note": "{FORMAT}"}}"#)).unwrap();
         assert!(!MultiTask::is_checkpoint(d.path()), "a mention of the tag is not a checkpoint");
         let labels = |v: &[&str]| Labels(v.iter().map(|s| s.to_string()).collect());
-        let m = MultiTask::new(&EncoderConfig::tiny(40), labels(&["x", "y"]), labels(&["p"]), 0.0, Device::Cpu).unwrap();
+        let m = MultiTask::two_task(&EncoderConfig::tiny(40), labels(&["x", "y"]), labels(&["p"]), 0.0, Device::Cpu).unwrap();
         m.save(d.path()).unwrap();
         assert!(MultiTask::is_checkpoint(d.path()));
         let (back, report) = MultiTask::load(d.path(), Device::Cpu).unwrap();

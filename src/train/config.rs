@@ -9,6 +9,7 @@ use crate::data::Task;
 use crate::error::{invalid, Error, Result};
 use crate::freeze::Freeze;
 use crate::optim::{check_rate, LrPreset, OptimConfig};
+use crate::task::TaskSpec;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
@@ -126,6 +127,14 @@ pub struct DataConfig {
     /// weights). The single-task baseline for "does sharing the encoder help?".
     #[serde(default)]
     pub only_task: Option<Task>,
+    /// Named tasks beside (or instead of) the seed's two: `--task NAME=KIND:TRAIN[:DEV]` or a
+    /// tasks file. Their heads follow `task_a` and `task_b` (when those have data) in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<TaskSpec>,
+    /// Score the encoder's own embeddings on this file of scored pairs (STS-B dev) after the
+    /// run, zero-shot: what the fine-tune kept of sentence similarity (`metrics.json`'s `sts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sts_eval: Option<PathBuf>,
 }
 
 /// What trains, at which rates, towards which combined loss.
@@ -280,15 +289,28 @@ fn at_least_1(name: &str, v: usize) -> Result<()> {
 impl DataConfig {
     /// Whether any dev file is given.
     pub fn has_dev(&self) -> bool {
-        self.dev_a.is_some() || self.dev_b.is_some() || !self.dev_joint.is_empty()
+        self.dev_a.is_some() || self.dev_b.is_some() || !self.dev_joint.is_empty() || self.tasks.iter().any(|t| t.dev.is_some())
+    }
+
+    /// Whether the seed's Task A / Task B files (or joint files) are given.
+    pub fn has_seed_tasks(&self) -> bool {
+        self.task_a.is_some() || self.task_b.is_some() || !self.joint.is_empty()
     }
 
     fn validate(&self) -> Result<()> {
         if let Some(l) = self.limit {
             at_least_1("limit", l)?;
         }
-        if self.task_a.is_none() && self.task_b.is_none() && self.joint.is_empty() {
-            return Err(invalid("no training data: give task_a and task_b files, or a joint file"));
+        if !self.has_seed_tasks() && self.tasks.is_empty() {
+            return Err(invalid("no training data: give task_a and task_b files, a joint file, or tasks"));
+        }
+        for t in &self.tasks {
+            t.validate()?;
+        }
+        let seed = if self.has_seed_tasks() { vec![crate::task::TASK_A, crate::task::TASK_B] } else { vec![] };
+        crate::task::check_unique(seed.into_iter().chain(self.tasks.iter().map(|t| t.name.as_str())))?;
+        if self.only_task.is_some() && !self.tasks.is_empty() {
+            return Err(invalid("only_task picks one of the seed's two tasks: with named tasks, list only the tasks to train"));
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! What a run records: [`RunMetrics`] (`metrics.json`), one [`EpochRecord`] per epoch.
 
-use crate::metrics::TaskMetrics;
+use crate::metrics::{SimilarityMetrics, TaskMetrics};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -30,9 +30,26 @@ pub struct EpochRecord {
     /// Out-of-domain Task B evaluation (`ood_b`), keyed `task_b`.
     #[serde(default)]
     pub ood: BTreeMap<String, TaskMetrics>,
-    /// Uncertainty weighting's log-variances (Task A, Task B) at the end of the epoch.
+    /// Uncertainty weighting's log-variances (one per task, in task order) at the end of the
+    /// epoch.
     #[serde(default)]
-    pub loss_log_vars: Option<[f64; 2]>,
+    pub loss_log_vars: Option<Vec<f64>>,
+    /// Every task's mean loss over the batches that had rows for it, keyed by task name (a task
+    /// without such batches is absent). `loss_a`/`loss_b` repeat the seed's two.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub losses: BTreeMap<String, f64>,
+    /// Dev metrics of similarity tasks (Spearman and Pearson of the cosines), keyed by task.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dev_similarity: BTreeMap<String, SimilarityMetrics>,
+}
+
+impl EpochRecord {
+    /// The epoch's dev score: the mean over tasks of accuracy (classification kinds) and
+    /// Spearman correlation (similarity); `None` without dev metrics.
+    pub fn dev_score(&self) -> Option<f64> {
+        let values: Vec<f64> = self.dev.values().map(|m| m.accuracy).chain(self.dev_similarity.values().map(|m| m.spearman)).collect();
+        (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
+    }
 }
 
 /// JSON has no NaN: serde_json writes it as `null`, read back here as NaN.
@@ -80,4 +97,29 @@ pub struct RunMetrics {
     /// Wall time of the whole run: loading, caching, training, evaluation, saving.
     #[serde(default)]
     pub wall_seconds: f64,
+    /// The run's task names, in task (head) order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+    /// Every step's loss of each task other than the seed's two (`None` where the batch had no
+    /// row of it), keyed by task name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub step_losses_by_task: BTreeMap<String, Vec<Option<f64>>>,
+    /// The encoder's own embeddings scored on STS-B dev after the run (zero-shot: what the
+    /// fine-tune kept of sentence similarity), when the run asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sts: Option<SimilarityMetrics>,
+}
+
+impl RunMetrics {
+    /// Records one step's task losses (by task index, names in `tasks`).
+    pub fn push_step_losses(&mut self, losses: &[Option<f64>]) {
+        for (t, name) in self.tasks.clone().iter().enumerate() {
+            let l = losses.get(t).copied().flatten();
+            match name.as_str() {
+                crate::task::TASK_A => self.step_losses_a.push(l),
+                crate::task::TASK_B => self.step_losses_b.push(l),
+                _ => self.step_losses_by_task.entry(name.clone()).or_default().push(l),
+            }
+        }
+    }
 }

@@ -36,16 +36,39 @@ const FORMAT: &str = "mtt-resume-1";
 /// Running sums of the epoch in progress.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EpochSums {
-    /// Sum of the Task A losses (each a step's mean over its Task A rows) read back so far.
-    pub sum_a: f64,
-    /// Steps that had a Task A loss (the divisor of `sum_a`).
-    pub n_a: usize,
-    /// Sum of the Task B losses (each a step's mean over its Task B rows) read back so far.
-    pub sum_b: f64,
-    /// Steps that had a Task B loss (the divisor of `sum_b`).
-    pub n_b: usize,
+    /// Per task (by index): the sum of its step losses (each a step's mean over its rows) read
+    /// back so far.
+    #[serde(default)]
+    pub sum: Vec<f64>,
+    /// Per task: steps that had a loss for it (the divisor of `sum`).
+    #[serde(default)]
+    pub n: Vec<usize>,
     /// The weighted total loss of the latest step read back (0 before the first).
     pub last_total: f64,
+}
+
+impl EpochSums {
+    /// Adds one step's task losses (by task index).
+    pub fn add(&mut self, losses: &[Option<f64>]) {
+        if self.sum.len() < losses.len() {
+            self.sum.resize(losses.len(), 0.0);
+            self.n.resize(losses.len(), 0);
+        }
+        for (t, l) in losses.iter().enumerate() {
+            if let Some(l) = l {
+                self.sum[t] += l;
+                self.n[t] += 1;
+            }
+        }
+    }
+
+    /// Task `t`'s mean step loss and its step count (`NaN`, 0 when it had no step).
+    pub fn mean(&self, t: usize) -> (f64, usize) {
+        match self.n.get(t) {
+            Some(&n) if n > 0 => (self.sum[t] / n as f64, n),
+            _ => (f64::NAN, 0),
+        }
+    }
 }
 
 /// Where a run stands: the part of its state a training loop moves forward.

@@ -4,7 +4,8 @@
 
 use super::metrics::RunMetrics;
 use super::state::EpochSums;
-use crate::batch::{Batch, Inputs, IGNORE};
+use crate::batch::{Batch, Inputs, TaskPart, IGNORE};
+use crate::task::TaskKind;
 use crate::error::{Error, Result};
 use crate::model::MultiTask;
 use crate::optim::Optimizers;
@@ -15,17 +16,29 @@ pub fn step_seed(seed: u64, step: usize) -> i64 {
     (seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9)) as i64 & i64::MAX
 }
 
-/// One task's mean cross-entropy over the rows that have its label, or `None` if none has.
-fn task_loss(logits: &Tensor, targets: &Tensor, n: usize) -> Option<Tensor> {
-    (n > 0).then(|| logits.cross_entropy_loss::<Tensor>(targets, None, Reduction::Mean, IGNORE, 0.0))
+/// One task's loss on its part of the batch: mean cross-entropy over its labelled rows
+/// (classification kinds), or the mean squared error between the pair's cosine similarity and
+/// the rescaled score (similarity).
+fn task_loss(model: &MultiTask, pooled: &Tensor, part: &TaskPart) -> Tensor {
+    let u = pooled.index_select(0, &part.u);
+    let v = part.v.as_ref().map(|v| pooled.index_select(0, v));
+    match part.kind {
+        TaskKind::Similarity => {
+            let v = v.expect("a similarity part has second texts");
+            let cos = Tensor::cosine_similarity(&u, &v, 1, 1e-8);
+            (cos - &part.target).square().mean(Kind::Float)
+        }
+        _ => {
+            let logits = model.logits_t(part.task, &u, v.as_ref(), true).expect("a classification task has a head");
+            logits.cross_entropy_loss::<Tensor>(&part.target, None, Reduction::Mean, IGNORE, 0.0)
+        }
+    }
 }
 
 /// Losses of one training step, as detached device scalars (reading them waits for the device).
 pub struct StepLosses {
-    /// Task A's mean cross-entropy over the batch's Task A rows (`None` when it had none).
-    pub loss_a: Option<Tensor>,
-    /// Task B's mean cross-entropy over the batch's Task B rows (`None` when it had none).
-    pub loss_b: Option<Tensor>,
+    /// Each task's loss over its rows in the batch, by task index (`None` when it had none).
+    pub per_task: Vec<Option<Tensor>>,
     /// The weighted sum that was minimised.
     pub total: Tensor,
     /// Global gradient norm before clipping, when clipping is on.
@@ -33,36 +46,36 @@ pub struct StepLosses {
 }
 
 impl StepLosses {
-    /// The values on the CPU: Task A loss, Task B loss, weighted total.
-    pub fn read(&self) -> Result<(Option<f64>, Option<f64>, f64)> {
+    /// The values on the CPU: each task's loss, the weighted total.
+    pub fn read(&self) -> Result<(Vec<Option<f64>>, f64)> {
         let read = |t: &Tensor| -> Result<f64> { Ok(f64::try_from(t)?) };
-        Ok((self.loss_a.as_ref().map(read).transpose()?, self.loss_b.as_ref().map(read).transpose()?, read(&self.total)?))
+        let per_task = self.per_task.iter().map(|l| l.as_ref().map(read).transpose()).collect::<Result<_>>()?;
+        Ok((per_task, read(&self.total)?))
     }
 }
 
-/// How one step combines the two tasks' losses.
-#[derive(Clone, Copy)]
+/// How one step combines the tasks' losses.
+#[derive(Clone)]
 pub struct LossMix<'a> {
-    /// Factor on Task A's loss (with uncertainty weighting, on its precision-scaled term).
-    pub weight_a: f64,
-    /// Factor on Task B's loss (with uncertainty weighting, on its precision-scaled term).
-    pub weight_b: f64,
-    /// Uncertainty weighting's `[2]` log-variances, when it is on.
+    /// Factor on each task's loss, by task index (with uncertainty weighting, on its
+    /// precision-scaled term).
+    pub weights: Vec<f64>,
+    /// Uncertainty weighting's `[n_tasks]` log-variances, when it is on.
     pub log_vars: Option<&'a Tensor>,
 }
 
 impl LossMix<'_> {
     /// Fixed weights.
-    pub fn fixed(weight_a: f64, weight_b: f64) -> LossMix<'static> {
-        LossMix { weight_a, weight_b, log_vars: None }
+    pub fn fixed(weights: Vec<f64>) -> LossMix<'static> {
+        LossMix { weights, log_vars: None }
     }
 
-    fn term(&self, loss: &Tensor, task: i64) -> Tensor {
-        let w = if task == 0 { self.weight_a } else { self.weight_b };
+    fn term(&self, loss: &Tensor, task: usize) -> Tensor {
+        let w = self.weights.get(task).copied().unwrap_or(1.0);
         match self.log_vars {
             None => loss * w,
             Some(s) => {
-                let s = s.get(task);
+                let s = s.get(task as i64);
                 loss * w * (-&s).exp() + s * 0.5
             }
         }
@@ -70,25 +83,32 @@ impl LossMix<'_> {
 }
 
 /// One optimisation step on `b`: forward (dropout in the heads, and in the encoder when
-/// `encoder_dropout`), per-task cross-entropy over the rows that have that task's label, combined
-/// by `mix`, backward and every optimizer's step. Returns `None` (and changes nothing) when the
-/// batch has no label at all. Reads nothing back from the device, so it does not check the loss:
-/// the caller does, at its sync points.
+/// `encoder_dropout`), each task's loss over its rows, combined by `mix`, backward and every
+/// optimizer's step. Returns `None` (and changes nothing) when the batch has no target at all.
+/// Reads nothing back from the device, so it does not check the loss: the caller does, at its
+/// sync points.
 pub fn train_step(model: &MultiTask, opts: &mut Optimizers, b: &Batch, mix: &LossMix, encoder_dropout: bool, step: usize) -> Option<StepLosses> {
-    let logits = match &b.inputs {
-        Inputs::Tokens { ids, mask } => model.heads_t(&model.pooled_t(ids, mask, encoder_dropout), true),
-        Inputs::Pooled(p) => model.heads_t(p, true),
+    if b.parts.is_empty() {
+        return None;
+    }
+    let pooled = match &b.inputs {
+        Inputs::Tokens { ids, mask } => model.pooled_t(ids, mask, encoder_dropout),
+        Inputs::Pooled(p) => p.shallow_clone(),
     };
-    let la = task_loss(&logits.a, &b.labels_a, b.n_a);
-    let lb = task_loss(&logits.b, &b.labels_b, b.n_b);
-    let total = match (&la, &lb) {
-        (Some(a), Some(b)) => mix.term(a, 0) + mix.term(b, 1),
-        (Some(a), None) => mix.term(a, 0),
-        (None, Some(b)) => mix.term(b, 1),
-        (None, None) => return None,
-    };
+    let mut per_task: Vec<Option<Tensor>> = (0..model.tasks().len()).map(|_| None).collect();
+    let mut total: Option<Tensor> = None;
+    for part in &b.parts {
+        let loss = task_loss(model, &pooled, part);
+        let term = mix.term(&loss, part.task);
+        total = Some(match total {
+            None => term,
+            Some(t) => t + term,
+        });
+        per_task[part.task] = Some(loss);
+    }
+    let total = total?;
     let grad_norm = opts.step(&total, step);
-    Some(StepLosses { loss_a: la.map(|t| t.detach()), loss_b: lb.map(|t| t.detach()), total: total.detach(), grad_norm })
+    Some(StepLosses { per_task: per_task.into_iter().map(|l| l.map(|t| t.detach())).collect(), total: total.detach(), grad_norm })
 }
 
 /// Step results not yet read from the device.
@@ -96,11 +116,8 @@ pub fn train_step(model: &MultiTask, opts: &mut Optimizers, b: &Batch, mix: &Los
 pub(super) struct Pending {
     steps: Vec<usize>,
     totals: Vec<Tensor>,
-    a: Vec<Tensor>,
-    b: Vec<Tensor>,
-    /// Whether each pending step had a Task A / Task B loss.
-    has_a: Vec<bool>,
-    has_b: Vec<bool>,
+    /// Each pending step's task losses, by task index.
+    losses: Vec<Vec<Option<Tensor>>>,
     norms: Vec<(usize, Tensor)>,
 }
 
@@ -108,10 +125,7 @@ impl Pending {
     pub(super) fn push(&mut self, step: usize, s: StepLosses) {
         self.steps.push(step);
         self.totals.push(s.total);
-        self.has_a.push(s.loss_a.is_some());
-        self.has_b.push(s.loss_b.is_some());
-        self.a.extend(s.loss_a);
-        self.b.extend(s.loss_b);
+        self.losses.push(s.per_task);
         if let Some(n) = s.grad_norm {
             self.norms.push((step, n));
         }
@@ -127,12 +141,12 @@ impl Pending {
         if self.steps.is_empty() {
             return Ok(());
         }
-        let all: Vec<Tensor> =
-            self.totals.iter().chain(&self.a).chain(&self.b).chain(self.norms.iter().map(|(_, n)| n)).map(|t| t.reshape([1])).collect();
+        let task_losses = self.losses.iter().flatten().flatten();
+        let all: Vec<Tensor> = self.totals.iter().chain(task_losses).chain(self.norms.iter().map(|(_, n)| n)).map(|t| t.reshape([1])).collect();
         let values = Vec::<f64>::try_from(Tensor::cat(&all, 0).to_kind(Kind::Double).to_device(Device::Cpu))?;
         let (totals, rest) = values.split_at(self.totals.len());
-        let (a, rest) = rest.split_at(self.a.len());
-        let (b, norms) = rest.split_at(self.b.len());
+        let n_task_values: usize = self.losses.iter().map(|l| l.iter().flatten().count()).sum();
+        let (task_values, norms) = rest.split_at(n_task_values);
         let stop = |what: &str, v: f64, step: usize| {
             Error::NonFinite(format!(
                 "{what} became {v} at step {step} (epoch {}); training stopped and nothing more was saved: {}. Try a lower learning rate or gradient clipping",
@@ -147,14 +161,12 @@ impl Pending {
             return Err(stop("gradient norm", v, *step));
         }
         metrics.step_losses.extend_from_slice(totals);
-        for (has, values, out) in [(&self.has_a, a, &mut metrics.step_losses_a), (&self.has_b, b, &mut metrics.step_losses_b)] {
-            let mut v = values.iter();
-            out.extend(has.iter().map(|&h| if h { v.next().copied() } else { None }));
+        let mut v = task_values.iter();
+        for step in &self.losses {
+            let read: Vec<Option<f64>> = step.iter().map(|l| l.as_ref().map(|_| *v.next().expect("one value per loss"))).collect();
+            sums.add(&read);
+            metrics.push_step_losses(&read);
         }
-        sums.sum_a += a.iter().sum::<f64>();
-        sums.n_a += a.len();
-        sums.sum_b += b.iter().sum::<f64>();
-        sums.n_b += b.len();
         sums.last_total = *totals.last().expect("not empty");
         *self = Pending::default();
         Ok(())
@@ -171,20 +183,20 @@ mod tests {
         let scalar = |v: f32| Tensor::from_slice(&[v]).reshape([]);
         let saved = || "nothing".to_string();
         for (step, v) in [(1, 0.5f32), (2, f32::NAN)] {
-            p.push(step, StepLosses { loss_a: Some(scalar(v)), loss_b: None, total: scalar(v), grad_norm: None });
+            p.push(step, StepLosses { per_task: vec![Some(scalar(v)), None], total: scalar(v), grad_norm: None });
         }
-        let mut m = RunMetrics::default();
+        let mut m = RunMetrics { tasks: vec!["task_a".into(), "task_b".into()], ..Default::default() };
         let e = p.flush(0, &mut m, &mut EpochSums::default(), &saved).unwrap_err().to_string();
         assert!(e.starts_with("loss became NaN at step 2 (epoch 1)") && e.contains("saved: nothing."), "{e}");
         let mut p = Pending::default();
-        p.push(3, StepLosses { loss_a: None, loss_b: Some(scalar(1.0)), total: scalar(1.0), grad_norm: Some(scalar(f32::INFINITY)) });
+        p.push(3, StepLosses { per_task: vec![None, Some(scalar(1.0))], total: scalar(1.0), grad_norm: Some(scalar(f32::INFINITY)) });
         let e = p.flush(1, &mut m, &mut EpochSums::default(), &saved).unwrap_err().to_string();
         assert!(e.starts_with("gradient norm became inf at step 3 (epoch 2)"), "{e}");
         let mut p = Pending::default();
-        p.push(4, StepLosses { loss_a: Some(scalar(2.0)), loss_b: Some(scalar(1.0)), total: scalar(3.0), grad_norm: Some(scalar(0.5)) });
+        p.push(4, StepLosses { per_task: vec![Some(scalar(2.0)), Some(scalar(1.0))], total: scalar(3.0), grad_norm: Some(scalar(0.5)) });
         let mut sums = EpochSums::default();
         p.flush(0, &mut m, &mut sums, &saved).unwrap();
-        assert_eq!((sums.sum_a, sums.n_a, sums.sum_b, sums.n_b, sums.last_total), (2.0, 1, 1.0, 1, 3.0));
+        assert_eq!((sums.mean(0), sums.mean(1), sums.last_total), ((2.0, 1), (1.0, 1), 3.0));
         assert_eq!(m.step_losses, vec![3.0]);
         assert_eq!((m.step_losses_a.clone(), m.step_losses_b.clone()), (vec![Some(2.0)], vec![Some(1.0)]));
         assert_eq!(p.len(), 0);

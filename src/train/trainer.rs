@@ -35,7 +35,7 @@ use tch::{nn, Device, Kind, Tensor};
 const LOG_VARS: &str = "loss_weighting/log_vars";
 
 /// Metrics of one evaluation: per task (`task_a`, `task_b`), on the dev and out-of-domain sets.
-type Evaluation = (BTreeMap<String, TaskMetrics>, BTreeMap<String, TaskMetrics>);
+type Evaluation = (infer::Evaluation, BTreeMap<String, TaskMetrics>);
 
 /// A run in progress.
 pub struct Trainer<'a> {
@@ -51,7 +51,9 @@ pub struct Trainer<'a> {
     dev_ex: Vec<Example>,
     ood_ex: Vec<Example>,
     /// A frozen encoder's pooled vectors of the training, dev and out-of-domain rows.
-    cache: Option<[Tensor; 3]>,
+    cache: Option<[(Tensor, Vec<Option<usize>>); 3]>,
+    /// Each task's loss weight, by task index.
+    weights: Vec<f64>,
     metrics: RunMetrics,
     pos: Position,
     /// Steps of all the planned epochs.
@@ -84,11 +86,11 @@ impl<'a> Trainer<'a> {
             output::check(&cfg.output.out, &cfg.model, cfg.output.overwrite)?;
         }
         let device = parse_device(&cfg.device)?;
-        let data = setup::read_data(&cfg.data)?;
+        let data = setup::read_data(cfg)?;
         for w in &data.warnings {
             log(&format!("warning: {w}"));
         }
-        let clf = setup::build_classifier(cfg, data.labels_a.clone(), data.labels_b.clone(), device, log)?;
+        let clf = setup::build_classifier(cfg, data.tasks.clone(), device, log)?;
         let [train_ex, dev_ex, ood_ex] = setup::examples(cfg, &data, &clf, log)?;
         let out = setup::open_output(cfg, resumed.is_none(), log)?;
         let made = out.made.as_ref().map(|m| m.0.as_path());
@@ -106,6 +108,7 @@ impl<'a> Trainer<'a> {
             frozen_subsets: params.subsets().iter().filter(|s| !s.is_trainable()).map(|s| s.name.clone()).collect(),
             train_rows: train_ex.len(),
             trainable_params: params.subsets().iter().filter(|s| s.is_trainable()).map(|s| s.numel()).sum(),
+            tasks: data.tasks.iter().map(|t| t.name.clone()).collect(),
             ..Default::default()
         };
         let mut t = Trainer {
@@ -120,6 +123,7 @@ impl<'a> Trainer<'a> {
             dev_ex,
             ood_ex,
             cache: None,
+            weights: data.weights.clone(),
             metrics,
             pos: Position::default(),
             full_steps,
@@ -144,10 +148,11 @@ impl<'a> Trainer<'a> {
             return Ok(());
         }
         let vs = nn::VarStore::new(self.device);
-        let init = self.clf.model.config.loss_log_vars.unwrap_or([0.0, 0.0]);
+        let n = self.clf.model.tasks().len();
+        let init = self.clf.model.config.loss_log_vars.clone().filter(|v| v.len() == n).unwrap_or_else(|| vec![0.0; n]);
         let s = vs.root().var_copy("log_vars", &Tensor::from_slice(&init).to_kind(Kind::Float));
         self.opts.bind_extra("loss_weighting", &vs, self.cfg.optimizer.loss_weighting_lr)?;
-        self.metrics.trainable_params += 2;
+        self.metrics.trainable_params += n;
         self.metrics.trainable_subsets = self.opts.subsets();
         self.log_vars = Some((vs, s));
         Ok(())
@@ -176,11 +181,25 @@ impl<'a> Trainer<'a> {
     }
 
     fn log_plan(&self, steps_per_epoch: usize, log: &mut dyn FnMut(&str)) {
+        let counts: Vec<String> = self
+            .clf
+            .model
+            .tasks()
+            .iter()
+            .enumerate()
+            .map(|(t, info)| {
+                let n = self.train_ex.iter().filter(|e| e.has(t)).count();
+                match info.name.as_str() {
+                    crate::task::TASK_A => format!("{n} Task A labels"),
+                    crate::task::TASK_B => format!("{n} Task B labels"),
+                    name => format!("{n} {name} ({})", info.kind),
+                }
+            })
+            .collect();
         log(&format!(
-            "training on {} rows ({} Task A labels, {} Task B labels), {} steps/epoch, device {}, freeze '{}', {} trainable parameters",
+            "training on {} rows ({}), {} steps/epoch, device {}, freeze '{}', {} trainable parameters",
             self.train_ex.len(),
-            self.train_ex.iter().filter(|e| e.label_a.is_some()).count(),
-            self.train_ex.iter().filter(|e| e.label_b.is_some()).count(),
+            counts.join(", "),
             steps_per_epoch,
             device_name(self.device),
             self.cfg.optimizer.freeze,
@@ -204,9 +223,9 @@ impl<'a> Trainer<'a> {
         for ex in [&self.train_ex, &self.dev_ex, &self.ood_ex] {
             let (t, hit) = fc.pooled(&self.clf.model, ex, self.eval_batching(), log)?;
             hits += usize::from(hit);
-            sets.push(t);
+            sets.push((t, crate::batch::sequences(ex).1));
         }
-        let n = self.train_ex.len() + self.dev_ex.len() + self.ood_ex.len();
+        let n: usize = sets.iter().map(|(t, _): &(Tensor, Vec<Option<usize>>)| t.size()[0] as usize).sum();
         self.cache = Some(sets.try_into().unwrap_or_else(|_| unreachable!("three sets")));
         self.metrics.cached = true;
         self.metrics.cache_seconds = t0.elapsed().as_secs_f64();
@@ -253,11 +272,14 @@ impl<'a> Trainer<'a> {
             loss_b: f64::NAN,
             seconds: 0.0,
             sentences_per_s: 0.0,
-            dev,
+            dev: dev.classes,
             ood,
             loss_log_vars: None,
+            losses: BTreeMap::new(),
+            dev_similarity: dev.similarity,
         });
         self.metrics.saved_epoch = Some(0);
+        self.score_sts(log)?;
         self.metrics.wall_seconds = self.wall();
         self.save()?;
         Ok(TrainOutcome { metrics: self.metrics, classifier: self.clf })
@@ -281,13 +303,14 @@ impl<'a> Trainer<'a> {
         let sync_every = if self.device.is_cuda() { CUDA_SYNC_EVERY } else { 1 };
         let (out, saved_epoch) = (self.cfg.output.out.clone(), self.metrics.saved_epoch);
         let saved = move || saved_note(&out, saved_epoch);
-        let mix = LossMix { weight_a: self.cfg.optimizer.weight_a, weight_b: self.cfg.optimizer.weight_b, log_vars: self.log_vars.as_ref().map(|(_, s)| s) };
+        let mix = LossMix { weights: self.weights.clone(), log_vars: self.log_vars.as_ref().map(|(_, s)| s) };
         let source = match &self.cache {
-            Some([t, _, _]) => batch::Source::Cache(t),
+            Some([(all, second), _, _]) => batch::Source::Cache { all, second },
             None => batch::Source::Tokens { pad_id: self.clf.tokenizer.pad_id() },
         };
+        let tasks = self.clf.model.tasks().to_vec();
         for (i, draw) in draws.iter().enumerate().skip(self.pos.next_draw) {
-            let b = batch::make_batch(&self.train_ex, draw, source, self.device);
+            let b = batch::make_batch(&self.train_ex, draw, &tasks, source, self.device);
             // The random stream (dropout) restarts from (seed, step) at every step, so a run
             // resumed at any step draws what the uninterrupted run drew.
             tch::manual_seed(step_seed(self.cfg.schedule.seed, self.pos.step));
@@ -345,7 +368,7 @@ impl<'a> Trainer<'a> {
         report_dev("dev", &dev, log);
         let ood = evaluate(&self.clf.model, &self.ood_ex, cached(2), self.eval_batching())?;
         report_dev("ood", &ood, log);
-        Ok((dev, ood))
+        Ok((dev, ood.classes))
     }
 
     /// The end of epoch `epoch`: its losses and dev metrics recorded, early stopping, the
@@ -353,28 +376,42 @@ impl<'a> Trainer<'a> {
     pub fn end_epoch(&mut self, epoch: usize, end: EpochEnd, log: &mut dyn FnMut(&str)) -> Result<bool> {
         let epochs = self.cfg.schedule.epochs;
         let sums = &self.pos.sums;
-        let mean = |s: f64, n: usize| if n == 0 { f64::NAN } else { s / n as f64 };
-        let (loss_a, loss_b) = (mean(sums.sum_a, sums.n_a), mean(sums.sum_b, sums.n_b));
+        let names: Vec<String> = self.clf.model.tasks().iter().map(|t| t.name.clone()).collect();
+        let seed_loss = |name: &str| names.iter().position(|n| n == name).map_or((f64::NAN, 0), |t| sums.mean(t));
+        let ((loss_a, _), (loss_b, _)) = (seed_loss(crate::task::TASK_A), seed_loss(crate::task::TASK_B));
         // A task with no rows in the epoch has no loss to show (never "NaN").
-        let shown = |n: usize, l: f64| if n == 0 { "no rows".to_string() } else { format!("{l:.4}") };
-        log(&format!("Epoch [{}/{epochs}], Loss Task A: {}, Loss Task B: {}", epoch + 1, shown(sums.n_a, loss_a), shown(sums.n_b, loss_b)));
+        let shown = |(l, n): (f64, usize)| if n == 0 { "no rows".to_string() } else { format!("{l:.4}") };
+        let parts: Vec<String> = names
+            .iter()
+            .enumerate()
+            .map(|(t, name)| match name.as_str() {
+                crate::task::TASK_A => format!("Loss Task A: {}", shown(sums.mean(t))),
+                crate::task::TASK_B => format!("Loss Task B: {}", shown(sums.mean(t))),
+                _ => format!("Loss {name}: {}", shown(sums.mean(t))),
+            })
+            .collect();
+        log(&format!("Epoch [{}/{epochs}], {}", epoch + 1, parts.join(", ")));
+        let losses: BTreeMap<String, f64> = names.iter().enumerate().filter(|&(t, _)| sums.mean(t).1 > 0).map(|(t, n)| (n.clone(), sums.mean(t).0)).collect();
         let log_vars = self.read_log_vars(log)?;
-        self.clf.model.config.loss_log_vars = log_vars;
+        self.clf.model.config.loss_log_vars = log_vars.clone();
         let (dev, ood) = self.evaluate(log)?;
-        let score = (!dev.is_empty()).then(|| dev.values().map(|m| m.accuracy).sum::<f64>() / dev.len() as f64);
         let at_limit = matches!(end, EpochEnd::AtLimit);
         let p = &self.pos;
-        self.metrics.epochs.push(EpochRecord {
+        let record = EpochRecord {
             epoch: epoch + 1,
             steps: p.steps_this_epoch,
             loss_a,
             loss_b,
             seconds: p.epoch_seconds,
             sentences_per_s: p.seen as f64 / p.epoch_seconds.max(1e-9),
-            dev,
+            dev: dev.classes,
             ood,
             loss_log_vars: log_vars,
-        });
+            losses,
+            dev_similarity: dev.similarity,
+        };
+        let score = record.dev_score();
+        self.metrics.epochs.push(record);
         self.metrics.stopped_early = at_limit && p.step < self.full_steps;
         let improved = match (score, p.best) {
             (Some(s), Some(b)) => s > b,
@@ -385,6 +422,10 @@ impl<'a> Trainer<'a> {
         if patience_over {
             self.metrics.early_stopped_epoch = Some(epoch + 1);
         }
+        let over = at_limit || patience_over || epoch + 1 == epochs;
+        if over {
+            self.score_sts(log)?;
+        }
         self.metrics.wall_seconds = self.wall();
         if !self.cfg.output.save_best || improved {
             self.metrics.saved_epoch = Some(epoch + 1);
@@ -394,7 +435,6 @@ impl<'a> Trainer<'a> {
             log(&format!("  (dev not better than epoch {}: checkpoint kept)", self.metrics.saved_epoch.unwrap_or(0)));
         }
         self.pos = Position { best, since_best, ..self.pos.epoch_start(epoch + 1) };
-        let over = at_limit || patience_over || epoch + 1 == epochs;
         if self.cfg.output.resume_state {
             self.checkpoint(over)?;
         }
@@ -408,11 +448,48 @@ impl<'a> Trainer<'a> {
     }
 
     /// Uncertainty weighting's log-variances now, logged (`None` when it is off).
-    fn read_log_vars(&self, log: &mut dyn FnMut(&str)) -> Result<Option<[f64; 2]>> {
+    fn read_log_vars(&self, log: &mut dyn FnMut(&str)) -> Result<Option<Vec<f64>>> {
         let Some((_, s)) = &self.log_vars else { return Ok(None) };
         let v = Vec::<f64>::try_from(s.to_kind(Kind::Double).to_device(Device::Cpu))?;
-        log(&format!("  uncertainty weighting: log-variance A {:.4}, B {:.4}", v[0], v[1]));
-        Ok(Some([v[0], v[1]]))
+        let shown: Vec<String> = self
+            .clf
+            .model
+            .tasks()
+            .iter()
+            .zip(&v)
+            .map(|(t, x)| match t.name.as_str() {
+                crate::task::TASK_A => format!("A {x:.4}"),
+                crate::task::TASK_B => format!("B {x:.4}"),
+                n => format!("{n} {x:.4}"),
+            })
+            .collect();
+        log(&format!("  uncertainty weighting: log-variance {}", shown.join(", ")));
+        Ok(Some(v))
+    }
+
+    /// Scores the encoder's own embeddings on the run's STS file (`sts_eval`), zero-shot.
+    fn score_sts(&mut self, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let Some(path) = self.cfg.data.sts_eval.clone() else { return Ok(()) };
+        let pairs = crate::data::read_pairs(&path, crate::data::PairNames::SCORED)?;
+        let n = self.clf.model.tasks().len();
+        let mut ex = Vec::with_capacity(pairs.len());
+        for r in &pairs {
+            let mut e = Example::text(&r.text_a, self.clf.tokenizer.encode(&r.text_a), n);
+            e.ids_b = Some(self.clf.tokenizer.encode(&r.text_b));
+            ex.push((e, crate::data::parse_score(&path, r.line, &r.value)?));
+        }
+        let examples: Vec<Example> = ex.iter().map(|(e, _)| e.clone()).collect();
+        let (pooled, second) = infer::pooled_sequences(&self.clf.model, &examples, self.eval_batching())?;
+        let _guard = tch::no_grad_guard();
+        let k = examples.len() as i64;
+        let v_index = Tensor::from_slice(&second.iter().map(|s| s.expect("pairs") as i64).collect::<Vec<_>>()).to_device(pooled.device());
+        let cos = Tensor::cosine_similarity(&pooled.narrow(0, 0, k), &pooled.index_select(0, &v_index), 1, 1e-8);
+        let cos = Vec::<f64>::try_from(cos.to_kind(Kind::Double).to_device(Device::Cpu))?;
+        let gold: Vec<f64> = ex.iter().map(|(_, s)| *s).collect();
+        let m = crate::metrics::SimilarityMetrics { spearman: crate::metrics::spearman(&cos, &gold), pearson: crate::metrics::pearson(&cos, &gold), n: ex.len() };
+        log(&format!("  sts {}: Spearman {:.4}, Pearson {:.4} (n={}; the encoder's own embeddings, zero-shot)", path.display(), m.spearman, m.pearson, m.n));
+        self.metrics.sts = Some(m);
+        Ok(())
     }
 
     /// Writes the resume state at the current position (`finished`: nothing left to resume).
@@ -444,17 +521,20 @@ impl<'a> Trainer<'a> {
 }
 
 /// Metrics of `ex` from cached pooled vectors when there are, else through the whole model.
-fn evaluate(model: &MultiTask, ex: &[Example], cached: Option<&Tensor>, b: Batching) -> Result<BTreeMap<String, TaskMetrics>> {
+fn evaluate(model: &MultiTask, ex: &[Example], cached: Option<&(Tensor, Vec<Option<usize>>)>, b: Batching) -> Result<infer::Evaluation> {
     match cached {
-        _ if ex.is_empty() => Ok(BTreeMap::new()),
-        Some(p) => infer::evaluate_pooled(model, ex, p, b.batch_size),
+        _ if ex.is_empty() => Ok(infer::Evaluation::default()),
+        Some((p, second)) => infer::evaluate_pooled(model, ex, p, second, b.batch_size),
         None => infer::evaluate(model, ex, b),
     }
 }
 
-fn report_dev(set: &str, dev: &BTreeMap<String, TaskMetrics>, log: &mut dyn FnMut(&str)) {
-    for (task, m) in dev {
+fn report_dev(set: &str, dev: &infer::Evaluation, log: &mut dyn FnMut(&str)) {
+    for (task, m) in &dev.classes {
         log(&format!("  {set} {task}: accuracy {:.4}, macro-F1 {:.4} (n={})", m.accuracy, m.macro_f1, m.n));
+    }
+    for (task, m) in &dev.similarity {
+        log(&format!("  {set} {task}: Spearman {:.4}, Pearson {:.4} (n={})", m.spearman, m.pearson, m.n));
     }
 }
 
