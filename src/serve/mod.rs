@@ -66,7 +66,7 @@ use routes::*;
 use tokens::RequestTokenizer;
 use worker::*;
 pub use metrics::Metrics;
-pub use request::{parse_request, Parsed, Shape};
+pub use request::{parse_pairs, parse_request, PairRequest, Parsed, Shape};
 pub use tokens::{base64, f32_base64, shorten};
 pub use worker::Engine;
 
@@ -177,6 +177,9 @@ pub enum Route {
     OpenAiEmbed,
     /// `POST /tokenize`: each text's tokens (TEI's shape).
     Tokenize,
+    /// `POST /similarity`: sentence pairs, scored by the cosine of their vectors or by a pair
+    /// task's head.
+    Similarity,
 }
 
 impl Route {
@@ -187,6 +190,7 @@ impl Route {
             Route::Predict => "/predict",
             Route::OpenAiEmbed => "/v1/embeddings",
             Route::Tokenize => "/tokenize",
+            Route::Similarity => "/similarity",
         }
     }
 }
@@ -196,7 +200,9 @@ pub struct AppState {
     cfg: ServeConfig,
     jobs: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
-    labels: Option<(Vec<String>, Vec<String>)>,
+    labels: Option<Vec<(String, Vec<String>)>>,
+    /// The model's pair tasks (pair-classification heads, as plain weights, and similarity tasks).
+    pair_tasks: Vec<PairTask>,
     model: String,
     dim: i64,
     tok: Arc<RequestTokenizer>,
@@ -206,7 +212,7 @@ pub struct AppState {
 /// every job sender, is dropped). [`Service::serve`] runs it on a listener.
 pub struct Service {
     /// The routes: `POST /embed`, `POST /predict`, `POST /v1/embeddings` (and `/embeddings`),
-    /// `POST /tokenize`, `POST /`, `GET /info`, `GET /health`, `GET /metrics`.
+    /// `POST /tokenize`, `POST /similarity`, `POST /`, `GET /info`, `GET /health`, `GET /metrics`.
     pub router: Router,
     /// The thread that runs the model on batched jobs; it ends once `router` is dropped.
     pub model_thread: std::thread::JoinHandle<()>,
@@ -230,6 +236,7 @@ impl Service {
         let (tx, rx) = mpsc::channel(cfg.queue_capacity.max(1));
         let metrics = Arc::new(Metrics::default());
         let labels = engine.labels();
+        let pair_tasks = engine.pair_tasks();
         let dim = match &engine {
             Engine::Base(e) => e.config().embedding_dim(),
             Engine::Multi(c) => c.model.config.encoder.embedding_dim(),
@@ -242,13 +249,14 @@ impl Service {
             .name("mtt-model".into())
             .spawn(move || model_loop(engine, rx, budget, m, stop))
             .expect("the model thread starts");
-        let state = Arc::new(AppState { cfg: cfg.clone(), jobs: tx, metrics: metrics.clone(), labels, model: model_name.to_string(), dim, tok });
+        let state = Arc::new(AppState { cfg: cfg.clone(), jobs: tx, metrics: metrics.clone(), labels, pair_tasks, model: model_name.to_string(), dim, tok });
         let router = Router::new()
             .route(Route::Embed.path(), post(embed))
             .route(Route::Predict.path(), post(predict))
             .route(Route::OpenAiEmbed.path(), post(openai_embeddings))
             .route("/embeddings", post(openai_embeddings))
             .route(Route::Tokenize.path(), post(tokenize))
+            .route(Route::Similarity.path(), post(similarity))
             .route("/", post(root))
             .route("/info", get(info))
             .route("/health", get(health))

@@ -37,6 +37,8 @@ pub struct Parsed {
     pub shape: Shape,
     /// The field that held the texts (`texts`, `inputs` or `input`), to name one in a message.
     pub field: &'static str,
+    /// `/predict` (our shape): answer only these tasks' heads (`None`: every head).
+    pub tasks: Option<Vec<String>>,
 }
 
 /// Checks a request's content type and body. Never panics: any input is either a [`Parsed`]
@@ -68,14 +70,17 @@ pub fn parse_request(route: Route, content_type: Option<&str>, body: &[u8], cfg:
         Route::Tokenize => ("inputs", Shape::Tei),
         Route::Embed | Route::Predict if !obj.contains_key("texts") && obj.contains_key("inputs") => ("inputs", Shape::Tei),
         Route::Embed | Route::Predict => ("texts", Shape::Ours),
+        // `/similarity` takes pairs: see `parse_pairs`.
+        Route::Similarity => ("pairs", Shape::Ours),
     };
     let allowed: &[&str] = match (route, shape) {
         (Route::Embed, Shape::Ours) => &["texts", "normalize", "truncate"],
         (Route::Embed, _) => &["inputs", "normalize", "truncate", "dimensions"],
-        (Route::Predict, Shape::Ours) => &["texts", "truncate"],
+        (Route::Predict, Shape::Ours) => &["texts", "truncate", "tasks"],
         (Route::Predict, _) => &["inputs", "truncate"],
         (Route::OpenAiEmbed, _) => &["input", "model", "encoding_format", "dimensions", "user"],
         (Route::Tokenize, _) => &["inputs", "truncate"],
+        (Route::Similarity, _) => &["pairs", "task", "truncate"],
     };
     if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(bad(format!("unknown field \"{k}\" (this route takes: {})", allowed.join(", "))));
@@ -141,7 +146,17 @@ pub fn parse_request(route: Route, content_type: Option<&str>, body: &[u8], cfg:
         (Shape::OpenAi { .. }, Some(_)) => return Err(bad("\"encoding_format\" must be \"float\" or \"base64\"".into())),
         (s, _) => s,
     };
-    Ok(Parsed { texts: out, normalize, truncate, dimensions, shape, field })
+    let tasks = match opt("tasks") {
+        None => None,
+        Some(serde_json::Value::Array(a)) if !a.is_empty() => Some(
+            a.iter()
+                .map(|t| t.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad("\"tasks\" must be an array of task names".into()))?,
+        ),
+        Some(_) => return Err(bad("\"tasks\" must be a non-empty array of task names".into())),
+    };
+    Ok(Parsed { texts: out, normalize, truncate, dimensions, shape, field, tasks })
 }
 
 /// A request body's top level: an object (its fields, and the first key that came more than
@@ -216,4 +231,63 @@ impl<'de> serde::de::Visitor<'de> for TopLevelVisitor {
     fn visit_unit<E>(self) -> std::result::Result<TopLevel, E> {
         Ok(TopLevel::Other)
     }
+}
+
+/// A `/similarity` request: sentence pairs, and the pair task to answer with (`None`: the
+/// cosine similarity of the two texts' vectors).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairRequest {
+    /// The pairs, in request order.
+    pub pairs: Vec<(String, String)>,
+    /// A pair-classification or similarity task of the model.
+    pub task: Option<String>,
+    /// Whether texts over the model's limit are shortened (as elsewhere) or refused.
+    pub truncate: bool,
+}
+
+/// Parses `POST /similarity`: `{"pairs": [["a", "b"], ...], "task": NAME?, "truncate": bool?}`.
+pub fn parse_pairs(content_type: Option<&str>, body: &[u8], cfg: &ServeConfig) -> std::result::Result<PairRequest, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    if media.as_deref() != Some("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type {}: send application/json", content_type.map_or("(none)".to_string(), |c| format!("'{c}'"))),
+        ));
+    }
+    let obj = match serde_json::from_slice::<TopLevel>(body).map_err(|e| bad(format!("invalid JSON: {e}")))? {
+        TopLevel::Object(_, Some(dup)) => return Err(bad(format!("duplicate field \"{dup}\": send each field once"))),
+        TopLevel::Object(obj, None) => obj,
+        TopLevel::Other => return Err(bad("the body must be a JSON object with a \"pairs\" array".into())),
+    };
+    if let Some(k) = obj.keys().find(|k| !["pairs", "task", "truncate"].contains(&k.as_str())) {
+        return Err(bad(format!("unknown field \"{k}\" (this route takes: pairs, task, truncate)")));
+    }
+    let Some(serde_json::Value::Array(list)) = obj.get("pairs") else {
+        return Err(bad("missing field \"pairs\" (an array of [text, text] pairs)".into()));
+    };
+    if list.is_empty() {
+        return Err(bad("\"pairs\" is empty: send at least one pair".into()));
+    }
+    if 2 * list.len() > cfg.max_texts {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{} pairs: the limit is {} texts per request", list.len(), cfg.max_texts)));
+    }
+    let mut pairs = Vec::with_capacity(list.len());
+    for (i, p) in list.iter().enumerate() {
+        match p.as_array().map(Vec::as_slice) {
+            Some([serde_json::Value::String(a), serde_json::Value::String(b)]) => pairs.push((a.clone(), b.clone())),
+            _ => return Err(bad(format!("pairs[{i}] is not a [text, text] pair of strings"))),
+        }
+    }
+    let task = match obj.get("task") {
+        None => None,
+        Some(serde_json::Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err(bad("\"task\" must be a task name".into())),
+    };
+    let truncate = match obj.get("truncate") {
+        None => true,
+        Some(serde_json::Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("\"truncate\" must be true or false".into())),
+    };
+    Ok(PairRequest { pairs, task, truncate })
 }

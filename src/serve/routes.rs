@@ -1,5 +1,5 @@
-//! The HTTP routes (`/embed`, `/predict`, OpenAI's `/v1/embeddings`, TEI's `/`, `/info` and
-//! `/tokenize`, `/health`, `/metrics`, the fallback) and the middleware that counts, times and
+//! The HTTP routes (`/embed`, `/predict`, `/similarity`, OpenAI's `/v1/embeddings`, TEI's `/`,
+//! `/info` and `/tokenize`, `/health`, `/metrics`, the fallback) and the middleware that counts, times and
 //! JSON-ifies every response (in OpenAI's error shape on OpenAI's paths).
 
 use super::*;
@@ -10,7 +10,7 @@ pub(super) async fn track(State(state): State<Arc<AppState>>, req: Request, next
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let route = match path.as_str() {
-        p @ ("/embed" | "/predict" | "/health" | "/metrics" | "/v1/embeddings" | "/tokenize" | "/info" | "/") => p.to_string(),
+        p @ ("/embed" | "/predict" | "/similarity" | "/health" | "/metrics" | "/v1/embeddings" | "/tokenize" | "/info" | "/") => p.to_string(),
         "/embeddings" => "/v1/embeddings".to_string(),
         _ => "other".to_string(),
     };
@@ -29,7 +29,7 @@ pub(super) async fn track(State(state): State<Arc<AppState>>, req: Request, next
     }
     let mut resp = next.run(req).await;
     if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
-        let allowed = if ["/embed", "/predict", "/v1/embeddings", "/tokenize", "/"].contains(&route.as_str()) { Method::POST } else { Method::GET };
+        let allowed = if ["/embed", "/predict", "/similarity", "/v1/embeddings", "/tokenize", "/"].contains(&route.as_str()) { Method::POST } else { Method::GET };
         resp = ApiError::new(StatusCode::METHOD_NOT_ALLOWED, format!("{method} {route}: this route takes {allowed}")).into_response();
         resp.headers_mut().insert(header::ALLOW, HeaderValue::from_str(allowed.as_str()).expect("a method name"));
     } else if (resp.status().is_client_error() || resp.status().is_server_error())
@@ -104,7 +104,7 @@ pub(super) async fn drain(req: Request, limit: usize) {
 pub(super) async fn not_found(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (method, path) = (req.method().clone(), req.uri().path().to_string());
     drain(req, state.cfg.max_body_bytes).await;
-    ApiError::new(StatusCode::NOT_FOUND, format!("no route {method} {path} (routes: POST /embed, POST /predict, POST /v1/embeddings, POST /embeddings, POST /, POST /tokenize, GET /info, GET /health, GET /metrics)"))
+    ApiError::new(StatusCode::NOT_FOUND, format!("no route {method} {path} (routes: POST /embed, POST /predict, POST /similarity, POST /v1/embeddings, POST /embeddings, POST /, POST /tokenize, GET /info, GET /health, GET /metrics)"))
         .into_response()
 }
 
@@ -295,7 +295,7 @@ pub(super) async fn root(state: State<Arc<AppState>>, req: Request) -> Response 
 
 /// `GET /info`: the served model and the limits (TEI's `/info`, with this server's fields).
 pub(super) async fn info(State(state): State<Arc<AppState>>) -> Response {
-    let heads = state.labels.as_ref().map(|(a, b)| serde_json::json!({ "task_a": a, "task_b": b }));
+    let heads = state.labels.as_ref().map(|h| h.iter().map(|(t, l)| (t.clone(), serde_json::json!(l))).collect::<serde_json::Map<_, _>>());
     json_response(
         StatusCode::OK,
         &serde_json::json!({
@@ -321,10 +321,18 @@ pub(super) struct TaskPrediction<'a> {
     pub(super) probs: BTreeMap<&'a str, f32>,
 }
 
-#[derive(Serialize)]
-pub(super) struct Prediction<'a> {
-    pub(super) task_a: TaskPrediction<'a>,
-    pub(super) task_b: TaskPrediction<'a>,
+/// One text's predictions: each head's under its task name, in task order.
+pub(super) struct Prediction<'a>(pub(super) Vec<(&'a str, TaskPrediction<'a>)>);
+
+impl Serialize for Prediction<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (name, p) in &self.0 {
+            m.serialize_entry(name, p)?;
+        }
+        m.end()
+    }
 }
 
 pub(super) fn task_prediction<'a>(names: &'a [String], p: &[f32]) -> TaskPrediction<'a> {
@@ -333,7 +341,7 @@ pub(super) fn task_prediction<'a>(names: &'a [String], p: &[f32]) -> TaskPredict
 }
 
 pub(super) async fn predict(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let Some((la, lb)) = &state.labels else {
+    let Some(heads) = &state.labels else {
         drain(req, state.cfg.max_body_bytes).await;
         return ApiError::new(StatusCode::NOT_FOUND, format!("{} is a base encoder without task heads: /predict needs a multi-task checkpoint (mtt train)", state.model))
             .into_response();
@@ -343,23 +351,80 @@ pub(super) async fn predict(State(state): State<Arc<AppState>>, req: Request) ->
         Err(e) => return e.into_response(),
     };
     let shape = p.shape;
+    // The heads asked for (every head when the request names none).
+    let wanted: Vec<bool> = match &p.tasks {
+        None => vec![true; heads.len()],
+        Some(names) => {
+            if let Some(bad) = names.iter().find(|n| !heads.iter().any(|(t, _)| t == *n)) {
+                let known: Vec<&str> = heads.iter().map(|(t, _)| t.as_str()).collect();
+                return ApiError::new(StatusCode::BAD_REQUEST, format!("\"tasks\": the model has no classification head '{bad}' (its heads: {})", known.join(", "))).into_response();
+            }
+            heads.iter().map(|(t, _)| names.contains(t)).collect()
+        }
+    };
     match submit(&state, Route::Predict, "/predict", p).await {
         Ok((Output::Probabilities(v), _)) if shape == Shape::Ours => {
-            let preds: Vec<Prediction> = v.iter().map(|(a, b)| Prediction { task_a: task_prediction(la, a), task_b: task_prediction(lb, b) }).collect();
+            let preds: Vec<Prediction> = v
+                .iter()
+                .map(|row| Prediction(heads.iter().zip(row).zip(&wanted).filter(|(_, w)| **w).map(|(((t, l), p), _)| (t.as_str(), task_prediction(l, p))).collect()))
+                .collect();
             json_response(StatusCode::OK, &serde_json::json!({ "predictions": preds }))
         }
         Ok((Output::Probabilities(v), _)) => {
-            // TEI's classify shape, both heads: per text, task A's labels then task B's, each
+            // TEI's classify shape, every head: per text, each task's labels in task order, each
             // task's by decreasing score.
             let scores = |task: &str, names: &[String], p: &[f32]| {
                 let mut s: Vec<(String, f32)> = names.iter().cloned().zip(p.iter().copied()).collect();
                 s.sort_by(|x, y| y.1.total_cmp(&x.1));
                 s.into_iter().map(|(l, sc)| serde_json::json!({ "task": task, "label": l, "score": sc })).collect::<Vec<_>>()
             };
-            let out: Vec<Vec<serde_json::Value>> = v.iter().map(|(a, b)| [scores("task_a", la, a), scores("task_b", lb, b)].concat()).collect();
+            let out: Vec<Vec<serde_json::Value>> =
+                v.iter().map(|row| heads.iter().zip(row).flat_map(|((t, l), p)| scores(t, l, p)).collect()).collect();
             json_response(StatusCode::OK, &out)
         }
         Ok((Output::Embeddings(_), _)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "wrong output kind").into_response(),
         Err(r) => r,
+    }
+}
+
+/// `POST /similarity`: `{"pairs": [[a, b], ...]}` answers `{"similarities": [...]}`, the cosine
+/// of each pair's vectors (what a similarity task predicts; any model); with `"task"` naming a
+/// pair-classification task, `{"task", "predictions": [{"label", "probs"}, ...]}` from its head on
+/// `(u, v, |u - v|)`.
+pub(super) async fn similarity(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let content_type = req.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("(not text)").to_string());
+    let limit = state.cfg.max_body_bytes;
+    let body = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than the limit of {limit} bytes, or cut off")).into_response(),
+    };
+    let r = match parse_pairs(content_type.as_deref(), &body, &state.cfg) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let task = match &r.task {
+        None => None,
+        Some(name) => match state.pair_tasks.iter().find(|t| &t.name == name) {
+            Some(t) => Some(t.clone()),
+            None => {
+                let known: Vec<&str> = state.pair_tasks.iter().map(|t| t.name.as_str()).collect();
+                let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+                return ApiError::new(StatusCode::BAD_REQUEST, format!("\"task\": the model has no pair task '{name}' (its pair tasks: {known})")).into_response();
+            }
+        },
+    };
+    let texts: Vec<String> = r.pairs.iter().flat_map(|(a, b)| [a.clone(), b.clone()]).collect();
+    let p = Parsed { texts, normalize: false, truncate: r.truncate, dimensions: None, shape: Shape::Ours, field: "pairs", tasks: None };
+    let v = match vectors(&state, "/similarity", p).await {
+        Ok((v, _)) => v,
+        Err(resp) => return resp,
+    };
+    let pairs = v.chunks(2).map(|uv| (&uv[0], &uv[1]));
+    match task.filter(|t| t.head.is_some()) {
+        None => json_response(StatusCode::OK, &serde_json::json!({ "similarities": pairs.map(|(u, v)| cosine(u, v)).collect::<Vec<_>>() })),
+        Some(t) => {
+            let preds: Vec<TaskPrediction> = pairs.map(|(u, v)| t.probabilities(u, v)).collect::<Vec<_>>().iter().map(|p| task_prediction(&t.labels, p)).collect();
+            json_response(StatusCode::OK, &serde_json::json!({ "task": t.name, "predictions": preds }))
+        }
     }
 }

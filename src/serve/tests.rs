@@ -11,7 +11,7 @@ fn cfg() -> ServeConfig {
 fn the_parser_names_what_is_wrong() {
     let j = Some("application/json");
     let ok = parse_request(Route::Embed, Some("application/json; charset=utf-8"), br#"{"texts": ["a", "b"], "normalize": true}"#, &cfg()).unwrap();
-    assert_eq!(ok, Parsed { texts: vec!["a".into(), "b".into()], normalize: true, truncate: true, dimensions: None, shape: Shape::Ours, field: "texts" });
+    assert_eq!(ok, Parsed { texts: vec!["a".into(), "b".into()], normalize: true, truncate: true, dimensions: None, shape: Shape::Ours, field: "texts", tasks: None });
     type Case<'a> = (Route, Option<&'a str>, &'a [u8], u16, &'a str);
     let cases: Vec<Case> = vec![
         (Route::Embed, None, b"{}", 415, "content type (none)"),

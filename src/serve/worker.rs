@@ -4,7 +4,44 @@
 use super::*;
 
 /// One text's probabilities of Task A and Task B.
-pub(super) type TaskProbs = (Vec<f32>, Vec<f32>);
+pub(super) type TaskProbs = Vec<Vec<f32>>;
+
+/// A pair task of the served model, for `/similarity`.
+#[derive(Debug, Clone)]
+pub struct PairTask {
+    /// The task's name.
+    pub name: String,
+    /// Its labels (empty for a similarity task).
+    pub labels: Vec<String>,
+    /// A pair-classification head: its weight `[k, 3 * dim]` (row-major) and bias `[k]`;
+    /// `None` for a similarity task (the cosine is its prediction).
+    pub head: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl PairTask {
+    /// Class probabilities of the head on the pair's pooled vectors `u`, `v`: softmax of
+    /// `W (u, v, |u - v|) + b`.
+    pub fn probabilities(&self, u: &[f32], v: &[f32]) -> Vec<f32> {
+        let Some((w, b)) = &self.head else { return vec![] };
+        let x: Vec<f32> = u.iter().chain(v).copied().chain(u.iter().zip(v).map(|(a, c)| (a - c).abs())).collect();
+        let logits: Vec<f32> = b.iter().enumerate().map(|(k, bias)| bias + w[k * x.len()..(k + 1) * x.len()].iter().zip(&x).map(|(a, c)| a * c).sum::<f32>()).collect();
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        e.into_iter().map(|x| x / sum).collect()
+    }
+}
+
+/// The cosine similarity of two vectors (0 when either is zero).
+pub fn cosine(u: &[f32], v: &[f32]) -> f32 {
+    let dot: f32 = u.iter().zip(v).map(|(a, b)| a * b).sum();
+    let n = (u.iter().map(|a| a * a).sum::<f32>() * v.iter().map(|b| b * b).sum::<f32>()).sqrt();
+    if n > 0.0 {
+        dot / n
+    } else {
+        0.0
+    }
+}
 
 /// What the model thread computes for one request.
 pub(super) enum Output {
@@ -62,24 +99,51 @@ impl Engine {
         self.tokenizer().max_len()
     }
 
-    /// Label names of both tasks (multi-task checkpoints only).
-    pub fn labels(&self) -> Option<(Vec<String>, Vec<String>)> {
+    /// Each one-text classification head's task name and label names, in task order
+    /// (multi-task checkpoints only).
+    pub fn labels(&self) -> Option<Vec<(String, Vec<String>)>> {
         match self {
             Engine::Base(_) => None,
-            Engine::Multi(c) => Some((c.model.config.labels_a.0.clone(), c.model.config.labels_b.0.clone())),
+            Engine::Multi(c) => Some(
+                c.model
+                    .tasks()
+                    .iter()
+                    .filter(|t| t.kind == crate::task::TaskKind::Classification)
+                    .map(|t| (t.name.clone(), t.labels.0.clone()))
+                    .collect(),
+            ),
         }
     }
 
-    /// Pooled vectors, and both heads' probabilities when asked and available.
-    fn run(&self, ids: &Tensor, mask: &Tensor, heads: bool) -> (Tensor, Option<(Tensor, Tensor)>) {
+    /// The model's pair tasks: each pair-classification head's weights (copied to the CPU, for
+    /// the handlers) and each similarity task.
+    pub fn pair_tasks(&self) -> Vec<PairTask> {
+        let Engine::Multi(c) = self else { return vec![] };
+        let vars: BTreeMap<String, Tensor> = c.model.params().named_variables().into_iter().collect();
+        let floats = |name: &str| -> Vec<f32> {
+            vars.get(name).map_or_else(Vec::new, |t| Vec::<f32>::try_from(t.to_kind(Kind::Float).to_device(Device::Cpu).flatten(0, -1)).unwrap_or_default())
+        };
+        c.model
+            .tasks()
+            .iter()
+            .filter(|t| t.kind.is_pair())
+            .map(|t| {
+                let head = (t.kind == crate::task::TaskKind::PairClassification).then(|| {
+                    let subset = t.subset();
+                    (floats(&format!("{subset}.weight")), floats(&format!("{subset}.bias")))
+                });
+                PairTask { name: t.name.clone(), labels: t.labels.0.clone(), head }
+            })
+            .collect()
+    }
+
+    /// Pooled vectors, and every one-text head's probabilities when asked and available.
+    fn run(&self, ids: &Tensor, mask: &Tensor, heads: bool) -> (Tensor, Option<Vec<Tensor>>) {
         match self {
             Engine::Base(e) => (e.encoder.embed_t(ids, mask, false), None),
             Engine::Multi(c) => {
                 let pooled = c.model.pooled_t(ids, mask, false);
-                let probs = heads.then(|| {
-                    let l = c.model.heads_t(&pooled, false);
-                    (l.a.softmax(-1, Kind::Float), l.b.softmax(-1, Kind::Float))
-                });
+                let probs = heads.then(|| c.model.text_heads_t(&pooled, false).into_iter().map(|(_, l)| l.softmax(-1, Kind::Float)).collect());
                 (pooled, probs)
             }
         }
@@ -90,7 +154,7 @@ impl Engine {
 pub(super) enum RowResult {
     /// The pooled vector, L2-normalised when its job asked.
     Embedding(Vec<f32>),
-    /// Both tasks' probabilities.
+    /// Every head's probabilities, in task order.
     Probabilities(TaskProbs),
 }
 
@@ -114,7 +178,12 @@ fn run_batch(engine: &Engine, jobs: &[Job], batch: &[RowRef]) -> std::result::Re
     let normal = if wants(Route::Embed, true) { to_rows(&pooling::l2_normalize(&pooled))? } else { vec![] };
     let (mut plain, mut normal) = (plain.into_iter(), normal.into_iter());
     let mut heads_out = match probs {
-        Some((a, b)) => Some(to_rows(&a)?.into_iter().zip(to_rows(&b)?)),
+        Some(ps) => {
+            let per_head: Vec<Vec<Vec<f32>>> = ps.iter().map(&to_rows).collect::<std::result::Result<_, String>>()?;
+            // Row-major: each batch row's probabilities of every head.
+            let rows: Vec<TaskProbs> = (0..batch.len()).map(|r| per_head.iter().map(|h| h[r].clone()).collect()).collect();
+            Some(rows.into_iter())
+        }
         None => None,
     };
     // Every form has one row per batch row: take each row's from the form it asked for, in order.
