@@ -21,7 +21,8 @@ use std::time::Duration;
 /// Arguments of `mtt experiment`.
 #[derive(Args, Debug, Clone)]
 pub struct ExperimentArgs {
-    /// Grid: default, extended, or a TOML/JSON file of configurations (a name and the settings it changes).
+    /// Grid: default, extended, tasks, or a TOML/JSON file of configurations (a name and the
+    /// settings it changes).
     #[arg(long, default_value = "default")]
     pub grid: String,
     /// Seeds per configuration (0..N) [default: 3; 2 with --quick].
@@ -65,6 +66,13 @@ pub struct ExperimentArgs {
     /// Out-of-domain Task B dev file [default: the bundled tweets].
     #[arg(long)]
     pub ood_b: Option<PathBuf>,
+    /// Scored pairs every run's encoder is measured on after training, zero-shot (what the
+    /// fine-tune kept of sentence similarity) [default: the bundled STS-B dev].
+    #[arg(long, value_name = "FILE")]
+    pub sts_eval: Option<PathBuf>,
+    /// Do not score the runs' embeddings on STS-B.
+    #[arg(long, conflicts_with = "sts_eval")]
+    pub no_sts_eval: bool,
     /// Seconds between plain progress lines inside a run when stdout is not a terminal.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub progress_every: u64,
@@ -97,7 +105,7 @@ const MAPPED: &[&str] = &[
 #[cfg(test)]
 const REFUSED: &[&str] = &[
     "task_a", "task_b", "joint", "dev_a", "dev_b", "dev_joint", "out", "model", "seed", "cache_dir", "ood_b", "overwrite", "resume",
-    "interrupt_after_steps", "progress_every", "device", "threads",
+    "interrupt_after_steps", "progress_every", "device", "threads", "task", "tasks_file", "sts_eval",
 ];
 
 /// An older grid file's `args` (`mtt train` options) as the settings they change: each option
@@ -112,7 +120,7 @@ pub fn overrides_from_args(args: &[String]) -> crate::error::Result<Overrides> {
             continue;
         }
         match id {
-            "freeze" => o.freeze = t.freeze,
+            "freeze" => o.freeze = t.freeze.clone(),
             "lr_plan" => o.lr_plan = t.lr_plan,
             "lr" => o.lr_overrides = Some(t.lr.clone()),
             "layer_decay" => o.layer_decay = t.layer_decay,
@@ -160,6 +168,7 @@ pub fn base_config(a: &ExperimentArgs) -> TrainConfig {
     c.data.dev_a = file(&a.dev_a, bundled::DEV_A);
     c.data.dev_b = file(&a.dev_b, bundled::DEV_B);
     c.data.ood_b = file(&a.ood_b, bundled::OOD_B);
+    c.data.sts_eval = if a.no_sts_eval { None } else { file(&a.sts_eval, bundled::STSB_DEV) };
     c.data.limit = a.limit.or(a.quick.then_some(64));
     c.schedule.epochs = a.epochs;
     c.schedule.cache_dir = Some(a.out.join("cache"));
@@ -175,7 +184,7 @@ pub fn run_experiment(a: &ExperimentArgs) -> Result<()> {
         None => {
             let path = PathBuf::from(&a.grid);
             if !path.exists() {
-                anyhow::bail!("--grid {}: not a built-in grid (default, extended) and no such file", a.grid);
+                anyhow::bail!("--grid {}: not a built-in grid (default, extended, tasks) and no such file", a.grid);
             }
             (a.grid.clone(), read_grid(&path, &overrides_from_args)?)
         }
@@ -230,7 +239,7 @@ mod tests {
         }
         for id in REFUSED {
             let flag = format!("--{}", id.replace('_', "-"));
-            if ["joint", "dev_joint"].contains(id) {
+            if ["joint", "dev_joint", "task", "tasks_file"].contains(id) {
                 continue;
             }
             let value = if ["overwrite"].contains(id) { vec![flag.clone()] } else { vec![flag.clone(), "1".into()] };
@@ -331,6 +340,8 @@ mod tests {
         ));
         let mut cfg = GridRun::try_parse_from(&former).unwrap().args.to_config(&super::super::train::TrainDefaults::MTT).unwrap();
         cfg.output.resume_state = false;
+        // Every run's encoder is scored on STS-B dev after training (new with named tasks).
+        cfg.data.sts_eval = Some(bundled::STSB_DEV.into());
         assert_eq!(serde_json::to_value(&base).unwrap(), serde_json::to_value(&cfg).unwrap());
     }
 }

@@ -14,12 +14,18 @@ fn entry(name: &str, set: Overrides) -> Entry {
     Entry { name: name.into(), search: None, set }
 }
 
+fn tasks(sets: &[&str]) -> Overrides {
+    Overrides { tasks: Some(sets.iter().map(|s| s.to_string()).collect()), ..Overrides::default() }
+}
+
 fn searched(name: &str, search: Search) -> Entry {
     Entry { name: name.into(), search: Some(search), set: Overrides::default() }
 }
 
-/// The built-in grids: `default` (the seed's questions and the tuned recipes) and `extended`
-/// (plus task sampling, loss weighting, single-task models and pooling).
+/// The built-in grids: `default` (the seed's questions, the tuned recipes, `tuned+sts` and the
+/// task sets: the four bundled tasks together and each alone), `extended` (plus task sampling,
+/// loss weighting, single-task models and pooling) and `tasks` (one epoch each, no searches:
+/// the seed's scenarios, `uniform+sts` and the task sets, for what each keeps of STS-B).
 pub fn builtin_grid(name: &str) -> Option<Vec<Entry>> {
     let uniform = Overrides { lr_plan: Some(LrPreset::Uniform), ..Overrides::default() };
     let with = |change: fn(&mut Overrides)| {
@@ -38,11 +44,25 @@ pub fn builtin_grid(name: &str) -> Option<Vec<Entry>> {
         entry("layer-decay:0.8", with(|o| o.layer_decay = Some(0.8))),
         searched("tuned", Search::Tuned),
         searched("heads-only:tuned", Search::HeadsOnly),
+        Entry { name: "tuned+sts".into(), search: Some(Search::Tuned), set: tasks(&["trec6", "sst5_3class", "stsb"]) },
     ];
+    // Task sets, each with the uniform recipe: the four bundled tasks together, and each alone.
+    let mut task_sets = vec![entry("4-task", Overrides { lr_plan: Some(LrPreset::Uniform), ..tasks(&crate::data::bundled::SETS) })];
+    for set in crate::data::bundled::SETS {
+        task_sets.push(entry(&format!("single:{set}"), Overrides { lr_plan: Some(LrPreset::Uniform), ..tasks(&[set]) }));
+    }
     match name {
-        "default" => Some(default),
+        "default" => Some(default.into_iter().chain(task_sets).collect()),
+        "tasks" => {
+            // What each scenario preserves: the seed's questions scored on STS-B too, beside the
+            // task sets, one epoch each (no searches).
+            let mut g: Vec<Entry> = default.into_iter().filter(|e| e.search.is_none() && e.name != "freeze:head-a" && e.name != "freeze:head-b").collect();
+            g.push(entry("uniform+sts", Overrides { lr_plan: Some(LrPreset::Uniform), ..tasks(&["trec6", "sst5_3class", "stsb"]) }));
+            g.extend(task_sets);
+            Some(g)
+        }
         "extended" => {
-            let mut g = default;
+            let mut g: Vec<Entry> = default.into_iter().chain(task_sets).collect();
             g.extend([
                 entry("sampling:round-robin", with(|o| o.sampling = Some(TaskSampling::RoundRobin))),
                 entry("sampling:temperature:2", with(|o| o.sampling = Some(TaskSampling::Temperature(2.0)))),

@@ -117,6 +117,12 @@ pub struct RunResult {
     /// Training epochs completed (fewer than planned after early stopping or a step limit; 0
     /// when nothing trained).
     pub epochs_run: usize,
+    /// Dev metrics of the similarity tasks it trained (Spearman, Pearson), keyed by task.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dev_similarity: BTreeMap<String, crate::metrics::SimilarityMetrics>,
+    /// The encoder's own embeddings on STS-B dev after the run (zero-shot), when scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sts: Option<crate::metrics::SimilarityMetrics>,
 }
 
 /// The [`TrainConfig`] fields that never change a run's result: where it writes (`out`,
@@ -259,10 +265,10 @@ impl<'a> Runner<'a> {
         let outcome = train(cfg, self.progress, &mut |l: &str| log(&format!("    {l}")))?;
         let m = outcome.metrics;
         let kept = m.saved_epoch.and_then(|e| m.epochs.iter().find(|r| r.epoch == e)).or(m.epochs.last());
-        let (dev, ood) = kept.map(|r| (r.dev.clone(), r.ood.clone())).unwrap_or_default();
+        let (dev, ood, dev_similarity) = kept.map(|r| (r.dev.clone(), r.ood.clone(), r.dev_similarity.clone())).unwrap_or_default();
         let trained_tasks = match cfg.data.only_task {
             Some(t) => vec![t.key().to_string()],
-            None => vec!["task_a".into(), "task_b".into()],
+            None => m.tasks.clone(),
         };
         let train_seconds: f64 = m.epochs.iter().map(|e| e.seconds).sum();
         let rows_seen: f64 = m.epochs.iter().map(|e| e.sentences_per_s * e.seconds).sum();
@@ -279,6 +285,8 @@ impl<'a> Runner<'a> {
             sentences_per_s: if train_seconds > 0.0 { rows_seen / train_seconds } else { 0.0 },
             cache_seconds: m.cache_seconds,
             epochs_run: m.epochs.iter().filter(|e| e.epoch > 0).count(),
+            dev_similarity,
+            sts: m.sts,
         };
         write_json(&dir.join("result.json"), &result)?;
         self.timings.push(result.wall_seconds);
@@ -320,8 +328,9 @@ impl<'a> Runner<'a> {
                 let (r, m, stored) = self.run_one(&e.name, &cfg, log)?;
                 self.done_runs += 1;
                 let acc = |k: &str| r.dev.get(k).map_or("–".to_string(), |m| format!("{:.4}", m.accuracy));
+                let sts = r.sts.map_or(String::new(), |s| format!(", STS-B {:.4}", s.spearman));
                 log(&format!(
-                    "[{}/{}] {} seed {seed}: dev A {}, B {} ({}{}), grid ETA {}",
+                    "[{}/{}] {} seed {seed}: dev A {}, B {}{sts} ({}{}), grid ETA {}",
                     self.done_runs,
                     self.total_runs,
                     e.name,

@@ -100,6 +100,11 @@ pub struct Overrides {
     /// Keep the checkpoint of the best dev epoch (mean dev accuracy) instead of the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_best: Option<bool>,
+    /// The task set, by bundled data set: `trec6` (Task A), `sst5_3class` (Task B), `stsb` (the
+    /// similarity task `sts`), `mrpc` (the pair-classification task `paraphrase`). Task A and B
+    /// keep the grid's own files when listed and are dropped otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "task_set")]
+    pub tasks: Option<Vec<String>>,
 }
 
 impl Overrides {
@@ -160,6 +165,16 @@ impl Overrides {
             cfg.pooling = self.pooling.clone();
         }
         set(&mut cfg.output.save_best, &self.save_best);
+        if let Some(ts) = &self.tasks {
+            let has = |n: &str| ts.iter().any(|t| t == n);
+            if !has("trec6") {
+                (cfg.data.task_a, cfg.data.dev_a) = (None, None);
+            }
+            if !has("sst5_3class") {
+                (cfg.data.task_b, cfg.data.dev_b, cfg.data.ood_b) = (None, None, None);
+            }
+            cfg.data.tasks = ts.iter().filter_map(|t| crate::task::bundled_task(t)).collect();
+        }
     }
 
     /// These settings, then `later`'s over them: applying the result is applying `self` then
@@ -205,6 +220,9 @@ impl fmt::Display for Overrides {
             parts.push(format!("only_task={}", task::name(t)));
         }
         show!(save_best);
+        if let Some(t) = &self.tasks {
+            parts.push(format!("tasks={}", t.join("+")));
+        }
         f.write_str(&parts.join(" "))
     }
 }
@@ -276,5 +294,34 @@ mod task {
             Some("b") => Ok(Some(Task::B)),
             Some(other) => Err(D::Error::custom(format!("only_task '{other}': expected a or b"))),
         }
+    }
+}
+
+/// Serde for `tasks`: a list of bundled data set names, each checked.
+mod task_set {
+    use crate::data::bundled::SETS;
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<String>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.collect_seq(v),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+        let Some(v) = Option::<Vec<String>>::deserialize(d)? else { return Ok(None) };
+        if v.is_empty() {
+            return Err(D::Error::custom("tasks: list at least one of ".to_string() + &SETS.join(", ")));
+        }
+        for (i, t) in v.iter().enumerate() {
+            if !SETS.contains(&t.as_str()) {
+                return Err(D::Error::custom(format!("tasks: '{t}' is not a bundled data set (expected {})", SETS.join(", "))));
+            }
+            if v[..i].contains(t) {
+                return Err(D::Error::custom(format!("tasks: '{t}' is listed twice")));
+            }
+        }
+        Ok(Some(v))
     }
 }

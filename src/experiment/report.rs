@@ -29,6 +29,13 @@ pub struct Stat {
     pub n: usize,
 }
 
+impl Default for Stat {
+    /// No values.
+    fn default() -> Self {
+        Stat { mean: f64::NAN, std: f64::NAN, n: 0 }
+    }
+}
+
 impl Stat {
     /// The statistics of `values`, skipping those that are not finite.
     pub fn of(values: &[f64]) -> Stat {
@@ -118,6 +125,16 @@ pub struct Row {
     pub per_epoch: Vec<EpochPoint>,
     /// Per tenth of an epoch, means over seeds.
     pub loss_curve: Vec<LossPoint>,
+    /// The encoder's own embeddings on STS-B dev after each run (zero-shot Spearman), over the
+    /// runs that were scored.
+    #[serde(default)]
+    pub sts_spearman: Stat,
+    /// Each named classification task's dev accuracy, over the runs that trained it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tasks: BTreeMap<String, Stat>,
+    /// Each similarity task's dev Spearman, over the runs that trained it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub similarity: BTreeMap<String, Stat>,
 }
 
 /// `results.json`.
@@ -180,7 +197,30 @@ pub fn summarise(name: &str, settings: &Overrides, results: &[RunResult], metric
         epochs,
         per_epoch,
         loss_curve: loss_curve(metrics),
+        sts_spearman: Stat::of(&results.iter().filter_map(|r| r.sts.map(|m| m.spearman)).collect::<Vec<_>>()),
+        tasks: named_task_scores(results, |r, t| r.dev.get(t).map(|m| m.accuracy)),
+        similarity: named_task_scores(results, |r, t| r.dev_similarity.get(t).map(|m| m.spearman)),
     }
+}
+
+/// Each named task's (not `task_a`/`task_b`) dev score by `score` over the runs that trained it
+/// (tasks `score` never finds are left out).
+fn named_task_scores(results: &[RunResult], score: fn(&RunResult, &str) -> Option<f64>) -> BTreeMap<String, Stat> {
+    let mut names: Vec<&String> = results.iter().flat_map(|r| &r.trained_tasks).filter(|t| !["task_a", "task_b"].contains(&t.as_str())).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .map(|t| {
+            let v: Vec<f64> = results
+                .iter()
+                .filter(|r| r.trained_tasks.contains(t))
+                .filter_map(|r| score(r, t))
+                .collect();
+            (t.clone(), Stat::of(&v))
+        })
+        .filter(|(_, s)| s.n > 0)
+        .collect()
 }
 
 /// Per-task training loss averaged in bins of a tenth of an epoch (over the steps in a bin that
@@ -274,14 +314,16 @@ fn results_md(r: &GridResults) -> String {
     let mut md = format!(
         "# Results: grid `{}`, {} seed(s)\n\nDev accuracy and macro-F1 per task, mean ± standard deviation over seeds. \
          Tweets: Task B on TweetEval sentiment dev (out of domain, never trained on). \
-         Time: wall time of one run (loading, caching, training, evaluation); sent/s: training sentences per second.\n\n\
-         | configuration | Task A acc | Task A F1 | Task B acc | Task B F1 | tweets acc | tweets F1 | trainable | epochs | time | sent/s |\n\
-         |---|---|---|---|---|---|---|---:|---:|---:|---:|\n",
+         Time: wall time of one run (loading, caching, training, evaluation); sent/s: training sentences per second. \
+         STS-B (zero-shot): Spearman of the encoder's own cosine similarities on STS-B dev after the run (the base model: 0.810), \
+         what the fine-tune kept of the embeddings. Other tasks: dev accuracy, or Spearman for a similarity task.\n\n\
+         | configuration | Task A acc | Task A F1 | Task B acc | Task B F1 | tweets acc | tweets F1 | STS-B (zero-shot) | other tasks | trainable | epochs | time | sent/s |\n\
+         |---|---|---|---|---|---|---|---|---|---:|---:|---:|---:|\n",
         r.grid, r.seeds
     );
     for row in &r.rows {
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             md_cell(&row.name),
             row.a_accuracy.cell(4),
             row.a_macro_f1.cell(4),
@@ -289,6 +331,11 @@ fn results_md(r: &GridResults) -> String {
             row.b_macro_f1.cell(4),
             row.ood_b_accuracy.cell(4),
             row.ood_b_macro_f1.cell(4),
+            row.sts_spearman.cell(4),
+            {
+                let cells: Vec<String> = row.tasks.iter().chain(&row.similarity).map(|(t, s)| format!("{t} {}", s.cell(4))).collect();
+                if cells.is_empty() { "–".to_string() } else { cells.join("; ") }
+            },
             fmt_count(row.trainable_params),
             row.epochs,
             fmt_duration(row.wall_seconds.mean),
@@ -327,7 +374,7 @@ fn results_md(r: &GridResults) -> String {
         }
         md.push_str(&format!("\nChosen: {}\n", code(&s.chosen)));
     }
-    md.push_str("\nPlots: `final_accuracy.png`, `dev_accuracy.png`, `training_loss.png`, `accuracy_vs_time.png`.\n");
+    md.push_str("\nPlots: `final_accuracy.png`, `dev_accuracy.png`, `training_loss.png`, `accuracy_vs_time.png`, `accuracy_vs_sts.png`.\n");
     md
 }
 
@@ -352,6 +399,9 @@ fn fmt_count(n: usize) -> String {
 /// the tasks it trained of their dev accuracy (and standard deviation).
 fn cost_point(row: &Row) -> CostPoint {
     let tasks: Vec<&Stat> = [&row.a_accuracy, &row.b_accuracy].into_iter().filter(|s| s.n > 0).collect();
+    // A run without the seed's tasks: its named classification tasks' accuracy.
+    let named: Vec<&Stat> = row.tasks.values().collect();
+    let tasks = if tasks.is_empty() { named } else { tasks };
     let mean = |f: fn(&Stat) -> f64| if tasks.is_empty() { f64::NAN } else { tasks.iter().map(|s| f(s)).sum::<f64>() / tasks.len() as f64 };
     CostPoint { label: row.name.clone(), seconds: row.wall_seconds.mean, accuracy: mean(|s| s.mean), accuracy_std: mean(|s| s.std) }
 }
@@ -401,5 +451,15 @@ fn plots(dir: &Path, r: &GridResults) -> Result<()> {
         "Dev accuracy against time per run (mean over seeds)",
         "dev accuracy (mean over the trained tasks)",
         &r.rows.iter().map(cost_point).collect::<Vec<_>>(),
+    )?;
+    // What each configuration buys (task accuracy) against what it costs the embeddings (STS-B).
+    let sts_points: Vec<CostPoint> =
+        r.rows.iter().map(|row| CostPoint { seconds: row.sts_spearman.mean, ..cost_point(row) }).filter(|p| p.accuracy.is_finite()).collect();
+    plot::accuracy_vs_measure(
+        &dir.join("accuracy_vs_sts.png"),
+        "Task accuracy against what the embeddings keep (mean over seeds)",
+        "STS-B dev Spearman of the encoder's own embeddings after the run (zero-shot; base model 0.810)",
+        "dev accuracy (mean over the trained classification tasks)",
+        &sts_points,
     )
 }

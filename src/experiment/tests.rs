@@ -121,6 +121,8 @@ fn epoch(epoch: usize, steps: usize, loss: (f64, f64), dev: (f64, f64)) -> Epoch
         dev: [("task_a".to_string(), task(dev.0)), ("task_b".to_string(), task(dev.1))].into(),
         ood: BTreeMap::new(),
         loss_log_vars: None,
+        losses: BTreeMap::new(),
+        dev_similarity: BTreeMap::new(),
     }
 }
 
@@ -138,6 +140,8 @@ fn result(seed: u64, a: f64, b: f64, trained: &[&str]) -> RunResult {
         sentences_per_s: 100.0,
         cache_seconds: 0.0,
         epochs_run: 2,
+        dev_similarity: BTreeMap::new(),
+        sts: Some(crate::metrics::SimilarityMetrics { spearman: 0.8 - 0.01 * seed as f64, pearson: 0.8, n: 10 }),
     }
 }
 
@@ -306,6 +310,18 @@ fn grid_files_in_toml_and_json() {
     assert!(err("").contains("no `config`"));
     assert!(err("[[config]]\nname = \"a\"\n[extra]\n").contains("unknown key `extra`"));
     assert!(err("[[config]]\nname = \"a\"\nsearch = \"random\"\n").contains("search"));
-    assert_eq!(builtin_grid("default").unwrap().len(), 10);
+    // The seed's ten configurations, tuned+sts, and the task sets (four tasks together, each alone).
+    let default = builtin_grid("default").unwrap();
+    assert_eq!(default.len(), 16);
+    let sts = default.iter().find(|e| e.name == "tuned+sts").unwrap();
+    assert_eq!((sts.search, sts.set.tasks.clone()), (Some(Search::Tuned), Some(vec!["trec6".into(), "sst5_3class".into(), "stsb".into()])));
+    let four = applied(&[&default.iter().find(|e| e.name == "4-task").unwrap().set]);
+    assert_eq!(four.data.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["sts", "paraphrase"]);
+    assert!(four.data.task_a.is_some() && four.data.task_b.is_some());
+    let single = applied(&[&default.iter().find(|e| e.name == "single:mrpc").unwrap().set]);
+    assert!(single.data.task_a.is_none() && single.data.task_b.is_none() && single.data.ood_b.is_none() && single.data.tasks.len() == 1);
+    assert!(builtin_grid("tasks").unwrap().iter().all(|e| e.search.is_none()));
+    let e = err("[[config]]\nname = \"a\"\ntasks = [\"stsb\", \"imdb\"]\n");
+    assert!(e.contains("'imdb' is not a bundled data set"), "{e}");
     assert!(builtin_grid("extended").unwrap().iter().any(|e| e.name == "single-task:b"));
 }

@@ -41,6 +41,23 @@ pub fn accuracy_vs_time(path: &Path, title: &str, y_label: &str, points: &[CostP
     })
 }
 
+/// Dev accuracy against another measure of each configuration on a linear x axis (`x_desc`
+/// says which; the points' `seconds` field holds it): one labelled point per configuration with
+/// its error bar, as [`accuracy_vs_time`] draws them, without a Pareto line. Used for accuracy
+/// against what the embeddings kept (STS-B Spearman).
+pub fn accuracy_vs_measure(path: &Path, title: &str, x_desc: &str, y_label: &str, points: &[CostPoint]) -> Result<()> {
+    let shown: Vec<&CostPoint> = points.iter().filter(|p| p.seconds.is_finite() && p.accuracy.is_finite()).collect();
+    canvas::render(path, (WIDTH, HEIGHT), |root| {
+        let body = draw_title(root, title)?;
+        if shown.is_empty() {
+            return draw_no_data(&body.margin(px(4), px(30), px(84), px(30)));
+        }
+        let (lo, hi) = shown.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.seconds), hi.max(p.seconds)));
+        let (lo, hi) = padded(lo, hi, 0.12, 0.0);
+        draw_on(&body, y_label, &shown, lo..hi, 10, &tick_format(lo, hi, 10), x_desc, false)
+    })
+}
+
 /// Ticks for a logarithmic time axis from `lo` to `hi` seconds, with their labels: 1, 2, 5,
 /// 10, 20 and 30 seconds, minutes and hours (only the 1s and 10s if that makes more than 9), or
 /// powers of ten seconds when fewer than 2 of those fit.
@@ -125,13 +142,14 @@ fn draw_points(area: &Area, y_label: &str, points: &[&CostPoint]) -> DrawResult 
         let label =
             |s: &f64| ticks.iter().find(|t| (t.0 / s - 1.0).abs() < 1e-9).map_or(String::new(), |t| t.1.clone());
         let x = (lo..hi).log_scale().with_key_points(ticks.iter().map(|t| t.0).collect());
-        draw_on(area, y_label, points, x, 0, &label, "training time per run (log scale)")
+        draw_on(area, y_label, points, x, 0, &label, "training time per run (log scale)", true)
     } else {
         let (lo, hi) = padded(lo, hi, 0.08, 0.0);
-        draw_on(area, y_label, points, lo..hi, 10, &tick_format(lo, hi, 10), "training time per run (seconds)")
+        draw_on(area, y_label, points, lo..hi, 10, &tick_format(lo, hi, 10), "training time per run (seconds)", true)
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn draw_on<X>(
     area: &Area,
     y_label: &str,
@@ -140,6 +158,7 @@ fn draw_on<X>(
     x_ticks: usize,
     x_fmt: &dyn Fn(&f64) -> String,
     x_desc: &str,
+    pareto: bool,
 ) -> DrawResult
 where
     X: AsRangedCoord<Value = f64>,
@@ -180,7 +199,7 @@ where
     }
     let legend_style = font(LEGEND_SIZE, TEXT);
     let mut taken: Vec<Rect> = Vec::new();
-    if front.len() > 1 {
+    if pareto && front.len() > 1 {
         let dashes = MUTED.stroke_width(px(2));
         let text = "Pareto front: nothing faster is as accurate";
         chart.draw_series(DashedLineSeries::new(front, pxi(8), pxi(6), dashes))?.label(text).legend(move |(x, y)| {

@@ -18,7 +18,7 @@ mod lines;
 mod tests;
 
 pub use bars::bar_groups;
-pub use cost::{accuracy_vs_time, CostPoint};
+pub use cost::{accuracy_vs_measure, accuracy_vs_time, CostPoint};
 pub use lines::line_panels;
 
 use canvas::SCALE;
