@@ -29,20 +29,54 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import BertConfig, BertModel, BertTokenizer
 
 
-class MultiTask(torch.nn.Module):
-    """The seed's model: an encoder named `encoder` (no pooler) and two linear heads."""
+def tasks_of(cfg):
+    """A checkpoint's (or an exported labels.json's) task list: `tasks` when it has one, else
+    the seed's two from `labels_a`/`labels_b` (`task_a`/`task_b` in labels.json)."""
+    if cfg.get("tasks"):
+        return cfg["tasks"]
+    a, b = cfg.get("labels_a", cfg.get("task_a")), cfg.get("labels_b", cfg.get("task_b"))
+    return [{"name": "task_a", "kind": "classification", "labels": a}, {"name": "task_b", "kind": "classification", "labels": b}]
 
-    def __init__(self, bert_config, n_a, n_b):
+
+class MultiTask(torch.nn.Module):
+    """The seed's model, for any task list: an encoder named `encoder` (no pooler, mean pooling)
+    and one linear head per classification task: `classification_head` and `sentiment_head` for
+    the seed's `task_a` and `task_b`, `heads.<name>` for the others. A pair-classification head
+    reads (u, v, |u - v|) of the two texts' pooled vectors; a similarity task has no head."""
+
+    def __init__(self, bert_config, tasks):
         super().__init__()
         self.encoder = BertModel(bert_config, add_pooling_layer=False)
-        self.classification_head = torch.nn.Linear(bert_config.hidden_size, n_a)
-        self.sentiment_head = torch.nn.Linear(bert_config.hidden_size, n_b)
+        self.tasks = tasks
+        self.heads = torch.nn.ModuleDict()
+        for t in tasks:
+            if t["kind"] == "similarity":
+                continue
+            width = bert_config.hidden_size * (3 if t["kind"] == "pair-classification" else 1)
+            layer = torch.nn.Linear(width, len(t["labels"]))
+            if t["name"] == "task_a":
+                self.classification_head = layer
+            elif t["name"] == "task_b":
+                self.sentiment_head = layer
+            else:
+                self.heads[t["name"]] = layer
 
-    def forward(self, ids, mask):
+    def head(self, name):
+        return {"task_a": getattr(self, "classification_head", None), "task_b": getattr(self, "sentiment_head", None)}.get(name) or self.heads[name]
+
+    def pooled(self, ids, mask):
         h = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         m = mask.unsqueeze(-1).to(h.dtype)
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        return self.classification_head(pooled), self.sentiment_head(pooled)
+        return (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+
+    def forward(self, ids, mask):
+        """Every one-text classification head's logits, by task name."""
+        pooled = self.pooled(ids, mask)
+        return {t["name"]: self.head(t["name"])(pooled) for t in self.tasks if t["kind"] == "classification"}
+
+    def pair_logits(self, name, u, v):
+        """A pair-classification head's logits on pooled vectors u, v."""
+        return self.head(name)(torch.cat([u, v, (u - v).abs()], dim=-1))
 
 
 def read_tsv(path):
@@ -63,7 +97,8 @@ def subset_of(name, n_layers):
     for i in range(n_layers):
         if name.startswith(f"encoder.encoder.layer.{i}."):
             return f"encoder.encoder.layer.{i}"
-    return name.split(".")[0]
+    # heads.<name>.weight belongs to the subset heads.<name>; the seed's heads are their own.
+    return ".".join(name.split(".")[:2]) if name.startswith("heads.") else name.split(".")[0]
 
 
 def rate_of(subset, plan, overrides):
@@ -97,13 +132,18 @@ def main():
 
     cfg = json.load(open(os.path.join(a.checkpoint, "config.json")))
     bert = BertConfig(**{k: v for k, v in cfg["encoder"]["bert"].items() if v is not None})
+    tasks = tasks_of(cfg)
     labels_a, labels_b = cfg["labels_a"], cfg["labels_b"]
-    model = MultiTask(bert, len(labels_a), len(labels_b))
+    model = MultiTask(bert, tasks)
     from safetensors.torch import load_file
 
     result = model.load_state_dict(load_file(os.path.join(a.checkpoint, "model.safetensors")), strict=True)
     assert not result.missing_keys and not result.unexpected_keys, result
     model.to(device).train()
+    # This script trains the seed's two tasks: any other head keeps its weights.
+    for name, param in model.named_parameters():
+        if name.startswith("heads."):
+            param.requires_grad_(False)
 
     training = cfg.get("training") or {}
     plan = {"Uniform": "uniform", "Layerwise": "layerwise"}.get(training.get("lr_plan"), "layerwise")
@@ -111,7 +151,8 @@ def main():
     overrides += [(s.split("=")[0].rstrip("."), float(s.split("=")[1])) for s in a.lr]
     groups = {}
     for name, param in model.named_parameters():
-        groups.setdefault(subset_of(name, bert.num_hidden_layers), []).append(param)
+        if param.requires_grad:
+            groups.setdefault(subset_of(name, bert.num_hidden_layers), []).append(param)
     rates = {s: rate_of(s, plan, overrides) for s in groups}
     opt = torch.optim.Adam([{"params": ps, "lr": rates[s]} for s, ps in groups.items()])
     ddp = DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
@@ -128,7 +169,8 @@ def main():
             enc = tok([r[0] for r in batch], padding=True, truncation=True, max_length=cfg["encoder"]["max_seq_length"], return_tensors="pt")
             ya = torch.tensor([r[1] for r in batch], device=device)
             yb = torch.tensor([r[2] for r in batch], device=device)
-            la, lb = ddp(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+            logits = ddp(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+            la, lb = logits["task_a"], logits["task_b"]
             # A task without labels in this batch adds 0 (keeps the graph the same on every rank).
             loss = sum(ce(l, y) if (y != -100).any() else l.sum() * 0 for l, y in ((la, ya), (lb, yb)))
             opt.zero_grad()

@@ -2,7 +2,9 @@
 against checkpoints written by `mtt`. Prints JSON on stdout.
 
   interop.py embed    EXPORTED TEXTS                  -> [[float]] (SentenceTransformer.encode)
-  interop.py probs    EXPORTED STATE TEXTS            -> {"a": [[p]], "b": [[p]], "missing": [...], "unexpected": [...]}
+  interop.py probs    EXPORTED STATE TEXTS            -> {"a": [[p]], "b": [[p]], "heads": {task: [[p]]},
+                                                         "pairs": {task: [[p]]}, "missing": [...], "unexpected": [...]}
+      (pairs: each pair-classification head on the texts' consecutive pairs (line i, line i+1))
   interop.py perturb  EXPORTED STATE TEXTS OUT SEED   -> like probs, for the state perturbed and saved to OUT
 """
 import json
@@ -18,7 +20,7 @@ from transformers import AutoTokenizer, BertConfig  # noqa: E402
 
 # The seed's model, as the DDP script defines it (one definition for both).
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
-from torchrun_finetune import MultiTask  # noqa: E402
+from torchrun_finetune import MultiTask, tasks_of  # noqa: E402
 
 
 def texts(path):
@@ -29,7 +31,7 @@ def texts(path):
 def model_and_probs(folder, state, lines):
     labels = json.load(open(os.path.join(folder, "labels.json")))
     # Built from the configuration alone: every weight must come from `state`.
-    model = MultiTask(BertConfig.from_pretrained(folder), len(labels["task_a"]), len(labels["task_b"]))
+    model = MultiTask(BertConfig.from_pretrained(folder), tasks_of(labels))
     result = model.load_state_dict(load_file(state), strict=False)
     model.eval()
     return model, result, probs(model, folder, lines)
@@ -39,8 +41,10 @@ def probs(model, folder, lines):
     tok = AutoTokenizer.from_pretrained(folder)
     enc = tok(lines, padding=True, truncation=True, return_tensors="pt")
     with torch.no_grad():
-        a, b = model(enc["input_ids"], enc["attention_mask"])
-    return {"a": a.softmax(-1).tolist(), "b": b.softmax(-1).tolist()}
+        heads = {k: v.softmax(-1).tolist() for k, v in model(enc["input_ids"], enc["attention_mask"]).items()}
+        pooled = model.pooled(enc["input_ids"], enc["attention_mask"])
+        pairs = {t["name"]: model.pair_logits(t["name"], pooled[:-1], pooled[1:]).softmax(-1).tolist() for t in model.tasks if t["kind"] == "pair-classification"}
+    return {"a": heads.get("task_a"), "b": heads.get("task_b"), "heads": heads, "pairs": pairs}
 
 
 def main():
