@@ -23,6 +23,10 @@ MODEL_SHA256=53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
 PEER_PKGS=(transformers==4.46.3 sentence-transformers==3.3.1)
 # The OpenAI SDK, for the real-client test of `mtt serve`'s OpenAI-compatible route.
 OPENAI_VERSION=3.57.0
+# ONNX Runtime and onnx, for scripts/onnx_anchors.py (the ONNX anchors of the speed comparison);
+# these versions work with Python 3.11, numpy 2 and torch 2.4.0's ONNX exporter.
+ONNXRUNTIME_VERSION=1.20.1
+ONNX_VERSION=1.17.0
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -145,6 +149,12 @@ if [ "$want_python_side" = 1 ]; then
     say "installing openai==$OPENAI_VERSION (client of the serve compatibility tests)"
     "$vpy" -m pip install --disable-pip-version-check -q "openai==$OPENAI_VERSION" \
       || die "could not install openai==$OPENAI_VERSION"
+  fi
+  # ONNX Runtime (with its transformers optimizer and quantizer) and onnx, for scripts/onnx_anchors.py.
+  if ! "$vpy" -c "import onnx, onnxruntime, onnxruntime.transformers.optimizer, onnxruntime.quantization; assert onnxruntime.__version__ == '$ONNXRUNTIME_VERSION' and onnx.__version__ == '$ONNX_VERSION'" 2>/dev/null; then
+    say "installing onnxruntime==$ONNXRUNTIME_VERSION and onnx==$ONNX_VERSION (the ONNX anchors, scripts/onnx_anchors.py)"
+    "$vpy" -m pip install --disable-pip-version-check -q "onnxruntime==$ONNXRUNTIME_VERSION" "onnx==$ONNX_VERSION" \
+      || die "could not install onnxruntime==$ONNXRUNTIME_VERSION and onnx==$ONNX_VERSION"
   fi
   say "python side: $("$vpy" -c 'import transformers, sentence_transformers; print("transformers", transformers.__version__, "sentence-transformers", sentence_transformers.__version__)')"
 fi
