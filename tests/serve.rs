@@ -56,6 +56,7 @@ fn reduced_load_test_on_a_base_encoder() {
         warmup: Duration::from_secs(1),
         server_max_texts: 256,
         server_max_body: 1 << 20,
+        max_diff: 1e-4,
     };
     let r = driver::run(&server.url, &texts, &expected, &opts);
     println!("{r:?}");

@@ -74,10 +74,27 @@ pub fn rss_kib(pid: u32) -> u64 {
     s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
 }
 
+/// CPU seconds (user + system) process `pid` has used so far (Linux `/proc/PID/stat`).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) in parentheses: utime and stime are
+    // the 14th and 15th fields of the line, the 12th and 13th after the closing parenthesis.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    f.iter().sum::<f64>() / ticks
+}
+
 /// `mtt embed --model MODEL` on `texts`: text -> vector.
 pub fn reference_embeddings(mtt: &str, model: &Path, texts: &[String]) -> HashMap<String, Vec<f32>> {
+    embed_with(mtt, model, &[], texts)
+}
+
+/// `mtt embed --model MODEL EXTRA...` on `texts`: text -> vector.
+pub fn embed_with(mtt: &str, model: &Path, extra: &[&str], texts: &[String]) -> HashMap<String, Vec<f32>> {
     let mut child = Command::new(mtt)
         .args(["embed", "--model", &model.display().to_string()])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -96,6 +113,28 @@ pub fn reference_embeddings(mtt: &str, model: &Path, texts: &[String]) -> HashMa
         map.insert(v["text"].as_str().expect("text").to_string(), e);
     }
     map
+}
+
+/// Wall time of a whole `mtt embed --model MODEL EXTRA...` process on `texts` (its output read
+/// and dropped), in seconds.
+pub fn time_embed(mtt: &str, model: &Path, extra: &[&str], texts: &[String]) -> f64 {
+    let t0 = Instant::now();
+    let mut child = Command::new(mtt)
+        .args(["embed", "--model", &model.display().to_string()])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mtt embed starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = texts.join("\n") + "\n";
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("mtt embed runs");
+    writer.join().expect("writer").expect("write texts");
+    assert!(out.status.success(), "mtt embed failed");
+    assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), texts.len(), "one line per text");
+    t0.elapsed().as_secs_f64()
 }
 
 /// One kind of malformed request, and the status it must get.
@@ -149,6 +188,8 @@ pub struct LoadOptions {
     /// The server's --max-texts and --max-body-bytes (to build requests just beyond them).
     pub server_max_texts: usize,
     pub server_max_body: usize,
+    /// Largest difference from the reference vectors still counted correct.
+    pub max_diff: f32,
 }
 
 /// What a load run saw.
@@ -167,6 +208,7 @@ pub struct LoadReport {
     pub seconds: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub mean_ms: f64,
     pub requests_per_s: f64,
     pub texts_per_s: f64,
     pub rss_after_warmup_kib: u64,
@@ -276,7 +318,7 @@ fn phase(agent: &ureq::Agent, url: &str, texts: &[String], expected: &HashMap<St
                                 let want = if normalize { l2(&expected[*t]) } else { expected[*t].clone() };
                                 let diff = if got.len() == want.len() { got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) } else { f32::INFINITY };
                                 r.max_abs_diff = r.max_abs_diff.max(diff);
-                                ok &= diff <= 1e-4;
+                                ok &= diff <= opts.max_diff;
                             }
                             if ok {
                                 r.valid_ok += 1;
@@ -302,6 +344,7 @@ fn phase(agent: &ureq::Agent, url: &str, texts: &[String], expected: &HashMap<St
     r.seconds = seconds;
     r.p50_ms = pct(0.50);
     r.p99_ms = pct(0.99);
+    r.mean_ms = if lat.is_empty() { f64::NAN } else { lat.iter().sum::<f64>() / lat.len() as f64 };
     r.requests_per_s = r.valid_ok as f64 / seconds;
     r.texts_per_s = r.valid_texts as f64 / seconds;
     r.rss_end_kib = rss_kib(pid);
@@ -311,6 +354,12 @@ fn phase(agent: &ureq::Agent, url: &str, texts: &[String], expected: &HashMap<St
 /// GET `url` + `path`: status and body.
 pub fn get(url: &str, path: &str) -> (u16, String) {
     status_of(ureq::get(&format!("{url}{path}")).call()).expect("the server answers")
+}
+
+/// `NAME_sum` and `NAME_count` of a histogram in `/metrics`' text.
+pub fn histogram_sum_count(metrics: &str, name: &str) -> (f64, u64) {
+    let value = |suffix: &str| metrics.lines().find_map(|l| l.strip_prefix(&format!("{name}{suffix} "))).and_then(|v| v.trim().parse::<f64>().ok()).unwrap_or(0.0);
+    (value("_sum"), value("_count") as u64)
 }
 
 /// Counts of `mtt_requests_total` by (route, status) from `/metrics`.

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub(super) requests: Mutex<BTreeMap<(String, u16), u64>>,
     pub(super) latency: Mutex<BTreeMap<String, Histogram>>,
     pub(super) batches: Mutex<Histogram>,
+    /// Seconds of each batch in the model thread: padding, the forward pass, reading back.
+    pub(super) forward: Mutex<Histogram>,
     pub(super) texts: Mutex<BTreeMap<String, u64>>,
     pub(super) queue_depth: AtomicUsize,
     pub(super) connections_open: AtomicUsize,
@@ -61,6 +63,10 @@ impl Metrics {
 
     pub(super) fn observe_batch(&self, rows: usize) {
         self.batches.lock().unwrap_or_else(|e| e.into_inner()).observe(&BATCH_BUCKETS, rows as f64);
+    }
+
+    pub(super) fn observe_forward(&self, seconds: f64) {
+        self.forward.lock().unwrap_or_else(|e| e.into_inner()).observe(&LATENCY_BUCKETS, seconds);
     }
 
     pub(super) fn observe_timeout(&self, waiting_for: &'static str) {
@@ -88,6 +94,8 @@ impl Metrics {
         }
         out.push_str("# HELP mtt_batch_size Texts per forward pass of the model.\n# TYPE mtt_batch_size histogram\n");
         self.batches.lock().unwrap_or_else(|e| e.into_inner()).write(&mut out, "mtt_batch_size", "", &BATCH_BUCKETS);
+        out.push_str("# HELP mtt_forward_seconds Time of each batch in the model thread (padding, forward pass, reading the outputs back).\n# TYPE mtt_forward_seconds histogram\n");
+        self.forward.lock().unwrap_or_else(|e| e.into_inner()).write(&mut out, "mtt_forward_seconds", "", &LATENCY_BUCKETS);
         out.push_str("# HELP mtt_texts_total Texts served, by route.\n# TYPE mtt_texts_total counter\n");
         for (route, n) in self.texts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "mtt_texts_total{{route=\"{route}\"}} {n}");

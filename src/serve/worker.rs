@@ -216,7 +216,9 @@ pub(super) fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, metrics: &
             }
             let batch = &rows[range];
             metrics.observe_batch(batch.len());
+            let t0 = std::time::Instant::now();
             let BatchResult(done) = run_batch(engine, &jobs, batch)?;
+            metrics.observe_forward(t0.elapsed().as_secs_f64());
             for (&(j, r), result) in batch.iter().zip(done) {
                 results[j][r] = Some(result);
             }
