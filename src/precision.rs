@@ -269,14 +269,17 @@ impl Int8Linear {
                 ((&x2 / &x_scale).round_().to_kind(Kind::Int8), x_scale, None)
             }
             Some((_, scaled_sum)) => {
-                // x = s (q + 127) + m per row: x - m >= 0 spans [0, 254 s].
-                let m = x2.min();
+                // x = s (q + 127) + m per row: x - m >= 0 spans [0, 254 s]. The row's own
+                // minimum, so that a text's vector does not depend on the texts (and padding)
+                // beside it in the batch, as it did with one minimum over the whole batch.
+                let m = x2.amin([1].as_slice(), true);
                 let shifted = &x2 - &m;
                 let x_scale = shifted.amax([1].as_slice(), true).clamp_min(1e-12) / (2.0 * ACTIVATION_LEVELS);
                 let mut q = &shifted / &x_scale;
                 q -= ACTIVATION_LEVELS;
-                // The shift's share of the product, m * sum_j w_cj, goes into the bias.
-                (q.round_().to_kind(Kind::Int8), x_scale, Some(&self.bias + scaled_sum * &m))
+                // The shift's share of the product, m * sum_j w_cj, goes into the bias (a bias
+                // per row).
+                (q.round_().to_kind(Kind::Int8), x_scale, Some(&self.bias + &m * scaled_sum))
             }
         };
         let mut acc = xq.internal_int_mm(&self.weight_t);
@@ -298,6 +301,26 @@ impl Int8Linear {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rows_result_does_not_depend_on_the_other_rows() {
+        // The same text must get the same vector whatever shares its batch: every scale and shift
+        // is the row's own (a batch-wide minimum once made the shifted layer depend on it).
+        let w = Tensor::randn([64, 1536], (Kind::Float, Device::Cpu)) * 0.05;
+        let b = Tensor::randn([64], (Kind::Float, Device::Cpu));
+        let x = (Tensor::randn([6, 1536], (Kind::Float, Device::Cpu)) * 1.5).gelu("none");
+        // One row with a much lower minimum than the others.
+        let x = Tensor::cat(&[x.narrow(0, 0, 5), x.narrow(0, 5, 1) - 3.0], 0);
+        for activations in [ActivationQuant::Symmetric, ActivationQuant::Shifted] {
+            let layer = Int8Linear::new(&w, Some(&b), None, 127.0, activations);
+            let together = layer.forward(&x);
+            for r in 0..6 {
+                let alone = layer.forward(&x.narrow(0, r, 1));
+                let diff = f64::try_from((together.narrow(0, r, 1) - alone).abs().max()).unwrap();
+                assert!(diff < 1e-5, "{activations:?}, row {r}: {diff}");
+            }
+        }
+    }
 
     #[test]
     fn modes_slower_than_fp32_are_refused_naming_the_cpu_and_the_faster_mode() {
@@ -396,9 +419,9 @@ mod tests {
         for levels in exact_levels() {
             let shifted = Int8Linear::new(&w, Some(&b), None, levels, ActivationQuant::Shifted);
             let got = shifted.forward(&x).view([18, 64]);
-            // The dequantised operands: x = s (q + 127) + m per row, m the input's minimum.
+            // The dequantised operands: x = s (q + 127) + m per row, m the row's minimum.
             let x2 = x.view([18, 1536]);
-            let m = x2.min();
+            let m = x2.amin([1].as_slice(), true);
             let xs = (&x2 - &m).amax([1].as_slice(), true) / (2.0 * ACTIVATION_LEVELS);
             let xd = (((&x2 - &m) / &xs) - ACTIVATION_LEVELS).round() * &xs + ACTIVATION_LEVELS * &xs + &m;
             let ws = w.abs().amax([1].as_slice(), true) / levels;
