@@ -4,14 +4,14 @@
 //!
 //! `cargo bench --profile dev --bench serve_load -- [--model DIR] [--clients N] [--seconds S]
 //!  [--malformed N] [--max-texts-per-request N] [--json FILE]` (and `--token-budget N`,
-//!  `--threads N`, `--queue-capacity N`, passed on to `mtt serve`)
+//!  `--threads N`, `--queue-capacity N`, `--max-padding F`, passed on to `mtt serve`)
 //!
 //! `-- --throughput [--precisions fp32,int8] [--clients-list 1,8,32] [--seconds S] [--json FILE]`
 //! measures instead what serving costs against offline encoding, in one run: per precision,
 //! `mtt embed`'s encode-only texts/s on the same texts (a 1,800-text process minus a 32-text
 //! one, so start-up and loading cancel), then the server's texts/s and p50/p99 latency at each
 //! client count (no malformed requests, a 5 s warm-up at that count first), and at one client
-//! the mean latency over the mean time of a request's forward pass (`mtt_forward_seconds`).
+//! the mean latency over the mean forward time of a request (`mtt_forward_seconds`).
 
 #[path = "serve_load/driver.rs"]
 mod driver;
@@ -54,7 +54,7 @@ fn main() {
             "--max-texts-per-request" => per_request = val().parse().expect("--max-texts-per-request N"),
             "--json" => json_out = Some(PathBuf::from(val())),
             // Passed on to `mtt serve`.
-            "--token-budget" | "--threads" | "--queue-capacity" => {
+            "--token-budget" | "--threads" | "--queue-capacity" | "--max-padding" => {
                 let v = val();
                 server_args.extend([a.clone(), v]);
             }
@@ -135,6 +135,7 @@ struct Served {
     p99_ms: f64,
     mean_ms: f64,
     forward_ms: f64,
+    forward_per_request_ms: f64,
     model_busy: f64,
     server_cores: f64,
     client_cores: f64,
@@ -188,12 +189,14 @@ fn throughput(run: &ThroughputRun, precisions: &[String], clients_list: &[usize]
             assert!(r.wrong.is_empty(), "{p}, {clients} clients: {} wrong answers, first {:?}", r.wrong.len(), r.wrong.first());
             let batches = forward_after.1.saturating_sub(forward_before.1).max(1);
             let forward_ms = forward_s / batches as f64 * 1e3;
+            // A request may be cut into several batches: its forward time is all of theirs.
+            let forward_per_request_ms = forward_s / r.valid_ok.max(1) as f64 * 1e3;
             // Where the time went: the model thread's share of the wall clock, and the CPU the
             // server and this load generator (on the same cores) used, in cores.
             let (model_busy, server_cores, client_cores) = (forward_s / r.seconds, server_cpu / r.seconds, client_cpu / r.seconds);
             eprintln!("{p}, {clients} clients: {:.1} texts/s ({:.0}% of offline), p50 {:.1} ms, p99 {:.1} ms, mean {:.1} ms, forward per batch {forward_ms:.1} ms; model thread busy {:.0}%, server {server_cores:.2} cores, load generator {client_cores:.2} cores", r.texts_per_s, 100.0 * r.texts_per_s / offline, r.p50_ms, r.p99_ms, r.mean_ms, 100.0 * model_busy);
-            lines.push(serde_json::json!({ "figure": "served", "precision": p, "clients": clients, "seconds": r.seconds, "requests": r.valid_ok, "texts_per_s": r.texts_per_s, "of_offline": r.texts_per_s / offline, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "mean_ms": r.mean_ms, "forward_ms_per_batch": forward_ms, "batches": batches, "model_thread_busy": model_busy, "server_cpu_cores": server_cores, "load_generator_cpu_cores": client_cores, "busy_503": r.busy, "max_abs_diff": r.max_abs_diff }));
-            served.push(Served { clients, texts_per_s: r.texts_per_s, p50_ms: r.p50_ms, p99_ms: r.p99_ms, mean_ms: r.mean_ms, forward_ms, model_busy, server_cores, client_cores, max_abs_diff: r.max_abs_diff });
+            lines.push(serde_json::json!({ "figure": "served", "precision": p, "clients": clients, "seconds": r.seconds, "requests": r.valid_ok, "texts_per_s": r.texts_per_s, "of_offline": r.texts_per_s / offline, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "mean_ms": r.mean_ms, "forward_ms_per_batch": forward_ms, "forward_ms_per_request": forward_per_request_ms, "batches": batches, "model_thread_busy": model_busy, "server_cpu_cores": server_cores, "load_generator_cpu_cores": client_cores, "busy_503": r.busy, "max_abs_diff": r.max_abs_diff }));
+            served.push(Served { clients, texts_per_s: r.texts_per_s, p50_ms: r.p50_ms, p99_ms: r.p99_ms, mean_ms: r.mean_ms, forward_ms, forward_per_request_ms, model_busy, server_cores, client_cores, max_abs_diff: r.max_abs_diff });
         }
         let status = server.stop();
         assert!(status.success(), "mtt serve --precision {p} exited with {status}");
@@ -224,7 +227,7 @@ fn throughput(run: &ThroughputRun, precisions: &[String], clients_list: &[usize]
     println!();
     for (p, _, served) in &table {
         if let Some(one) = served.iter().find(|s| s.clients == 1) {
-            println!("one client, {p}: mean latency {:.2}x the mean forward pass of a request, p50 latency {:.2}x", one.mean_ms / one.forward_ms, one.p50_ms / one.forward_ms);
+            println!("one client, {p}: mean latency {:.2}x the mean forward time of a request ({:.1} ms), p50 latency {:.2}x", one.mean_ms / one.forward_per_request_ms, one.forward_per_request_ms, one.p50_ms / one.forward_per_request_ms);
         }
     }
     if let Some(path) = json_out {

@@ -55,9 +55,47 @@ pub fn budget_ranges(sorted_lens: &[usize], max_rows: usize, token_budget: Optio
     out
 }
 
+/// Like [`budget_ranges`] over rows sorted by length, shortest first, but also starting a new
+/// range when the next (longer) row would make the range's padding exceed `max_padding` times
+/// its real tokens: a few long texts then do not pad many short ones to their length. A range
+/// always takes its first row; `f64::INFINITY` gives [`budget_ranges`]' ranges.
+pub fn snug_ranges(ascending_lens: &[usize], token_budget: usize, max_padding: f64) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut width, mut real) = (0, 0, 0);
+    for (i, &len) in ascending_lens.iter().enumerate() {
+        let (w, n) = (width.max(len), i + 1 - start);
+        let padded = n * w;
+        let too_loose = (padded - (real + len)) as f64 > max_padding * (real + len) as f64;
+        if i > start && (padded > token_budget || too_loose) {
+            out.push(start..i);
+            (start, width, real) = (i, len, len);
+        } else {
+            (width, real) = (w, real + len);
+        }
+    }
+    if start < ascending_lens.len() {
+        out.push(start..ascending_lens.len());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snug_ranges_limit_padding_and_budget() {
+        let lens = [10, 10, 10, 11, 30, 31, 60];
+        // No padding limit: the budget alone (100 padded tokens) cuts.
+        assert_eq!(snug_ranges(&lens, 100, f64::INFINITY), budget_ranges(&lens, usize::MAX, Some(100)));
+        // 25%: the 30-token row would bring 79 padding tokens to 71 real ones.
+        let r = snug_ranges(&lens, 1000, 0.25);
+        assert_eq!(r, vec![0..4, 4..6, 6..7]);
+        let rows: usize = r.iter().map(|r| r.len()).sum();
+        assert_eq!(rows, lens.len(), "every row once");
+        assert!(snug_ranges(&[], 10, 0.25).is_empty());
+        assert_eq!(snug_ranges(&[500], 10, 0.0), vec![0..1], "a row over the budget goes alone");
+    }
 
     #[test]
     fn pads_to_longest_in_batch() {

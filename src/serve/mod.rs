@@ -83,6 +83,11 @@ pub struct ServeConfig {
     /// with 32 clients: 123 texts/s at 512-1,024, 99 at 2,048, 56 at 8,192 (larger batches of
     /// this small model run slower per text on CPU, and grow the allocator's heap).
     pub token_budget: usize,
+    /// Most padding tokens in a forward pass, as a fraction of its real tokens: the texts of the
+    /// requests taken together are sorted by length and a longer text that would pad the batch
+    /// beyond this starts the next batch (`f64::INFINITY`: the token budget alone cuts). `None`:
+    /// [`ServeConfig::default_max_padding`] of the precision.
+    pub max_padding: Option<f64>,
     /// Time a request's head (request line and headers) may take to arrive, from its first byte:
     /// a client trickling its headers (slowloris) is cut off after it.
     pub header_timeout: Duration,
@@ -101,6 +106,25 @@ pub struct ServeConfig {
     pub precision: crate::precision::Precision,
 }
 
+impl ServeConfig {
+    /// The padding limit a precision gets by default. Measured with `cargo bench --bench
+    /// serve_load -- --throughput` on the 2-core AVX2 machine (2026-12-03): for fp32, 0.25 served
+    /// 190 texts/s at 32 clients against 156 without a limit (166 against 109 at 8 clients); int8
+    /// went the other way (205 against 278): its per-batch cost (quantising every layer's input)
+    /// favours fewer, larger batches, so int8 keeps the token budget alone.
+    pub fn default_max_padding(precision: crate::precision::Precision) -> f64 {
+        match precision {
+            crate::precision::Precision::Int8 => f64::INFINITY,
+            _ => 0.25,
+        }
+    }
+
+    /// The padding limit in force: the one set, else the precision's default.
+    pub fn max_padding(&self) -> f64 {
+        self.max_padding.unwrap_or_else(|| Self::default_max_padding(self.precision))
+    }
+}
+
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
@@ -108,6 +132,7 @@ impl Default for ServeConfig {
             max_texts: 256,
             queue_capacity: 256,
             token_budget: 1024,
+            max_padding: None,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
@@ -242,12 +267,20 @@ impl Service {
             Engine::Multi(c) => c.model.config.encoder.embedding_dim(),
         };
         let tok = Arc::new(RequestTokenizer::of(&engine)?);
-        let (m, budget) = (metrics.clone(), cfg.token_budget);
+        let (m, budget, max_padding) = (metrics.clone(), cfg.token_budget, cfg.max_padding());
         let stop_model = Arc::new(AtomicBool::new(false));
         let stop = stop_model.clone();
+        // libtorch's OpenMP thread count is per thread: a new thread starts from OpenMP's
+        // default, not from what `--threads` (or libtorch's own choice) set on this one. Kernels
+        // that parallelise through OpenMP (the int8 matrix product among them) then ran on one
+        // core in the model thread, at a quarter of `mtt embed`'s int8 speed.
+        let threads = tch::get_num_threads();
         let model_thread = std::thread::Builder::new()
             .name("mtt-model".into())
-            .spawn(move || model_loop(engine, rx, budget, m, stop))
+            .spawn(move || {
+                tch::set_num_threads(threads);
+                model_loop(engine, rx, budget, max_padding, m, stop)
+            })
             .expect("the model thread starts");
         let state = Arc::new(AppState { cfg: cfg.clone(), jobs: tx, metrics: metrics.clone(), labels, pair_tasks, model: model_name.to_string(), dim, tok });
         let router = Router::new()

@@ -201,7 +201,7 @@ fn run_batch(engine: &Engine, jobs: &[Job], batch: &[RowRef]) -> std::result::Re
 /// Runs `jobs` through the model: all their rows (token ids, tokenized by the handlers) sorted by
 /// length in token-budget batches. Once `stop` is set (the shutdown grace period is over) the
 /// batches left are not run.
-pub(super) fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, metrics: &Metrics, stop: &AtomicBool) {
+pub(super) fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, max_padding: f64, metrics: &Metrics, stop: &AtomicBool) {
     let ids: Vec<&Vec<Vec<i64>>> = jobs.iter().map(|j| &j.ids).collect();
     let mut rows: Vec<RowRef> = ids.iter().enumerate().flat_map(|(j, v)| (0..v.len()).map(move |r| (j, r))).collect();
     rows.sort_by_key(|&(j, r)| ids[j][r].len());
@@ -210,7 +210,7 @@ pub(super) fn process(engine: &Engine, jobs: Vec<Job>, budget: usize, metrics: &
     let mut results: Vec<Vec<Option<RowResult>>> = ids.iter().map(|v| v.iter().map(|_| None).collect()).collect();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> std::result::Result<(), String> {
         let _g = tch::no_grad_guard();
-        for range in crate::padding::budget_ranges(&lens, usize::MAX, Some(budget)) {
+        for range in crate::padding::snug_ranges(&lens, budget, max_padding) {
             if stop.load(Ordering::SeqCst) {
                 return Err(SHUTTING_DOWN.to_string());
             }
@@ -265,7 +265,7 @@ pub(super) const SHUTTING_DOWN: &str = "the server is shutting down";
 /// The model thread: takes every waiting job (up to the token budget's worth of tokens),
 /// runs them together, replies, and repeats until every sender is gone. Once `stop` is set, jobs
 /// still queued are refused instead of run, so that the thread ends promptly.
-pub(super) fn model_loop(engine: Engine, mut rx: mpsc::Receiver<Job>, budget: usize, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
+pub(super) fn model_loop(engine: Engine, mut rx: mpsc::Receiver<Job>, budget: usize, max_padding: f64, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
     while let Some(first) = rx.blocking_recv() {
         let mut tokens: usize = first.ids.iter().map(Vec::len).sum();
         let mut jobs = vec![first];
@@ -285,6 +285,6 @@ pub(super) fn model_loop(engine: Engine, mut rx: mpsc::Receiver<Job>, budget: us
             }
             continue;
         }
-        process(&engine, jobs, budget, &metrics, &stop);
+        process(&engine, jobs, budget, max_padding, &metrics, &stop);
     }
 }
