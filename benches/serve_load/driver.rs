@@ -90,14 +90,15 @@ pub fn reference_embeddings(mtt: &str, model: &Path, texts: &[String]) -> HashMa
     embed_with(mtt, model, &[], texts)
 }
 
-/// `mtt embed --model MODEL EXTRA...` on `texts`: text -> vector.
-pub fn embed_with(mtt: &str, model: &Path, extra: &[&str], texts: &[String]) -> HashMap<String, Vec<f32>> {
+/// Runs `mtt embed --model MODEL EXTRA...` on `texts` (fed from a thread) and returns its
+/// standard output, checking that it succeeded.
+fn run_embed(mtt: &str, model: &Path, extra: &[&str], texts: &[String], stderr: Stdio) -> Vec<u8> {
     let mut child = Command::new(mtt)
         .args(["embed", "--model", &model.display().to_string()])
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("mtt embed starts");
     let mut stdin = child.stdin.take().expect("stdin");
@@ -106,8 +107,14 @@ pub fn embed_with(mtt: &str, model: &Path, extra: &[&str], texts: &[String]) -> 
     let out = child.wait_with_output().expect("mtt embed runs");
     writer.join().expect("writer").expect("write texts");
     assert!(out.status.success(), "mtt embed failed");
+    out.stdout
+}
+
+/// `mtt embed --model MODEL EXTRA...` on `texts`: text -> vector.
+pub fn embed_with(mtt: &str, model: &Path, extra: &[&str], texts: &[String]) -> HashMap<String, Vec<f32>> {
+    let out = run_embed(mtt, model, extra, texts, Stdio::inherit());
     let mut map = HashMap::new();
-    for line in String::from_utf8(out.stdout).expect("utf-8").lines() {
+    for line in String::from_utf8(out).expect("utf-8").lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
         let e: Vec<f32> = v["embedding"].as_array().expect("embedding").iter().map(|x| x.as_f64().expect("number") as f32).collect();
         map.insert(v["text"].as_str().expect("text").to_string(), e);
@@ -119,21 +126,8 @@ pub fn embed_with(mtt: &str, model: &Path, extra: &[&str], texts: &[String]) -> 
 /// and dropped), in seconds.
 pub fn time_embed(mtt: &str, model: &Path, extra: &[&str], texts: &[String]) -> f64 {
     let t0 = Instant::now();
-    let mut child = Command::new(mtt)
-        .args(["embed", "--model", &model.display().to_string()])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mtt embed starts");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let input = texts.join("\n") + "\n";
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().expect("mtt embed runs");
-    writer.join().expect("writer").expect("write texts");
-    assert!(out.status.success(), "mtt embed failed");
-    assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), texts.len(), "one line per text");
+    let out = run_embed(mtt, model, extra, texts, Stdio::null());
+    assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), texts.len(), "one line per text");
     t0.elapsed().as_secs_f64()
 }
 
