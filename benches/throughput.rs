@@ -7,7 +7,10 @@
 //!   cargo bench --bench throughput -- grid [FILE ...] [--n 1000]
 //!   cargo bench --bench throughput -- memory [LINES ...] [--precisions P]
 //!   cargo bench --bench throughput -- agreement CHECKPOINT [--precisions fp32,int8,bf16]
+//!   cargo bench --bench throughput -- anchors [FILE ...] [--n 2000] [--runs 2] [--threads 2] [--with-openvino] [--json FILE]
 //!
+//! `anchors` (see `throughput/anchors.rs`) times `mtt` in process beside ONNX Runtime and
+//! sentence-transformers, then `mtt embed` whole processes and start-up against Python.
 //! `process` times `mtt embed` as a user runs it (a whole process: start, model load, reading,
 //! encoding, writing JSON Lines to /dev/null; default flags plus `--precision P`) on the first N
 //! texts of each file, beside `python_peer.py encode` timed the same way (whole process) and
@@ -47,6 +50,9 @@ use std::process::Command;
 use std::time::Instant;
 use tch::Device;
 
+#[path = "throughput/anchors.rs"]
+mod anchors;
+
 struct Opts {
     files: Vec<String>,
     precisions: Option<Vec<String>>,
@@ -57,10 +63,14 @@ struct Opts {
     scenario: String,
     peer: bool,
     bucketing: bool,
+    runs: usize,
+    threads: Option<usize>,
+    with_openvino: bool,
+    json: Option<String>,
 }
 
 fn parse(args: &[String]) -> Opts {
-    let mut o = Opts { files: vec![], precisions: None, n: 2000, epochs: 2, batch: 32, steps: 20, scenario: "full".into(), peer: true, bucketing: true };
+    let mut o = Opts { files: vec![], precisions: None, n: 2000, epochs: 2, batch: 32, steps: 20, scenario: "full".into(), peer: true, bucketing: true, runs: 2, threads: None, with_openvino: false, json: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| panic!("{a} needs a value")).clone();
@@ -71,6 +81,10 @@ fn parse(args: &[String]) -> Opts {
             "--epochs" => o.epochs = val().parse().expect("--epochs N"),
             "--scenario" => o.scenario = val(),
             "--no-peer" => o.peer = false,
+            "--runs" => o.runs = val().parse().expect("--runs N"),
+            "--threads" => o.threads = Some(val().parse().expect("--threads N")),
+            "--with-openvino" => o.with_openvino = true,
+            "--json" => o.json = Some(val()),
             "--bucketing" => o.bucketing = match val().as_str() {
                 "on" => true,
                 "off" => false,
@@ -424,7 +438,7 @@ fn main() {
     // As the binaries do (allocator settings matter to libtorch's throughput).
     multi_task_transformer::cli::init_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmds = ["encode", "train", "heads-only", "process", "grid", "memory", "agreement"];
+    let cmds = ["encode", "train", "heads-only", "process", "grid", "memory", "agreement", "anchors"];
     let (cmd, rest) = match args.iter().position(|a| cmds.contains(&a.as_str())) {
         Some(i) => (args[i].clone(), [&args[..i], &args[i + 1..]].concat()),
         None => ("encode".to_string(), args.clone()),
@@ -437,6 +451,7 @@ fn main() {
         "grid" => bench_grid(&o),
         "memory" => bench_memory(&o),
         "agreement" => bench_agreement(&o),
+        "anchors" => anchors::run(&o),
         _ => bench_encode(&o),
     }
 }

@@ -30,11 +30,17 @@ pub const MODEL_ENV: &str = "MTT_MODEL";
 /// from any working folder: `$MTT_CACHE_DIR/models/all-MiniLM-L6-v2`, by default under
 /// `$HOME/.cache/multi-task-transformer/` (`None` without either variable).
 pub fn user_cache_model_dir() -> Option<PathBuf> {
-    let cache = match std::env::var_os("MTT_CACHE_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".cache/multi-task-transformer"),
-    };
-    Some(cache.join(DEFAULT_MODEL_DIR))
+    Some(user_cache_dir()?.join(DEFAULT_MODEL_DIR))
+}
+
+/// The user's cache folder: `$MTT_CACHE_DIR`, else `$HOME/.cache/multi-task-transformer/`
+/// (`None` without either variable). It holds the installed model and the stored int8
+/// calibrations ([`crate::model::calibration`]).
+pub fn user_cache_dir() -> Option<PathBuf> {
+    match std::env::var_os("MTT_CACHE_DIR") {
+        Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
+        _ => Some(PathBuf::from(std::env::var_os("HOME").filter(|h| !h.is_empty())?).join(".cache/multi-task-transformer")),
+    }
 }
 
 /// Where the default model folder was found.

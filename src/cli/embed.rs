@@ -222,6 +222,13 @@ pub fn run_doctor(args: &DoctorArgs) -> Result<()> {
             println!("  {line}");
         }
     }
+    match crate::model::calibration::default_dir() {
+        Some(dir) => {
+            let n = std::fs::read_dir(&dir).map_or(0, |d| d.filter_map(|e| e.ok()).filter(|e| e.path().extension().is_some_and(|x| x == "safetensors")).count());
+            println!("int8 calibrations: stored in {} ({n} model(s); each is computed at the first int8 start of a model)", dir.display());
+        }
+        None => println!("int8 calibrations: not stored (neither $MTT_CACHE_DIR nor $HOME is set): every int8 start calibrates"),
+    }
     let (default, source) = crate::config::default_model();
     let from = if args.model == default { source.describe() } else { "from --model" };
     println!("model folder: {} ({from})", args.model.display());

@@ -6,6 +6,7 @@
 //! mask of the float minimum.
 
 use crate::config::EncoderConfig;
+use crate::model::calibration::{self, CalibrationSource};
 use crate::model::layer::{InputMaxima, Layer};
 use crate::model::pooling;
 use crate::error::{invalid, Result};
@@ -13,6 +14,7 @@ use crate::params::{layer_name, Params, EMBEDDINGS, ENCODER};
 use crate::precision::{calibration_batches, Int8Plan, Precision};
 use crate::tokenizer::SentenceTokenizer;
 use rust_bert::bert::{BertEmbedding, BertEmbeddings};
+use std::path::Path;
 use tch::{Kind, Tensor};
 
 /// Embeddings plus transformer layers.
@@ -21,6 +23,8 @@ pub struct Encoder {
     layers: Vec<Layer>,
     config: EncoderConfig,
     precision: Precision,
+    /// Where the int8 calibration came from (`None` until the encoder goes int8).
+    calibration: Option<CalibrationSource>,
 }
 
 impl Encoder {
@@ -36,7 +40,7 @@ impl Encoder {
             layers.push(Layer::new(vs.root() / "encoder" / "encoder" / "layer" / i, &config.bert));
             params.push(&layer_name(i), vs);
         }
-        Encoder { embeddings, layers, config: config.clone(), precision: Precision::Fp32 }
+        Encoder { embeddings, layers, config: config.clone(), precision: Precision::Fp32, calibration: None }
     }
 
     /// The configuration the encoder was built from.
@@ -49,10 +53,16 @@ impl Encoder {
         self.precision
     }
 
+    /// Where the int8 calibration came from (stored or computed), once the encoder runs in int8.
+    pub fn calibration(&self) -> Option<&CalibrationSource> {
+        self.calibration.as_ref()
+    }
+
     /// Switches the encoder to `precision` for inference; `params` must be the ones the encoder
     /// was built on (bf16 converts its variables). int8 first runs the calibration texts
     /// ([`crate::precision::CALIBRATION_TEXTS`], tokenized by `tokenizer`) once in fp32 to measure
-    /// each layer's input ranges (see [`Layer::quantize_int8`]). One-way: an int8 or bf16 encoder can no
+    /// each layer's input ranges (see [`Layer::quantize_int8`]), or reads them where an earlier
+    /// start stored them ([`crate::model::calibration`], in the user cache). One-way: an int8 or bf16 encoder can no
     /// longer be trained or go back to fp32 (reload the model instead).
     /// int8 follows this CPU's [`Int8Plan`].
     pub fn set_precision(&mut self, params: &mut Params, precision: Precision, tokenizer: &SentenceTokenizer) -> Result<()> {
@@ -62,6 +72,12 @@ impl Encoder {
     /// [`Encoder::set_precision`] with int8 quantised as `plan` says (tests compare plans; a plan
     /// with 8-bit weights is exact only on CPUs with VNNI).
     pub fn set_precision_with_plan(&mut self, params: &mut Params, precision: Precision, plan: Int8Plan, tokenizer: &SentenceTokenizer) -> Result<()> {
+        self.set_precision_stored(params, precision, plan, tokenizer, calibration::default_dir().as_deref())
+    }
+
+    /// [`Encoder::set_precision_with_plan`] with int8 calibrations stored in `store` (`None`:
+    /// calibrate and store nothing).
+    pub fn set_precision_stored(&mut self, params: &mut Params, precision: Precision, plan: Int8Plan, tokenizer: &SentenceTokenizer, store: Option<&Path>) -> Result<()> {
         precision.check_device(params.device())?;
         if precision == self.precision {
             return Ok(());
@@ -72,7 +88,9 @@ impl Encoder {
         match precision {
             Precision::Fp32 => {}
             Precision::Int8 => {
-                let maxima = self.input_maxima(&calibration_batches(tokenizer, params.device()));
+                let batches = calibration_batches(tokenizer, params.device());
+                let (maxima, source) = self.calibrate(params, &batches, store)?;
+                self.calibration = Some(source);
                 for (layer, m) in self.layers.iter_mut().zip(&maxima) {
                     layer.quantize_int8(m, plan);
                 }
@@ -81,6 +99,24 @@ impl Encoder {
         }
         self.precision = precision;
         Ok(())
+    }
+
+    /// Each layer's [`InputMaxima`] over the calibration `batches`: read from `store` when it
+    /// holds them for these weights, else measured (and stored there).
+    fn calibrate(&self, params: &Params, batches: &[(Tensor, Tensor)], store: Option<&Path>) -> Result<(Vec<InputMaxima>, CalibrationSource)> {
+        let Some(dir) = store else {
+            return Ok((self.input_maxima(batches), CalibrationSource::Computed("no cache folder ($MTT_CACHE_DIR or $HOME)".into())));
+        };
+        let key = calibration::key(&self.config, params, batches)?;
+        if let Some(m) = calibration::load(dir, &key, self.layers.len(), self.config.bert.hidden_size) {
+            return Ok((m, CalibrationSource::Stored(dir.join(format!("{key}.safetensors")))));
+        }
+        let maxima = self.input_maxima(batches);
+        let source = match calibration::store(dir, &key, &maxima) {
+            Ok(path) => CalibrationSource::ComputedAndStored(path),
+            Err(e) => CalibrationSource::Computed(e.to_string()),
+        };
+        Ok((maxima, source))
     }
 
     /// Each layer's [`InputMaxima`] over `batches` (token ids and mask), in fp32 without gradients.

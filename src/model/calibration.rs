@@ -1,0 +1,181 @@
+//! Owns stored int8 calibrations. Calibrating an int8 encoder runs the 128 calibration texts
+//! through it in fp32, which cost more than encoding a few hundred texts at every start of
+//! `mtt embed --precision int8`. The result (each layer's [`InputMaxima`]: two `[hidden]`
+//! vectors) depends only on the encoder's weights, its architecture and the calibration token
+//! ids, so it is stored once under a key that hashes all three, and read back on later starts.
+//!
+//! The files live in `<user cache>/int8-calibration/<key>.safetensors` (see
+//! [`crate::config::user_cache_dir`]). A changed model, tokenizer or calibration set gets
+//! another key, so a stale calibration is never used. A file that cannot be read or has the
+//! wrong tensors is calibrated again and replaced; a cache that cannot be written (no HOME, a
+//! read-only folder) only means calibrating at every start: the vectors are the same either way.
+
+use crate::config::EncoderConfig;
+use crate::error::{invalid, Error, Result};
+use crate::fsutil::{write_atomic_with, Checksum};
+use crate::model::layer::InputMaxima;
+use crate::params::{Params, ENCODER};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Bumped whenever what is stored, or how it is computed, changes.
+const FORMAT: &[u8] = b"mtt-int8-calibration/v1";
+
+/// Where an encoder's int8 calibration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CalibrationSource {
+    /// Read from this stored file.
+    Stored(PathBuf),
+    /// Computed now and stored in this file for the next start.
+    ComputedAndStored(PathBuf),
+    /// Computed now and not stored (the reason: no cache folder, or the write failed).
+    Computed(String),
+}
+
+impl CalibrationSource {
+    /// One line for `mtt doctor` and logs.
+    pub fn describe(&self) -> String {
+        match self {
+            CalibrationSource::Stored(p) => format!("read from {}", p.display()),
+            CalibrationSource::ComputedAndStored(p) => format!("computed and stored in {}", p.display()),
+            CalibrationSource::Computed(why) => format!("computed (not stored: {why})"),
+        }
+    }
+}
+
+/// The folder stored calibrations go in: `<user cache>/int8-calibration` (`None` without
+/// `$MTT_CACHE_DIR` or `$HOME`).
+pub fn default_dir() -> Option<PathBuf> {
+    crate::config::user_cache_dir().map(|d| d.join("int8-calibration"))
+}
+
+/// The key of a calibration: SHA-256 of the format, the architecture, the calibration batches'
+/// token ids and masks, and every encoder variable's name, shape and bytes.
+pub fn key(config: &EncoderConfig, params: &Params, batches: &[(Tensor, Tensor)]) -> Result<String> {
+    let mut h = Checksum::new();
+    h.bytes(FORMAT);
+    h.bytes(&serde_json::to_vec(&config.bert).map_err(|e| invalid(format!("encoder config does not serialise: {e}")))?);
+    for (ids, mask) in batches {
+        tensor_bytes(&mut h, ids);
+        tensor_bytes(&mut h, mask);
+    }
+    for (name, t) in params.named_variables() {
+        if !name.starts_with(ENCODER) {
+            continue;
+        }
+        h.bytes(name.as_bytes());
+        tensor_bytes(&mut h, &t);
+    }
+    Ok(h.hex())
+}
+
+/// Feeds `t`'s kind, shape and raw bytes (on the CPU, contiguous) to `h`.
+fn tensor_bytes(h: &mut Checksum, t: &Tensor) {
+    let t = t.to_device(Device::Cpu).contiguous();
+    h.bytes(format!("{:?}{:?}", t.kind(), t.size()).as_bytes());
+    let len = t.numel() * t.kind().elt_size_in_bytes();
+    if len == 0 {
+        return;
+    }
+    // SAFETY: `t` is a contiguous CPU tensor of `len` bytes that outlives the borrow; reading
+    // its storage in place saves copying the encoder's ~90 MB.
+    let bytes = unsafe { std::slice::from_raw_parts(t.data_ptr() as *const u8, len) };
+    h.bytes(bytes);
+}
+
+/// The stored calibration under `key` in `dir`, if there is a readable one for `n_layers`
+/// layers of width `hidden`.
+pub fn load(dir: &Path, key: &str, n_layers: usize, hidden: i64) -> Option<Vec<InputMaxima>> {
+    let path = dir.join(format!("{key}.safetensors"));
+    let tensors = Tensor::read_safetensors(&path).ok()?;
+    let get = |name: String| {
+        tensors
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| t.shallow_clone())
+            .filter(|t| t.size() == [hidden] && t.kind() == Kind::Float && t.isfinite().all().int64_value(&[]) == 1)
+    };
+    (0..n_layers)
+        .map(|i| Some(InputMaxima { attention: Some(get(format!("{i}.attention"))?), intermediate: Some(get(format!("{i}.intermediate"))?) }))
+        .collect()
+}
+
+/// Stores `maxima` under `key` in `dir` (written to a temporary file, then renamed); returns
+/// the file's path.
+pub fn store(dir: &Path, key: &str, maxima: &[InputMaxima]) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = dir.join(format!("{key}.safetensors"));
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    for (i, m) in maxima.iter().enumerate() {
+        for (part, t) in [("attention", &m.attention), ("intermediate", &m.intermediate)] {
+            let t = t.as_ref().ok_or_else(|| invalid(format!("layer {i} has no {part} calibration")))?;
+            named.push((format!("{i}.{part}"), t.to_device(Device::Cpu).to_kind(Kind::Float)));
+        }
+    }
+    write_atomic_with(&path, |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(|e| Error::config(&path, format!("cannot write the calibration: {e}")))
+    })?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embed::{EncodeOptions, SentenceEncoder};
+    use crate::precision::{Int8Plan, Precision};
+    use crate::testing::write_tiny_model_folder;
+
+    fn int8(model: &Path, store: Option<&Path>) -> (SentenceEncoder, CalibrationSource) {
+        let (mut e, _) = SentenceEncoder::load(model, Device::Cpu).unwrap();
+        e.encoder.set_precision_stored(&mut e.params, Precision::Int8, Int8Plan::PORTABLE, &e.tokenizer, store).unwrap();
+        let source = e.encoder.calibration().cloned().expect("int8 records its calibration");
+        (e, source)
+    }
+
+    fn vectors(e: &SentenceEncoder) -> Vec<f32> {
+        let t = e.encode(&["the cat sat on the mat", "a dog", ""], EncodeOptions::default()).unwrap();
+        Vec::<f32>::try_from(&t.view([-1])).unwrap()
+    }
+
+    #[test]
+    fn a_stored_calibration_is_read_back_and_gives_the_same_vectors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (model, other, store) = (tmp.path().join("m"), tmp.path().join("o"), tmp.path().join("store"));
+        write_tiny_model_folder(&model, 1).unwrap();
+        write_tiny_model_folder(&other, 2).unwrap();
+
+        let (fresh, s) = int8(&model, None);
+        assert!(matches!(s, CalibrationSource::Computed(_)), "{s:?}");
+        let (first, s) = int8(&model, Some(&store));
+        let CalibrationSource::ComputedAndStored(path) = s else { panic!("first start stores: {s:?}") };
+        let (second, s) = int8(&model, Some(&store));
+        assert_eq!(s, CalibrationSource::Stored(path.clone()), "second start reads it");
+        assert_eq!(vectors(&second), vectors(&fresh), "stored calibration gives bitwise the vectors of a fresh one");
+        assert_eq!(vectors(&first), vectors(&fresh));
+
+        // Other weights: another key, never the first model's file.
+        let (_, s) = int8(&other, Some(&store));
+        assert!(matches!(&s, CalibrationSource::ComputedAndStored(p) if *p != path), "{s:?}");
+
+        // A damaged file is calibrated again and replaced.
+        std::fs::write(&path, b"not safetensors").unwrap();
+        let (third, s) = int8(&model, Some(&store));
+        assert_eq!(s, CalibrationSource::ComputedAndStored(path.clone()));
+        assert_eq!(vectors(&third), vectors(&fresh));
+        let (_, s) = int8(&model, Some(&store));
+        assert_eq!(s, CalibrationSource::Stored(path));
+    }
+
+    #[test]
+    fn an_unwritable_store_still_calibrates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = tmp.path().join("m");
+        write_tiny_model_folder(&model, 1).unwrap();
+        let blocker = tmp.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let (e, s) = int8(&model, Some(&blocker.join("store")));
+        assert!(matches!(&s, CalibrationSource::Computed(why) if why.contains("file")), "{s:?}");
+        let (fresh, _) = int8(&model, None);
+        assert_eq!(vectors(&e), vectors(&fresh));
+    }
+}
