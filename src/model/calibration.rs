@@ -21,6 +21,10 @@ use tch::{Device, Kind, Tensor};
 /// Bumped whenever what is stored, or how it is computed, changes.
 const FORMAT: &[u8] = b"mtt-int8-calibration/v1";
 
+/// Most calibrations kept (about 20 KB each for MiniLM): storing one more removes the least
+/// recently used beyond this (tests and experiments make many models).
+pub const KEEP: usize = 32;
+
 /// Where an encoder's int8 calibration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CalibrationSource {
@@ -95,9 +99,32 @@ pub fn load(dir: &Path, key: &str, n_layers: usize, hidden: i64) -> Option<Vec<I
             .map(|(_, t)| t.shallow_clone())
             .filter(|t| t.size() == [hidden] && t.kind() == Kind::Float && t.isfinite().all().int64_value(&[]) == 1)
     };
-    (0..n_layers)
+    let maxima = (0..n_layers)
         .map(|i| Some(InputMaxima { attention: Some(get(format!("{i}.attention"))?), intermediate: Some(get(format!("{i}.intermediate"))?) }))
-        .collect()
+        .collect();
+    // Marks it used (best effort), for the pruning in `store`.
+    if let Ok(f) = std::fs::File::options().append(true).open(&path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+    maxima
+}
+
+/// Removes the least recently used calibrations in `dir` beyond [`KEEP`] (best effort).
+fn prune(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    if files.len() <= KEEP {
+        return;
+    }
+    files.sort();
+    for (_, p) in &files[..files.len() - KEEP] {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 /// Stores `maxima` under `key` in `dir` (written to a temporary file, then renamed); returns
@@ -115,6 +142,7 @@ pub fn store(dir: &Path, key: &str, maxima: &[InputMaxima]) -> Result<PathBuf> {
     write_atomic_with(&path, |tmp| {
         Tensor::write_safetensors(&named, tmp).map_err(|e| Error::config(&path, format!("cannot write the calibration: {e}")))
     })?;
+    prune(dir);
     Ok(path)
 }
 
@@ -164,6 +192,28 @@ mod tests {
         assert_eq!(vectors(&third), vectors(&fresh));
         let (_, s) = int8(&model, Some(&store));
         assert_eq!(s, CalibrationSource::Stored(path));
+    }
+
+    #[test]
+    fn the_store_keeps_the_most_recently_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let m = |x: f64| InputMaxima { attention: Some(Tensor::from_slice(&[x as f32, 1.0])), intermediate: Some(Tensor::from_slice(&[1f32, x as f32])) };
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for k in 0..KEEP {
+            let p = store(&dir, &format!("k{k}"), &[m(k as f64)]).unwrap();
+            let f = std::fs::File::options().append(true).open(&p).unwrap();
+            f.set_modified(old + std::time::Duration::from_secs(k as u64)).unwrap();
+        }
+        // Reading k0 makes it the most recent; the next store drops the oldest others.
+        assert!(load(&dir, "k0", 1, 2).is_some());
+        store(&dir, "new", &[m(9.0)]).unwrap();
+        let left = std::fs::read_dir(&dir).unwrap().count();
+        assert_eq!(left, KEEP);
+        assert!(load(&dir, "k0", 1, 2).is_some(), "recently read: kept");
+        assert!(load(&dir, "new", 1, 2).is_some());
+        assert!(load(&dir, "k1", 1, 2).is_none(), "least recently used: removed");
+        assert!(load(&dir, "k0", 2, 2).is_none(), "a file for another layer count is not used");
     }
 
     #[test]
