@@ -8,6 +8,7 @@
 //!   cargo bench --bench throughput -- memory [LINES ...] [--precisions P]
 //!   cargo bench --bench throughput -- agreement CHECKPOINT [--precisions fp32,int8,bf16]
 //!   cargo bench --bench throughput -- anchors [FILE ...] [--n 2000] [--runs 2] [--threads 2] [--with-openvino] [--json FILE]
+//!   cargo bench --bench throughput -- profile [FILE ...] [--n 2000] [--runs 2] [--threads 2]
 //!
 //! `anchors` (see `throughput/anchors.rs`) times `mtt` in process beside ONNX Runtime and
 //! sentence-transformers, then `mtt embed` whole processes and start-up against Python.
@@ -438,7 +439,7 @@ fn main() {
     // As the binaries do (allocator settings matter to libtorch's throughput).
     multi_task_transformer::cli::init_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmds = ["encode", "train", "heads-only", "process", "grid", "memory", "agreement", "anchors"];
+    let cmds = ["encode", "train", "heads-only", "process", "grid", "memory", "agreement", "anchors", "profile"];
     let (cmd, rest) = match args.iter().position(|a| cmds.contains(&a.as_str())) {
         Some(i) => (args[i].clone(), [&args[..i], &args[i + 1..]].concat()),
         None => ("encode".to_string(), args.clone()),
@@ -452,6 +453,7 @@ fn main() {
         "memory" => bench_memory(&o),
         "agreement" => bench_agreement(&o),
         "anchors" => anchors::run(&o),
+        "profile" => anchors::profile(&o),
         _ => bench_encode(&o),
     }
 }

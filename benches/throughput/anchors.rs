@@ -17,11 +17,16 @@
 //! time from starting the process to the first JSON line for one text, for `mtt embed` and for
 //! Python (import sentence-transformers, load, encode one text, print).
 //!
+//! `profile` (same options) shows where `mtt`'s own encode time goes (see [`profile`]).
+//!
 //! Every figure is one JSON line on stdout (also appended to `--json FILE`), the Python script's
 //! `env` line first (date, CPU, SIMD flags, versions); the ratio tables follow as Markdown.
 
 use super::{mtt_binary, texts, Opts, MODEL};
+use multi_task_transformer::cli::{DEFAULT_TOKEN_BUDGET, MAX_BUDGET_ROWS};
 use multi_task_transformer::data::bundled::{TASK_A, TASK_B};
+use multi_task_transformer::model::layer::profile as layer_profile;
+use multi_task_transformer::padding::length_sorted_batches;
 use multi_task_transformer::precision::Precision;
 use multi_task_transformer::{EncodeOptions, SentenceEncoder};
 use serde_json::{json, Value};
@@ -119,6 +124,56 @@ m = SentenceTransformer(sys.argv[1], device='cpu')\n\
 v = m.encode([sys.stdin.readline().rstrip('\\n')])[0]\n\
 print(json.dumps({'embedding': [float(x) for x in v]}), flush=True)\n";
 
+/// `mtt embed`'s default batching: a budget of padded tokens per forward pass.
+fn embed_default() -> EncodeOptions {
+    EncodeOptions { batch_size: MAX_BUDGET_ROWS, token_budget: Some(DEFAULT_TOKEN_BUDGET), normalize: false }
+}
+
+/// `profile`: where `mtt`'s encode time goes, per precision and set: tokenization, each stage
+/// of the transformer layers (summed over layers) and the rest (embeddings, padding, pooling),
+/// with `mtt embed`'s default batching; and the padding it leaves.
+pub fn profile(o: &Opts) {
+    let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
+    let threads = o.threads.unwrap_or(2);
+    tch::set_num_threads(threads as i32);
+    let (fp32, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model (run scripts/setup.sh)");
+    let (mut int8, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
+    int8.set_precision(Precision::Int8).expect("int8");
+    let opts = embed_default();
+    for f in &files {
+        let texts = texts(f, o.n);
+        let t = Instant::now();
+        let ids = fp32.tokenizer.encode_all(&texts);
+        let tokenize = t.elapsed().as_secs_f64();
+        let lens: Vec<usize> = ids.iter().map(Vec::len).collect();
+        let batches = length_sorted_batches(&lens, opts.batch_size, opts.token_budget);
+        let real: usize = lens.iter().sum();
+        let padded: usize = batches.iter().map(|b| b.len() * b.iter().map(|&i| lens[i]).max().unwrap_or(0)).sum();
+        for (precision, enc) in [("fp32", &fp32), ("int8", &int8)] {
+            let _ = enc.encode(&texts[..32.min(texts.len())], opts).expect("warm-up");
+            for _ in 0..o.runs {
+                layer_profile::start();
+                let t = Instant::now();
+                let _ = enc.encode(&texts, opts).expect("encode");
+                let total = t.elapsed().as_secs_f64();
+                let stages = layer_profile::take().expect("profiling was on");
+                let mut parts = serde_json::Map::new();
+                parts.insert("tokenization".into(), json!(round(tokenize, 4)));
+                for (name, secs) in layer_profile::STAGES.iter().zip(stages) {
+                    parts.insert(name.to_string(), json!(round(secs, 4)));
+                }
+                let rest = total - tokenize - stages.iter().sum::<f64>();
+                parts.insert("embeddings, padding, pooling, rest".into(), json!(round(rest, 4)));
+                let shares: serde_json::Map<String, Value> =
+                    parts.iter().map(|(k, v)| (k.clone(), json!(round(v.as_f64().unwrap_or(0.0) / total, 3)))).collect();
+                println!("{}", json!({"figure": "profile", "variant": precision, "set": set_name(f), "texts": texts.len(), "threads": threads,
+                    "seconds": round(total, 4), "texts_per_s": round(texts.len() as f64 / total, 1), "real_tokens": real, "padded_tokens": padded,
+                    "padding_share": round(1.0 - real as f64 / padded as f64, 4), "stage_seconds": parts, "stage_shares": shares}));
+            }
+        }
+    }
+}
+
 pub fn run(o: &Opts) {
     let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
     let threads = o.threads.unwrap_or(2);
@@ -131,7 +186,7 @@ pub fn run(o: &Opts) {
     let (mut int8, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
     int8.set_precision(Precision::Int8).expect("int8");
     let encoders = [("fp32", &fp32), ("int8", &int8)];
-    let batchings = [("budget-1024", EncodeOptions { token_budget: Some(1024), ..EncodeOptions::default() }), ("batch-32", EncodeOptions::default())];
+    let batchings = [("budget-1024", embed_default()), ("batch-32", EncodeOptions::default())];
 
     for run in 1..=o.runs {
         eprintln!("anchors: run {run}/{}: Python (ONNX Runtime, sentence-transformers)", o.runs);

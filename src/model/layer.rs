@@ -27,6 +27,57 @@ fn activate(act: Activation, x: &Tensor) -> Tensor {
     }
 }
 
+/// Where a layer's forward time goes: per-stage wall time on the calling thread, collected only
+/// between [`profile::start`] and [`profile::take`] (the bench's `profile`; libtorch runs the
+/// stages synchronously on the CPU, so wall time between them is their cost).
+pub mod profile {
+    use std::cell::RefCell;
+    use std::time::Instant;
+
+    /// The stages of a layer, in order.
+    pub const STAGES: [&str; 5] = [
+        "query/key/value projection",
+        "attention (SDPA, head reshapes)",
+        "attention output projection + residual + LayerNorm",
+        "feed-forward in + GELU",
+        "feed-forward out + residual + LayerNorm",
+    ];
+
+    thread_local! {
+        static TIMES: RefCell<Option<(Instant, [f64; STAGES.len()])>> = const { RefCell::new(None) };
+    }
+
+    /// Starts collecting (from zero).
+    pub fn start() {
+        TIMES.with(|t| *t.borrow_mut() = Some((Instant::now(), [0.0; STAGES.len()])));
+    }
+
+    /// Stops collecting; seconds per stage since [`start`] (`None` if it was not started).
+    pub fn take() -> Option<[f64; STAGES.len()]> {
+        TIMES.with(|t| t.borrow_mut().take().map(|(_, s)| s))
+    }
+
+    /// Restarts the stage clock (a layer's forward begins).
+    pub(crate) fn begin() {
+        TIMES.with(|t| {
+            if let Some((last, _)) = t.borrow_mut().as_mut() {
+                *last = Instant::now();
+            }
+        });
+    }
+
+    /// Charges the time since the last mark to `stage`.
+    pub(crate) fn mark(stage: usize) {
+        TIMES.with(|t| {
+            if let Some((last, times)) = t.borrow_mut().as_mut() {
+                let now = Instant::now();
+                times[stage] += (now - *last).as_secs_f64();
+                *last = now;
+            }
+        });
+    }
+}
+
 /// A linear layer: the trainable float one, or its int8 copy for inference.
 enum Proj {
     Float(nn::Linear),
@@ -159,6 +210,7 @@ impl Layer {
 
     fn forward_inner(&self, x: &Tensor, mask: &Tensor, train: bool, mut record: Option<(&Tensor, &mut InputMaxima)>) -> Tensor {
         let b = x.size()[0];
+        profile::begin();
         if let Some((tokens, m)) = record.as_mut() {
             InputMaxima::record(&mut m.attention, x, tokens);
         }
@@ -169,16 +221,22 @@ impl Layer {
             }
             None => (self.query.forward(x), self.key.forward(x), self.value.forward(x)),
         };
+        profile::mark(0);
         let (q, k, v) = (self.split_heads(q, b), self.split_heads(k, b), self.split_heads(v, b));
         let p_drop = if train { self.attention_dropout } else { 0.0 };
         let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), p_drop, false, None::<f64>);
         let ctx = ctx.transpose(1, 2).contiguous().view([b, -1, self.heads * self.head_dim]);
+        profile::mark(1);
         let attended = (self.attention_out.forward(&ctx).dropout(self.hidden_dropout, train) + x).apply(&self.attention_norm);
+        profile::mark(2);
         if let Some((tokens, m)) = record.as_mut() {
             InputMaxima::record(&mut m.intermediate, &attended, tokens);
         }
         let inner = activate(self.act, &self.intermediate.forward(&attended));
-        (self.output.forward(&inner).dropout(self.hidden_dropout, train) + &attended).apply(&self.output_norm)
+        profile::mark(3);
+        let out = (self.output.forward(&inner).dropout(self.hidden_dropout, train) + &attended).apply(&self.output_norm);
+        profile::mark(4);
+        out
     }
 }
 
