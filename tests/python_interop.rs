@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{config, fixture, p, run, Cmd};
+use common::{config, fixture, p, run, Cmd, Fixture};
 use std::path::{Path, PathBuf};
 
 const TEXTS: &str = "what is the name of the city ?\ni love this film !\nthis movie was very boring .\nhow many films ?\nit\n";
@@ -45,20 +45,28 @@ fn max_diff(x: &[Vec<f64>], y: &serde_json::Value) -> f64 {
     x.iter().zip(&y).flat_map(|(r, s)| r.iter().zip(s).map(|(a, b)| (a - b).abs())).fold(0.0, f64::max)
 }
 
-#[test]
-fn checkpoints_go_to_python_and_back() {
-    let f = fixture();
-    let mut c = config(&f, "ckpt");
+/// Trains a checkpoint (two epochs at 1e-2, the seed's two tasks plus `tasks`) and exports it;
+/// returns the checkpoint, a file of [`TEXTS`] and the exported folder.
+fn trained_and_exported(f: &Fixture, tasks: Vec<multi_task_transformer::task::TaskSpec>) -> (PathBuf, PathBuf, PathBuf) {
+    let mut c = config(f, "ckpt");
     c.schedule.epochs = 2;
     c.optimizer.lr_overrides = vec![("".into(), 1e-2)];
+    c.data.tasks = tasks;
     run(&c);
     let ckpt = f.root.join("ckpt");
     let texts = f.root.join("texts.txt");
     std::fs::write(&texts, TEXTS).unwrap();
-
-    // 1. Export: sentence-transformers gives the same embeddings as `mtt embed` on the checkpoint.
     let exported = f.root.join("exported");
     Cmd::mtt(["export", "--model", p(&ckpt), "--out", p(&exported)]).run().ok();
+    (ckpt, texts, exported)
+}
+
+#[test]
+fn checkpoints_go_to_python_and_back() {
+    let f = fixture();
+    let (ckpt, texts, exported) = trained_and_exported(&f, vec![]);
+
+    // 1. Export: sentence-transformers gives the same embeddings as `mtt embed` on the checkpoint.
     for file in ["modules.json", "config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "sentence_bert_config.json", "1_Pooling/config.json", "heads.safetensors", "labels.json"] {
         assert!(exported.join(file).is_file(), "{file} missing");
     }
@@ -156,16 +164,8 @@ fn named_heads_go_to_python_and_back() {
     std::fs::write(&para, "text_a\ttext_b\tlabel\nwhat is the name ?\twhat film is this ?\tsame\nwho is the name ?\thow many films ?\tdifferent\nwhere is the city ?\twhere was the film ?\tsame\nhow many city ?\ti love this film !\tdifferent\n").unwrap();
     let sim = f.root.join("sim.tsv");
     std::fs::write(&sim, "text_a\ttext_b\tscore\ni love this film !\tthis movie was great .\t4.8\ni love this film !\ti hate this film .\t0.5\n").unwrap();
-    let mut c = config(&f, "ckpt");
-    c.schedule.epochs = 2;
-    c.optimizer.lr_overrides = vec![("".into(), 1e-2)];
-    c.data.tasks = vec![TaskSpec::new("para", TaskKind::PairClassification, para, None), TaskSpec::new("sim", TaskKind::Similarity, sim, None)];
-    run(&c);
-    let ckpt = f.root.join("ckpt");
-    let texts = f.root.join("texts.txt");
-    std::fs::write(&texts, TEXTS).unwrap();
-    let exported = f.root.join("exported");
-    Cmd::mtt(["export", "--model", p(&ckpt), "--out", p(&exported)]).run().ok();
+    let tasks = vec![TaskSpec::new("para", TaskKind::PairClassification, para, None), TaskSpec::new("sim", TaskKind::Similarity, sim, None)];
+    let (ckpt, texts, exported) = trained_and_exported(&f, tasks);
     // Every task in labels.json; every head in the PyTorch model built from it.
     let py = python(&["probs", p(&exported), p(&ckpt.join("model.safetensors")), p(&texts)]);
     assert_eq!((py["missing"].clone(), py["unexpected"].clone()), (serde_json::json!([]), serde_json::json!([])));

@@ -41,26 +41,27 @@ pub struct Parsed {
     pub tasks: Option<Vec<String>>,
 }
 
-/// A 415 unless the content type is `application/json` (parameters such as `charset` allowed).
-fn require_json(content_type: Option<&str>) -> std::result::Result<(), ApiError> {
+/// A 415 unless the content type is `application/json` (parameters such as `charset` allowed),
+/// a 413 if the body is over the server's limit.
+fn check_envelope(content_type: Option<&str>, body: &[u8], cfg: &ServeConfig) -> std::result::Result<(), ApiError> {
     let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-    if media.as_deref() == Some("application/json") {
-        return Ok(());
+    if media.as_deref() != Some("application/json") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type {}: send application/json", content_type.map_or("(none)".to_string(), |c| format!("'{c}'"))),
+        ));
     }
-    Err(ApiError::new(
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        format!("content type {}: send application/json", content_type.map_or("(none)".to_string(), |c| format!("'{c}'"))),
-    ))
+    if body.len() > cfg.max_body_bytes {
+        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("body of {} bytes: the limit is {}", body.len(), cfg.max_body_bytes)));
+    }
+    Ok(())
 }
 
 /// Checks a request's content type and body. Never panics: any input is either a [`Parsed`]
 /// request or a 4xx [`ApiError`] that says what is wrong.
 pub fn parse_request(route: Route, content_type: Option<&str>, body: &[u8], cfg: &ServeConfig) -> std::result::Result<Parsed, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
-    require_json(content_type)?;
-    if body.len() > cfg.max_body_bytes {
-        return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("body of {} bytes: the limit is {}", body.len(), cfg.max_body_bytes)));
-    }
+    check_envelope(content_type, body, cfg)?;
     let what = match route {
         Route::OpenAiEmbed => "an \"input\" string or array",
         Route::Tokenize => "an \"inputs\" string or array",
@@ -254,7 +255,7 @@ pub struct PairRequest {
 /// Parses `POST /similarity`: `{"pairs": [["a", "b"], ...], "task": NAME?, "truncate": bool?}`.
 pub fn parse_pairs(content_type: Option<&str>, body: &[u8], cfg: &ServeConfig) -> std::result::Result<PairRequest, ApiError> {
     let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
-    require_json(content_type)?;
+    check_envelope(content_type, body, cfg)?;
     let obj = match serde_json::from_slice::<TopLevel>(body).map_err(|e| bad(format!("invalid JSON: {e}")))? {
         TopLevel::Object(_, Some(dup)) => return Err(bad(format!("duplicate field \"{dup}\": send each field once"))),
         TopLevel::Object(obj, None) => obj,

@@ -42,6 +42,23 @@ fn the_parser_names_what_is_wrong() {
 }
 
 #[test]
+fn the_pairs_parser_checks_the_same_envelope() {
+    let j = Some("application/json");
+    assert_eq!(parse_pairs(j, br#"{"pairs": [["a", "b"]]}"#, &cfg()).unwrap().pairs, vec![("a".to_string(), "b".to_string())]);
+    let cases: Vec<(Option<&str>, &[u8], u16, &str)> = vec![
+        (Some("text/plain"), br#"{"pairs": [["a", "b"]]}"#, 415, "'text/plain'"),
+        (j, &[b' '; 5000], 413, "the limit is 4096"),
+        (j, br#"{"pairs": [["a", "b"], ["a", "b"], ["a", "b"]]}"#, 413, "the limit is 4 texts"),
+        (j, br#"{"pairs": [["a"]]}"#, 400, "pairs[0] is not a [text, text] pair"),
+    ];
+    for (ct, body, status, want) in cases {
+        let e = parse_pairs(ct, body, &cfg()).unwrap_err();
+        assert_eq!(e.status.as_u16(), status, "{want}: {}", e.message);
+        assert!(e.message.contains(want), "want '{want}', got '{}'", e.message);
+    }
+}
+
+#[test]
 fn nested_duplicates_and_other_values_are_left_to_the_usual_checks() {
     // Only the top level is the request map: a text that is an object is "not a string".
     let e = parse_request(Route::Embed, Some("application/json"), br#"{"texts": [{"a": 1, "a": 2}]}"#, &cfg()).unwrap_err();
