@@ -12,7 +12,7 @@
 
 use crate::config::EncoderConfig;
 use crate::error::{invalid, Error, Result};
-use crate::fsutil::{write_atomic_with, Checksum};
+use crate::fsutil::Checksum;
 use crate::model::layer::InputMaxima;
 use crate::params::{Params, ENCODER};
 use std::path::{Path, PathBuf};
@@ -139,9 +139,16 @@ pub fn store(dir: &Path, key: &str, maxima: &[InputMaxima]) -> Result<PathBuf> {
             named.push((format!("{i}.{part}"), t.to_device(Device::Cpu).to_kind(Kind::Float)));
         }
     }
-    write_atomic_with(&path, |tmp| {
-        Tensor::write_safetensors(&named, tmp).map_err(|e| Error::config(&path, format!("cannot write the calibration: {e}")))
-    })?;
+    // A temporary name of this writer's own (process and call): two calibrating the same model at
+    // once (parallel tests, several servers) each rename a whole file into place.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("{key}.safetensors.{}-{n}.tmp", std::process::id()));
+    if let Err(e) = Tensor::write_safetensors(&named, &tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::config(&path, format!("cannot write the calibration: {e}")));
+    }
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
     prune(dir);
     Ok(path)
 }
