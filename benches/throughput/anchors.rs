@@ -25,6 +25,7 @@
 use super::{mtt_binary, texts, Opts, MODEL};
 use multi_task_transformer::cli::{DEFAULT_TOKEN_BUDGET, MAX_BUDGET_ROWS};
 use multi_task_transformer::data::bundled::{TASK_A, TASK_B};
+use multi_task_transformer::model::encoder::set_packing;
 use multi_task_transformer::model::layer::profile as layer_profile;
 use multi_task_transformer::padding::length_sorted_batches;
 use multi_task_transformer::precision::Precision;
@@ -131,7 +132,8 @@ fn embed_default() -> EncodeOptions {
 
 /// `profile`: where `mtt`'s encode time goes, per precision and set: tokenization, each stage
 /// of the transformer layers (summed over layers) and the rest (embeddings, padding, pooling),
-/// with `mtt embed`'s default batching; and the padding it leaves.
+/// with `mtt embed`'s default batching, with packed inference (the default) and without; and the
+/// padding the batches have.
 pub fn profile(o: &Opts) {
     let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
     let threads = o.threads.unwrap_or(2);
@@ -149,7 +151,8 @@ pub fn profile(o: &Opts) {
         let batches = length_sorted_batches(&lens, opts.batch_size, opts.token_budget);
         let real: usize = lens.iter().sum();
         let padded: usize = batches.iter().map(|b| b.len() * b.iter().map(|&i| lens[i]).max().unwrap_or(0)).sum();
-        for (precision, enc) in [("fp32", &fp32), ("int8", &int8)] {
+        for ((precision, enc), packing) in [("fp32", &fp32), ("int8", &int8)].into_iter().flat_map(|e| [(e, true), (e, false)]) {
+            set_packing(packing);
             let _ = enc.encode(&texts[..32.min(texts.len())], opts).expect("warm-up");
             for _ in 0..o.runs {
                 layer_profile::start();
@@ -166,12 +169,13 @@ pub fn profile(o: &Opts) {
                 parts.insert("embeddings, padding, pooling, rest".into(), json!(round(rest, 4)));
                 let shares: serde_json::Map<String, Value> =
                     parts.iter().map(|(k, v)| (k.clone(), json!(round(v.as_f64().unwrap_or(0.0) / total, 3)))).collect();
-                println!("{}", json!({"figure": "profile", "variant": precision, "set": set_name(f), "texts": texts.len(), "threads": threads,
+                println!("{}", json!({"figure": "profile", "variant": precision, "packing": packing, "set": set_name(f), "texts": texts.len(), "threads": threads,
                     "seconds": round(total, 4), "texts_per_s": round(texts.len() as f64 / total, 1), "real_tokens": real, "padded_tokens": padded,
                     "padding_share": round(1.0 - real as f64 / padded as f64, 4), "stage_seconds": parts, "stage_shares": shares}));
             }
         }
     }
+    set_packing(true);
 }
 
 pub fn run(o: &Opts) {

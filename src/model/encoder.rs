@@ -148,6 +148,16 @@ impl Encoder {
             .forward_t(Some(input_ids), None, None, None, train && maxima.is_none())
             .expect("input ids are given, so embeddings cannot fail");
         let additive = additive_mask(mask, hidden.kind());
+        if !train && maxima.is_none() {
+            if let Some(index) = packing_index(mask) {
+                let (b, s, h) = hidden.size3().expect("[batch, seq, hidden]");
+                let mut x = hidden.view([b * s, h]).index_select(0, &index);
+                for layer in &self.layers {
+                    x = layer.forward_packed(&x, &index, (b, s), &additive);
+                }
+                return Tensor::zeros([b * s, h], (x.kind(), x.device())).index_copy(0, &index, &x).view([b, s, h]);
+            }
+        }
         let tokens = maxima.is_some().then(|| mask.unsqueeze(-1).to_kind(hidden.kind()));
         for (i, layer) in self.layers.iter().enumerate() {
             hidden = match (maxima.as_deref_mut(), &tokens) {
@@ -164,6 +174,35 @@ impl Encoder {
         let hidden = self.forward_t(input_ids, mask, train);
         pooling::pool(&self.config.pooling, &hidden.to_kind(Kind::Float), mask)
     }
+}
+
+/// Share of padding in a batch from which inference packs the real tokens (see
+/// [`Layer::forward_packed`]): below it, the gathers and scatters would cost more than the
+/// padded rows they save.
+pub const PACK_FROM_PADDING: f64 = 0.05;
+
+/// Whether inference packs real tokens at all (on by default; the benches turn it off to
+/// compare).
+static PACKING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turns packed inference on or off for the whole process (see [`PACK_FROM_PADDING`]).
+pub fn set_packing(on: bool) {
+    PACKING.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The flattened positions of the real tokens of `mask` (`[batch, seq]`, 1 = token), when the
+/// batch has at least [`PACK_FROM_PADDING`] padding.
+fn packing_index(mask: &Tensor) -> Option<Tensor> {
+    if !PACKING.load(std::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    let flat = mask.reshape([-1]);
+    let grid = flat.size()[0];
+    let real = flat.count_nonzero(0).int64_value(&[]);
+    if grid == 0 || (1.0 - real as f64 / grid as f64) < PACK_FROM_PADDING {
+        return None;
+    }
+    Some(flat.nonzero().view([-1]))
 }
 
 /// `[batch, 1, 1, seq]` additive mask: 0 keep, the kind's most negative finite value drop

@@ -202,6 +202,37 @@ impl Layer {
         self.forward_inner(x, mask, train, None)
     }
 
+    /// Inference on packed tokens: `x` `[n, hidden]` holds only the real tokens of a padded
+    /// `[batch, seq]` grid, in grid order, and `index` `[n]` (int64) their positions in the
+    /// flattened grid. Every linear layer, residual and LayerNorm runs on the `n` real rows only;
+    /// attention alone needs the grid, so query, key and value are scattered into it (padding
+    /// rows zero, masked out as keys by `mask`, `[batch, 1, 1, seq]` additive) and the context
+    /// gathered back. Same result per real token as [`Layer::forward_t`] without dropout, at the
+    /// cost of the real tokens rather than the padded grid.
+    pub fn forward_packed(&self, x: &Tensor, index: &Tensor, grid: (i64, i64), mask: &Tensor) -> Tensor {
+        let (b, s) = grid;
+        let h = self.heads * self.head_dim;
+        profile::begin();
+        let qkv = match &self.qkv_int8 {
+            Some(qkv) => qkv.forward(x),
+            None => Tensor::cat(&[self.query.forward(x), self.key.forward(x), self.value.forward(x)], -1),
+        };
+        let padded = Tensor::zeros([b * s, 3 * h], (qkv.kind(), qkv.device())).index_copy(0, index, &qkv);
+        let parts = padded.view([b, s, 3 * h]).chunk(3, -1);
+        profile::mark(0);
+        let (q, k, v) = (self.split_heads(parts[0].shallow_clone(), b), self.split_heads(parts[1].shallow_clone(), b), self.split_heads(parts[2].shallow_clone(), b));
+        let ctx = Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None::<f64>);
+        let ctx = ctx.transpose(1, 2).contiguous().view([b * s, h]).index_select(0, index);
+        profile::mark(1);
+        let attended = (self.attention_out.forward(&ctx) + x).apply(&self.attention_norm);
+        profile::mark(2);
+        let inner = activate(self.act, &self.intermediate.forward(&attended));
+        profile::mark(3);
+        let out = (self.output.forward(&inner) + &attended).apply(&self.output_norm);
+        profile::mark(4);
+        out
+    }
+
     /// [`Layer::forward_t`] without dropout that also records the largest input per channel of
     /// the LayerNorm-fed linear layers over real tokens (`tokens`: `[batch, seq, 1]`, 1 = token).
     pub fn forward_recording(&self, x: &Tensor, mask: &Tensor, tokens: &Tensor, maxima: &mut InputMaxima) -> Tensor {
@@ -245,6 +276,33 @@ mod tests {
     use super::*;
     use crate::config::EncoderConfig;
     use tch::{Device, Kind};
+
+    /// Packed inference gives each real token what the padded forward gives it, in fp32 and
+    /// int8 (the portable plan and this CPU's).
+    #[test]
+    fn packed_tokens_match_the_padded_forward() {
+        tch::manual_seed(5);
+        let cfg = EncoderConfig::tiny(40).bert;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut layer = Layer::new(vs.root() / "l", &cfg);
+        let x = Tensor::randn([3, 6, cfg.hidden_size], (Kind::Float, Device::Cpu));
+        let keep = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 1, 0]).view([3, 6]);
+        let additive = ((keep.ones_like() - &keep).to_kind(Kind::Float) * f32::MIN as f64).view([3, 1, 1, 6]);
+        let index = keep.view([-1]).nonzero().view([-1]);
+        let packed_in = x.view([18, -1]).index_select(0, &index);
+        for plan in [None, Some(Int8Plan::PORTABLE), Some(Int8Plan::detect())] {
+            if let Some(plan) = plan {
+                let mut fresh = Layer::new(vs.root() / "l", &cfg);
+                let m = InputMaxima { attention: Some(x.abs().amax([0, 1].as_slice(), false)), intermediate: None };
+                fresh.quantize_int8(&m, plan);
+                layer = fresh;
+            }
+            let want = layer.forward_t(&x, &additive, false).view([18, -1]).index_select(0, &index);
+            let got = layer.forward_packed(&packed_in, &index, (3, 6), &additive);
+            let diff = f64::try_from((got - want).abs().max()).unwrap();
+            assert!(diff < 1e-5, "{plan:?}: max |diff| {diff}");
+        }
+    }
 
     /// Our layer and rust-bert's `BertLayer`, same weights, same padded input: same output.
     #[test]
