@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --profile dev --bench serve_load -- [--model DIR] [--clients N] [--seconds S]
 //!  [--malformed N] [--max-texts-per-request N] [--json FILE]` (and `--token-budget N`,
-//!  `--threads N`, `--queue-capacity N`, `--max-padding F`, passed on to `mtt serve`)
+//!  `--threads N`, `--queue-capacity N`, `--max-padding F`, `--workers N`, passed on to `mtt serve`)
 //!
 //! `-- --throughput [--precisions fp32,int8] [--clients-list 1,8,32] [--seconds S] [--json FILE]`
 //! measures instead what serving costs against offline encoding, in one run: per precision,
@@ -54,7 +54,7 @@ fn main() {
             "--max-texts-per-request" => per_request = val().parse().expect("--max-texts-per-request N"),
             "--json" => json_out = Some(PathBuf::from(val())),
             // Passed on to `mtt serve`.
-            "--token-budget" | "--threads" | "--queue-capacity" | "--max-padding" => {
+            "--token-budget" | "--threads" | "--queue-capacity" | "--max-padding" | "--workers" => {
                 let v = val();
                 server_args.extend([a.clone(), v]);
             }

@@ -183,10 +183,19 @@ fn p_str(p: &std::path::Path) -> String {
 #[test]
 fn tei_shapes_info_tokenize_root_and_explicit_truncation() {
     let f = fixture();
-    let server = Server::start(bin("mtt"), &f.model, &[]);
+    // Three model workers sharing the model: concurrent requests get the one-at-a-time answers.
+    let server = Server::start(bin("mtt"), &f.model, &["--workers", "3", "--threads", "3"]);
     let url = &server.url;
     let want = ours(url, &TEXTS);
     let dim = want[0].len();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..12).map(|i| s.spawn(move || (i, ours(url, &TEXTS[i % 3..])))).collect();
+        for h in handles {
+            let (i, got) = h.join().unwrap();
+            let diff = got.iter().flatten().zip(want[i % 3..].iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(got.len() == 3 - i % 3 && diff <= 1e-5, "request {i} under concurrency: {} vectors, max diff {diff}", got.len());
+        }
+    });
     // /info.
     let (s, body) = get(url, "/info");
     assert_eq!(s, 200, "{body}");
@@ -195,6 +204,7 @@ fn tei_shapes_info_tokenize_root_and_explicit_truncation() {
     assert_eq!(info["model_id"], p_str(&f.model));
     assert!(info["heads"].is_null(), "{info}");
     assert_eq!(info["precision"], "fp32");
+    assert_eq!(info["model_workers"], 3);
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
     let max_len = info["max_input_length"].as_u64().unwrap() as usize;
     assert!(info["max_batch_tokens"].as_u64().unwrap() > 0);

@@ -32,10 +32,13 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = ServeConfig::default().token_budget)]
     pub token_budget: usize,
     /// Most padding per forward pass, as a fraction of its real tokens: a longer text beyond it
-    /// starts the next batch (`inf`: only the token budget cuts batches) [default: 0.25 for fp32
-    /// and bf16, inf for int8]
+    /// starts the next batch (`inf`: only the token budget cuts batches) [default: 0.25]
     #[arg(long, value_name = "FRACTION", value_parser = padding_fraction)]
     pub max_padding: Option<f64>,
+    /// Model workers: threads that run batches at once on the one loaded model, each with an
+    /// equal share of --threads (at least one) [default: 2 on a CPU with 2 or more threads, else 1]
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=64))]
+    pub workers: Option<usize>,
     /// Encoder precision: fp32, int8 (CPU only) or bf16 (see `mtt embed --help`).
     #[arg(long, default_value = "fp32")]
     pub precision: crate::precision::Precision,
@@ -130,6 +133,7 @@ pub fn run_serve(a: &ServeArgs) -> Result<()> {
         max_connections: a.max_connections.max(1),
         api_key: key.map(str::to_string),
         precision: a.precision,
+        workers: a.workers.unwrap_or_else(|| ServeConfig::default_workers(device, tch::get_num_threads().max(1) as usize)),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting the tokio runtime")?;
     let service = Service::start(engine, &a.model.display().to_string(), cfg).context("starting the service")?;

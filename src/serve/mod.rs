@@ -104,18 +104,31 @@ pub struct ServeConfig {
     pub api_key: Option<String>,
     /// The encoder's precision, reported by `GET /info`.
     pub precision: crate::precision::Precision,
+    /// Model threads, each running its own batches on the shared model with an equal share of
+    /// the intra-op threads (at least one each): with small batches, two one-thread passes at
+    /// once keep two cores busier than one two-thread pass.
+    pub workers: usize,
 }
 
 impl ServeConfig {
-    /// The padding limit a precision gets by default. Measured with `cargo bench --bench
-    /// serve_load -- --throughput` on the 2-core AVX2 machine (2026-12-03): for fp32, 0.25 served
-    /// 190 texts/s at 32 clients against 156 without a limit (166 against 109 at 8 clients); int8
-    /// went the other way (205 against 278): its per-batch cost (quantising every layer's input)
-    /// favours fewer, larger batches, so int8 keeps the token budget alone.
-    pub fn default_max_padding(precision: crate::precision::Precision) -> f64 {
-        match precision {
-            crate::precision::Precision::Int8 => f64::INFINITY,
-            _ => 0.25,
+    /// The padding limit a precision gets by default: 0.25. Measured with `cargo bench --bench
+    /// serve_load -- --throughput` on the 2-core AVX-512 machine (2026-12-03) with two model
+    /// workers and 32 clients: fp32 304 texts/s against 196 without a limit, int8 659 against
+    /// 624. (With one worker int8 had done better without a limit.)
+    pub fn default_max_padding(_precision: crate::precision::Precision) -> f64 {
+        0.25
+    }
+
+    /// The model workers `mtt serve` starts by default: two on a CPU with two or more libtorch
+    /// threads (each runs its own batches on half of them), one otherwise and on a GPU. With one
+    /// worker, small batches kept the second core half idle (server at 1.2-1.6 cores): served
+    /// throughput at 32 clients was 52-74% of offline encoding for fp32, 31-55% for int8; with
+    /// two, 99% for both (same bench, 2026-12-03).
+    pub fn default_workers(device: Device, threads: usize) -> usize {
+        if device == Device::Cpu && threads >= 2 {
+            2
+        } else {
+            1
         }
     }
 
@@ -139,6 +152,7 @@ impl Default for ServeConfig {
             max_connections: 512,
             api_key: None,
             precision: crate::precision::Precision::default(),
+            workers: 1,
         }
     }
 }
@@ -233,6 +247,15 @@ pub struct AppState {
     tok: Arc<RequestTokenizer>,
 }
 
+/// The model, shared by the model workers.
+struct SharedEngine(Engine);
+
+// SAFETY: the workers only run forward passes, which read the model's tensors (under no_grad)
+// and never change them; libtorch's reads and reference counts are thread-safe, which is how
+// PyTorch runs one module from many inference threads. tch marks `Tensor` `Send` but not `Sync`
+// only because it wraps a raw pointer.
+unsafe impl Sync for SharedEngine {}
+
 /// The running service: its router and the model thread (which ends once the router, and with it
 /// every job sender, is dropped). [`Service::serve`] runs it on a listener.
 pub struct Service {
@@ -274,12 +297,28 @@ impl Service {
         // default, not from what `--threads` (or libtorch's own choice) set on this one. Kernels
         // that parallelise through OpenMP (the int8 matrix product among them) then ran on one
         // core in the model thread, at a quarter of `mtt embed`'s int8 speed.
-        let threads = tch::get_num_threads();
+        let workers = cfg.workers.max(1);
+        let threads = (tch::get_num_threads() / workers as i32).max(1);
         let model_thread = std::thread::Builder::new()
             .name("mtt-model".into())
             .spawn(move || {
+                let (engine, rx) = (Arc::new(SharedEngine(engine)), Arc::new(std::sync::Mutex::new(rx)));
+                let spawn = |i: usize| {
+                    let (engine, rx, m, stop) = (engine.clone(), rx.clone(), m.clone(), stop.clone());
+                    std::thread::Builder::new()
+                        .name(format!("mtt-model-{i}"))
+                        .spawn(move || {
+                            tch::set_num_threads(threads);
+                            model_loop(&engine.0, &rx, budget, max_padding, &m, &stop)
+                        })
+                        .expect("a model worker starts")
+                };
+                let handles: Vec<_> = (1..workers).map(spawn).collect();
                 tch::set_num_threads(threads);
-                model_loop(engine, rx, budget, max_padding, m, stop)
+                model_loop(&engine.0, &rx, budget, max_padding, &m, &stop);
+                for h in handles {
+                    let _ = h.join();
+                }
             })
             .expect("the model thread starts");
         let state = Arc::new(AppState { cfg: cfg.clone(), jobs: tx, metrics: metrics.clone(), labels, pair_tasks, model: model_name.to_string(), dim, tok });

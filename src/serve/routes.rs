@@ -307,6 +307,7 @@ pub(super) async fn info(State(state): State<Arc<AppState>>) -> Response {
             "max_client_batch_size": state.cfg.max_texts,
             "max_body_bytes": state.cfg.max_body_bytes,
             "precision": state.cfg.precision.to_string(),
+            "model_workers": state.cfg.workers,
             "heads": heads,
             "version": env!("CARGO_PKG_VERSION"),
             "router": "mtt serve",

@@ -205,3 +205,11 @@ fn openai_errors_name_a_type_and_a_code() {
     assert!(is_openai_path("/v1/embeddings") && is_openai_path("/embeddings") && is_openai_path("/v1/models"));
     assert!(!is_openai_path("/embed") && !is_openai_path("/v10") && !is_openai_path("/"));
 }
+
+#[test]
+fn two_model_workers_by_default_on_a_cpu_with_two_threads() {
+    assert_eq!(ServeConfig::default_workers(Device::Cpu, 2), 2);
+    assert_eq!(ServeConfig::default_workers(Device::Cpu, 16), 2);
+    assert_eq!(ServeConfig::default_workers(Device::Cpu, 1), 1);
+    assert_eq!(ServeConfig::default_workers(Device::Cuda(0), 8), 1);
+}

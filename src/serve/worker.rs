@@ -262,22 +262,30 @@ fn output_of(route: Route, rows: Vec<Option<RowResult>>) -> Output {
 
 pub(super) const SHUTTING_DOWN: &str = "the server is shutting down";
 
-/// The model thread: takes every waiting job (up to the token budget's worth of tokens),
+/// A model worker: takes every waiting job (up to the token budget's worth of tokens),
 /// runs them together, replies, and repeats until every sender is gone. Once `stop` is set, jobs
 /// still queued are refused instead of run, so that the thread ends promptly.
-pub(super) fn model_loop(engine: Engine, mut rx: mpsc::Receiver<Job>, budget: usize, max_padding: f64, metrics: Arc<Metrics>, stop: Arc<AtomicBool>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut tokens: usize = first.ids.iter().map(Vec::len).sum();
-        let mut jobs = vec![first];
-        while tokens < budget {
-            match rx.try_recv() {
-                Ok(j) => {
-                    tokens += j.ids.iter().map(Vec::len).sum::<usize>();
-                    jobs.push(j);
+/// With several workers, they share `rx`: one at a time waits for the next job and takes what
+/// is queued behind it, then runs its batches while the next worker takes the following jobs.
+pub(super) fn model_loop(engine: &Engine, rx: &std::sync::Mutex<mpsc::Receiver<Job>>, budget: usize, max_padding: f64, metrics: &Metrics, stop: &AtomicBool) {
+    loop {
+        let jobs = {
+            // A worker that panicked while holding the lock left the queue itself intact.
+            let mut rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let Some(first) = rx.blocking_recv() else { break };
+            let mut tokens: usize = first.ids.iter().map(Vec::len).sum();
+            let mut jobs = vec![first];
+            while tokens < budget {
+                match rx.try_recv() {
+                    Ok(j) => {
+                        tokens += j.ids.iter().map(Vec::len).sum::<usize>();
+                        jobs.push(j);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
-        }
+            jobs
+        };
         metrics.queue_depth.fetch_sub(jobs.len(), Ordering::SeqCst);
         if stop.load(Ordering::SeqCst) {
             for j in jobs {
@@ -285,6 +293,6 @@ pub(super) fn model_loop(engine: Engine, mut rx: mpsc::Receiver<Job>, budget: us
             }
             continue;
         }
-        process(&engine, jobs, budget, max_padding, &metrics, &stop);
+        process(engine, jobs, budget, max_padding, metrics, stop);
     }
 }
