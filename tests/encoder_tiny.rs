@@ -172,3 +172,68 @@ fn a_closed_stdout_ends_mtt_quietly() {
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {err}", out.status);
     }
 }
+
+// The stored int8 calibration (model::calibration): read back, keyed by the weights, recalibrated
+// when damaged, and optional when the cache cannot be written.
+mod stored_calibration {
+    use multi_task_transformer::model::calibration::CalibrationSource;
+    use multi_task_transformer::precision::{Int8Plan, Precision};
+    use multi_task_transformer::testing::write_tiny_model_folder;
+    use multi_task_transformer::{EncodeOptions, SentenceEncoder};
+    use std::path::Path;
+    use tch::Device;
+
+    fn int8(model: &Path, store: Option<&Path>) -> (SentenceEncoder, CalibrationSource) {
+        let (mut e, _) = SentenceEncoder::load(model, Device::Cpu).unwrap();
+        e.encoder.set_precision_stored(&mut e.params, Precision::Int8, Int8Plan::PORTABLE, &e.tokenizer, store).unwrap();
+        let source = e.encoder.calibration().cloned().expect("int8 records its calibration");
+        (e, source)
+    }
+
+    fn vectors(e: &SentenceEncoder) -> Vec<f32> {
+        let t = e.encode(&["the cat sat on the mat", "a dog", ""], EncodeOptions::default()).unwrap();
+        Vec::<f32>::try_from(&t.view([-1])).unwrap()
+    }
+
+    #[test]
+    fn a_stored_calibration_is_read_back_and_gives_the_same_vectors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (model, other, store) = (tmp.path().join("m"), tmp.path().join("o"), tmp.path().join("store"));
+        write_tiny_model_folder(&model, 1).unwrap();
+        write_tiny_model_folder(&other, 2).unwrap();
+
+        let (fresh, s) = int8(&model, None);
+        assert!(matches!(s, CalibrationSource::Computed(_)), "{s:?}");
+        let (first, s) = int8(&model, Some(&store));
+        let CalibrationSource::ComputedAndStored(path) = s else { panic!("first start stores: {s:?}") };
+        let (second, s) = int8(&model, Some(&store));
+        assert_eq!(s, CalibrationSource::Stored(path.clone()), "second start reads it");
+        assert_eq!(vectors(&second), vectors(&fresh), "stored calibration gives bitwise the vectors of a fresh one");
+        assert_eq!(vectors(&first), vectors(&fresh));
+
+        // Other weights: another key, never the first model's file.
+        let (_, s) = int8(&other, Some(&store));
+        assert!(matches!(&s, CalibrationSource::ComputedAndStored(p) if *p != path), "{s:?}");
+
+        // A damaged file is calibrated again and replaced.
+        std::fs::write(&path, b"not safetensors").unwrap();
+        let (third, s) = int8(&model, Some(&store));
+        assert_eq!(s, CalibrationSource::ComputedAndStored(path.clone()));
+        assert_eq!(vectors(&third), vectors(&fresh));
+        let (_, s) = int8(&model, Some(&store));
+        assert_eq!(s, CalibrationSource::Stored(path));
+    }
+
+    #[test]
+    fn an_unwritable_store_still_calibrates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let model = tmp.path().join("m");
+        write_tiny_model_folder(&model, 1).unwrap();
+        let blocker = tmp.path().join("file");
+        std::fs::write(&blocker, b"x").unwrap();
+        let (e, s) = int8(&model, Some(&blocker.join("store")));
+        assert!(matches!(&s, CalibrationSource::Computed(why) if why.contains("file")), "{s:?}");
+        let (fresh, _) = int8(&model, None);
+        assert_eq!(vectors(&e), vectors(&fresh));
+    }
+}

@@ -156,50 +156,6 @@ pub fn store(dir: &Path, key: &str, maxima: &[InputMaxima]) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embed::{EncodeOptions, SentenceEncoder};
-    use crate::precision::{Int8Plan, Precision};
-    use crate::testing::write_tiny_model_folder;
-
-    fn int8(model: &Path, store: Option<&Path>) -> (SentenceEncoder, CalibrationSource) {
-        let (mut e, _) = SentenceEncoder::load(model, Device::Cpu).unwrap();
-        e.encoder.set_precision_stored(&mut e.params, Precision::Int8, Int8Plan::PORTABLE, &e.tokenizer, store).unwrap();
-        let source = e.encoder.calibration().cloned().expect("int8 records its calibration");
-        (e, source)
-    }
-
-    fn vectors(e: &SentenceEncoder) -> Vec<f32> {
-        let t = e.encode(&["the cat sat on the mat", "a dog", ""], EncodeOptions::default()).unwrap();
-        Vec::<f32>::try_from(&t.view([-1])).unwrap()
-    }
-
-    #[test]
-    fn a_stored_calibration_is_read_back_and_gives_the_same_vectors() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (model, other, store) = (tmp.path().join("m"), tmp.path().join("o"), tmp.path().join("store"));
-        write_tiny_model_folder(&model, 1).unwrap();
-        write_tiny_model_folder(&other, 2).unwrap();
-
-        let (fresh, s) = int8(&model, None);
-        assert!(matches!(s, CalibrationSource::Computed(_)), "{s:?}");
-        let (first, s) = int8(&model, Some(&store));
-        let CalibrationSource::ComputedAndStored(path) = s else { panic!("first start stores: {s:?}") };
-        let (second, s) = int8(&model, Some(&store));
-        assert_eq!(s, CalibrationSource::Stored(path.clone()), "second start reads it");
-        assert_eq!(vectors(&second), vectors(&fresh), "stored calibration gives bitwise the vectors of a fresh one");
-        assert_eq!(vectors(&first), vectors(&fresh));
-
-        // Other weights: another key, never the first model's file.
-        let (_, s) = int8(&other, Some(&store));
-        assert!(matches!(&s, CalibrationSource::ComputedAndStored(p) if *p != path), "{s:?}");
-
-        // A damaged file is calibrated again and replaced.
-        std::fs::write(&path, b"not safetensors").unwrap();
-        let (third, s) = int8(&model, Some(&store));
-        assert_eq!(s, CalibrationSource::ComputedAndStored(path.clone()));
-        assert_eq!(vectors(&third), vectors(&fresh));
-        let (_, s) = int8(&model, Some(&store));
-        assert_eq!(s, CalibrationSource::Stored(path));
-    }
 
     #[test]
     fn the_store_keeps_the_most_recently_used() {
@@ -221,18 +177,5 @@ mod tests {
         assert!(load(&dir, "new", 1, 2).is_some());
         assert!(load(&dir, "k1", 1, 2).is_none(), "least recently used: removed");
         assert!(load(&dir, "k0", 2, 2).is_none(), "a file for another layer count is not used");
-    }
-
-    #[test]
-    fn an_unwritable_store_still_calibrates() {
-        let tmp = tempfile::tempdir().unwrap();
-        let model = tmp.path().join("m");
-        write_tiny_model_folder(&model, 1).unwrap();
-        let blocker = tmp.path().join("file");
-        std::fs::write(&blocker, b"x").unwrap();
-        let (e, s) = int8(&model, Some(&blocker.join("store")));
-        assert!(matches!(&s, CalibrationSource::Computed(why) if why.contains("file")), "{s:?}");
-        let (fresh, _) = int8(&model, None);
-        assert_eq!(vectors(&e), vectors(&fresh));
     }
 }
