@@ -35,7 +35,7 @@ pub fn user_cache_model_dir() -> Option<PathBuf> {
 
 /// The user's cache folder: `$MTT_CACHE_DIR`, else `$HOME/.cache/multi-task-transformer/`
 /// (`None` without either variable). It holds the installed model and the stored int8
-/// calibrations ([`crate::model::calibration`]).
+/// calibrations (the model module's `calibration`).
 pub fn user_cache_dir() -> Option<PathBuf> {
     match std::env::var_os("MTT_CACHE_DIR") {
         Some(d) if !d.is_empty() => Some(PathBuf::from(d)),
