@@ -211,9 +211,9 @@ pub struct TrainArgs {
     /// Keep a frozen encoder's cached vectors in this folder, for later runs.
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Length-bucketed batches (rows of similar length together, batch order shuffled; less
-    /// padding, faster): on, or off for uniformly drawn batches.
-    #[arg(long, value_parser = ["on", "off"], default_value = "on")]
+    /// Length-bucketed batches (rows of similar length together, batch order shuffled): on, or
+    /// off (the default) for uniformly drawn batches. The encoder skips padding either way.
+    #[arg(long, value_parser = ["on", "off"], default_value = "off")]
     pub bucketing: String,
     /// Train one task only (a or b): the other task's rows are left out.
     #[arg(long, value_parser = ["a", "b"])]

@@ -148,12 +148,12 @@ impl Encoder {
             .forward_t(Some(input_ids), None, None, None, train && maxima.is_none())
             .expect("input ids are given, so embeddings cannot fail");
         let additive = additive_mask(mask, hidden.kind());
-        if !train && maxima.is_none() {
+        if maxima.is_none() {
             if let Some(index) = packing_index(mask) {
                 let (b, s, h) = hidden.size3().expect("[batch, seq, hidden]");
                 let mut x = hidden.view([b * s, h]).index_select(0, &index);
                 for layer in &self.layers {
-                    x = layer.forward_packed(&x, &index, (b, s), &additive);
+                    x = layer.forward_packed(&x, &index, (b, s), &additive, train);
                 }
                 return Tensor::zeros([b * s, h], (x.kind(), x.device())).index_copy(0, &index, &x).view([b, s, h]);
             }
@@ -176,16 +176,16 @@ impl Encoder {
     }
 }
 
-/// Share of padding in a batch from which inference packs the real tokens (see
-/// [`Layer::forward_packed`]): below it, the gathers and scatters would cost more than the
-/// padded rows they save.
+/// Share of padding in a batch from which the encoder packs the real tokens, in inference and
+/// in training (see [`Layer::forward_packed`]): below it, the gathers and scatters would cost
+/// more than the padded rows they save.
 pub const PACK_FROM_PADDING: f64 = 0.05;
 
-/// Whether inference packs real tokens at all (on by default; the benches turn it off to
+/// Whether the encoder packs real tokens at all (on by default; the benches turn it off to
 /// compare).
 static PACKING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-/// Turns packed inference on or off for the whole process (see [`PACK_FROM_PADDING`]).
+/// Turns packing on or off for the whole process (see [`PACK_FROM_PADDING`]).
 pub fn set_packing(on: bool) {
     PACKING.store(on, std::sync::atomic::Ordering::Relaxed);
 }

@@ -216,14 +216,15 @@ impl Layer {
         self.forward_inner(x, mask, train, None)
     }
 
-    /// Inference on packed tokens: `x` `[n, hidden]` holds only the real tokens of a padded
+    /// The layer on packed tokens: `x` `[n, hidden]` holds only the real tokens of a padded
     /// `[batch, seq]` grid, in grid order, and `index` `[n]` (int64) their positions in the
     /// flattened grid. Every linear layer, residual and LayerNorm runs on the `n` real rows only;
     /// attention alone needs the grid, so query, key and value are scattered into it (padding
     /// rows zero, masked out as keys by `mask`, `[batch, 1, 1, seq]` additive) and the context
-    /// gathered back. Same result per real token as [`Layer::forward_t`] without dropout, at the
-    /// cost of the real tokens rather than the padded grid.
-    pub fn forward_packed(&self, x: &Tensor, index: &Tensor, grid: (i64, i64), mask: &Tensor) -> Tensor {
+    /// gathered back. Same result per real token as [`Layer::forward_t`], at the cost of the
+    /// real tokens rather than the padded grid; `train` turns dropout on (the same rates, drawn
+    /// over the real tokens only), and gradients flow through the scatter and gather.
+    pub fn forward_packed(&self, x: &Tensor, index: &Tensor, grid: (i64, i64), mask: &Tensor, train: bool) -> Tensor {
         let (b, s) = grid;
         let h = self.heads * self.head_dim;
         profile::begin();
@@ -235,14 +236,14 @@ impl Layer {
         let parts = padded.view([b, s, 3 * h]).chunk(3, -1);
         profile::mark(0);
         let (q, k, v) = (self.split_heads(parts[0].shallow_clone(), b), self.split_heads(parts[1].shallow_clone(), b), self.split_heads(parts[2].shallow_clone(), b));
-        let ctx = self.attend(&q, &k, &v, mask, false);
+        let ctx = self.attend(&q, &k, &v, mask, train);
         let ctx = ctx.transpose(1, 2).contiguous().view([b * s, h]).index_select(0, index);
         profile::mark(1);
-        let attended = (self.attention_out.forward(&ctx) + x).apply(&self.attention_norm);
+        let attended = (self.attention_out.forward(&ctx).dropout(self.hidden_dropout, train) + x).apply(&self.attention_norm);
         profile::mark(2);
         let inner = activate(self.act, &self.intermediate.forward(&attended));
         profile::mark(3);
-        let out = (self.output.forward(&inner) + &attended).apply(&self.output_norm);
+        let out = (self.output.forward(&inner).dropout(self.hidden_dropout, train) + &attended).apply(&self.output_norm);
         profile::mark(4);
         out
     }
@@ -311,10 +312,62 @@ mod tests {
                 layer = fresh;
             }
             let want = layer.forward_t(&x, &additive, false).view([18, -1]).index_select(0, &index);
-            let got = layer.forward_packed(&packed_in, &index, (3, 6), &additive);
+            let got = layer.forward_packed(&packed_in, &index, (3, 6), &additive, false);
             let diff = f64::try_from((got - want).abs().max()).unwrap();
             assert!(diff < 1e-5, "{plan:?}: max |diff| {diff}");
         }
+    }
+
+    /// Packed training (dropout rates 0 so that both sides are deterministic): the same output
+    /// per real token as the padded training forward, and the same gradients for the input and
+    /// every weight; with dropout on, the packed forward drops units.
+    #[test]
+    fn packed_training_matches_the_padded_forward_and_its_gradients() {
+        tch::manual_seed(6);
+        let mut cfg = EncoderConfig::tiny(40).bert;
+        cfg.hidden_dropout_prob = 0.0;
+        cfg.attention_probs_dropout_prob = 0.0;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let layer = Layer::new(vs.root() / "l", &cfg);
+        let keep = Tensor::from_slice(&[1i64, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0]).view([3, 5]);
+        let additive = ((keep.ones_like() - &keep).to_kind(Kind::Float) * f32::MIN as f64).view([3, 1, 1, 5]);
+        let index = keep.view([-1]).nonzero().view([-1]);
+        let x0 = Tensor::randn([3, 5, cfg.hidden_size], (Kind::Float, Device::Cpu));
+        let weights = Tensor::randn([index.size()[0], cfg.hidden_size], (Kind::Float, Device::Cpu));
+        let grads = |packed: bool| {
+            let x = x0.detach().set_requires_grad(true);
+            let out = if packed {
+                layer.forward_packed(&x.view([15, -1]).index_select(0, &index), &index, (3, 5), &additive, true)
+            } else {
+                layer.forward_t(&x, &additive, true).view([15, -1]).index_select(0, &index)
+            };
+            let mut g: Vec<Tensor> = Vec::new();
+            for (_, mut v) in vs.variables() {
+                v.zero_grad();
+            }
+            (&out * &weights).sum(Kind::Float).backward();
+            g.push(out.detach());
+            g.push(x.grad().view([15, -1]).index_select(0, &index));
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            g.extend(vars.into_iter().map(|(_, v)| v.grad().copy()));
+            g
+        };
+        let (padded, packed) = (grads(false), grads(true));
+        assert_eq!(padded.len(), packed.len());
+        for (i, (a, b)) in padded.iter().zip(&packed).enumerate() {
+            let diff = f64::try_from((a - b).abs().max()).unwrap();
+            assert!(diff < 1e-4, "tensor {i}: max |diff| {diff}");
+        }
+        let mut cfg = cfg;
+        cfg.hidden_dropout_prob = 0.5;
+        let dropping = Layer::new(vs.root() / "d", &cfg);
+        let packed_in = x0.view([15, -1]).index_select(0, &index);
+        let (a, b) = (
+            dropping.forward_packed(&packed_in, &index, (3, 5), &additive, true),
+            dropping.forward_packed(&packed_in, &index, (3, 5), &additive, false),
+        );
+        assert!(!a.allclose(&b, 1e-3, 1e-3, false), "dropout did nothing in packed training");
     }
 
     /// Our layer and rust-bert's `BertLayer`, same weights, same padded input: same output.

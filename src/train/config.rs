@@ -182,7 +182,9 @@ pub struct ScheduleConfig {
     #[serde(default = "default_sampling")]
     pub sampling: TaskSampling,
     /// Length-bucketed batches (rows of similar token length together, batch order shuffled)
-    /// for proportional sampling; `false`: every batch a uniform draw.
+    /// for proportional sampling; `false` (the default): every batch a uniform draw. The encoder
+    /// packs real tokens in training, so bucketing no longer buys speed on CPU, and it cost
+    /// TREC-6 accuracy (docs/performance.md, "Bucketing and accuracy").
     #[serde(default)]
     pub bucketing: bool,
     /// Stop after this many epochs without a better mean dev accuracy.
@@ -245,7 +247,7 @@ impl TrainConfig {
                 seed: 0,
                 max_steps: None,
                 sampling: TaskSampling::Proportional,
-                bucketing: true,
+                bucketing: false,
                 patience: None,
                 cache: true,
                 cache_dir: None,
