@@ -5,10 +5,15 @@
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
-/// `path` with `.tmp` appended to the file name, in the same folder (so the rename is atomic).
+/// A temporary path of this writer's own next to `path` (same folder, so the rename is atomic):
+/// the file name plus `.<process>-<call>.tmp`, so two writers of one file at once (parallel tests,
+/// several servers calibrating the same model) never write into each other's temporary file;
+/// each renames a whole file into place.
 pub fn tmp_path(path: &Path) -> PathBuf {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
+    name.push(format!(".{}-{n}.tmp", std::process::id()));
     path.with_file_name(name)
 }
 

@@ -142,6 +142,20 @@ fn wait_at_most(child: &mut std::process::Child, limit: Duration) -> std::proces
     }
 }
 
+/// Waits (at most 30 s) until process `pid` sleeps in the kernel waiting for a FIFO's other end;
+/// where the kernel does not name the wait (`/proc/PID/wchan` reads `0`), waits 3 s instead.
+fn wait_blocked_on_fifo(pid: u32) {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        match std::fs::read_to_string(format!("/proc/{pid}/wchan")) {
+            Ok(w) if w.contains("partner") || w.contains("fifo") => return,
+            Ok(w) if w.trim() == "0" && t0.elapsed() > Duration::from_secs(3) => return,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    panic!("mtt train did not block on the FIFO within 30 s");
+}
+
 #[test]
 fn a_signal_before_training_ends_the_process_at_once_and_writes_nothing() {
     let f = fixture();
@@ -158,8 +172,9 @@ fn a_signal_before_training_ends_the_process_at_once_and_writes_nothing() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Blocked opening the FIFO, which has no writer.
-        std::thread::sleep(Duration::from_millis(700));
+        // Blocked opening the FIFO, which has no writer (signal handlers are installed before
+        // any file is opened; a fixed wait raced libtorch's loading on a busy machine).
+        wait_blocked_on_fifo(child.id());
         assert!(child.try_wait().unwrap().is_none(), "mtt train ended before the signal");
         // SAFETY: a signal to our own child.
         unsafe { libc::kill(child.id() as i32, sig) };

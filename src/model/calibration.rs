@@ -12,7 +12,7 @@
 
 use crate::config::EncoderConfig;
 use crate::error::{invalid, Error, Result};
-use crate::fsutil::Checksum;
+use crate::fsutil::{self, Checksum};
 use crate::model::layer::InputMaxima;
 use crate::params::{Params, ENCODER};
 use std::path::{Path, PathBuf};
@@ -127,8 +127,8 @@ fn prune(dir: &Path) {
     }
 }
 
-/// Stores `maxima` under `key` in `dir` (written to a temporary file, then renamed); returns
-/// the file's path.
+/// Stores `maxima` under `key` in `dir` (written atomically, see [`fsutil::write_atomic_with`]);
+/// returns the file's path.
 pub fn store(dir: &Path, key: &str, maxima: &[InputMaxima]) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let path = dir.join(format!("{key}.safetensors"));
@@ -139,16 +139,9 @@ pub fn store(dir: &Path, key: &str, maxima: &[InputMaxima]) -> Result<PathBuf> {
             named.push((format!("{i}.{part}"), t.to_device(Device::Cpu).to_kind(Kind::Float)));
         }
     }
-    // A temporary name of this writer's own (process and call): two calibrating the same model at
-    // once (parallel tests, several servers) each rename a whole file into place.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!("{key}.safetensors.{}-{n}.tmp", std::process::id()));
-    if let Err(e) = Tensor::write_safetensors(&named, &tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::config(&path, format!("cannot write the calibration: {e}")));
-    }
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+    fsutil::write_atomic_with(&path, |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(|e| Error::config(&path, format!("cannot write the calibration: {e}")))
+    })?;
     prune(dir);
     Ok(path)
 }
