@@ -359,7 +359,6 @@ mod tests {
             let diff = f64::try_from((a - b).abs().max()).unwrap();
             assert!(diff < 1e-4, "tensor {i}: max |diff| {diff}");
         }
-        let mut cfg = cfg;
         cfg.hidden_dropout_prob = 0.5;
         let dropping = Layer::new(vs.root() / "d", &cfg);
         let packed_in = x0.view([15, -1]).index_select(0, &index);
