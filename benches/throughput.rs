@@ -28,8 +28,8 @@
 //! TREC-6 and SST-3 training files) after a 64-text warm-up, as `python_peer.py encode` does.
 //! `train` times optimizer steps (batch 32, TREC-6 + SST mixed and shuffled, everything
 //! trainable at 1e-4 for `full`), skipping two warm-up steps, as `python_peer.py train` does;
-//! batches are length-bucketed as `mtt train` draws them by default (`--bucketing off`: plain
-//! shuffled batches, as the peer draws them).
+//! batches are plain shuffled, as `mtt train` draws them by default and the peer does (the
+//! encoder packs their real tokens; `--bucketing on`: length-bucketed batches).
 //! `heads-only` trains the heads on a frozen encoder (first N rows of each bundled training file)
 //! twice, on the frozen-encoder cache and recomputing the encoder every step (`--no-cache`), and
 //! compares their epoch times; the cache's one-off encoding pass is reported separately.
@@ -71,7 +71,7 @@ struct Opts {
 }
 
 fn parse(args: &[String]) -> Opts {
-    let mut o = Opts { files: vec![], precisions: None, n: 2000, epochs: 2, batch: 32, steps: 20, scenario: "full".into(), peer: true, bucketing: true, runs: 2, threads: None, with_openvino: false, json: None };
+    let mut o = Opts { files: vec![], precisions: None, n: 2000, epochs: 2, batch: 32, steps: 20, scenario: "full".into(), peer: true, bucketing: false, runs: 2, threads: None, with_openvino: false, json: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| panic!("{a} needs a value")).clone();
@@ -171,7 +171,7 @@ fn bench_train(o: &Opts) {
     freeze.apply(params).unwrap();
     let rates = learning_rates(params, plan, None, &[]).unwrap();
     let mut opts = Optimizers::new(params, &rates, OptimConfig::default(), o.steps + 2).unwrap();
-    // As `mtt train` draws them: length-bucketed by default (`--bucketing off`: plain shuffled).
+    // As `mtt train` draws them: plain shuffled by default (`--bucketing on`: length-bucketed).
     let draws = epoch_draws(&ex, o.batch, 0, 0, TaskSampling::Proportional, o.bucketing);
     let (mut done, mut start) = (0usize, Instant::now());
     for (step, draw) in draws.iter().take(o.steps + 2).enumerate() {
