@@ -239,11 +239,22 @@ impl Layer {
         let ctx = self.attend(&q, &k, &v, mask, train);
         let ctx = ctx.transpose(1, 2).contiguous().view([b * s, h]).index_select(0, index);
         profile::mark(1);
-        let attended = (self.attention_out.forward(&ctx).dropout(self.hidden_dropout, train) + x).apply(&self.attention_norm);
+        let attended = self.attention_output(&ctx, x, train);
         profile::mark(2);
-        let inner = activate(self.act, &self.intermediate.forward(&attended));
+        self.feed_forward(&attended, train)
+    }
+
+    /// The attention block's output projection, dropout, residual and LayerNorm (padded or packed).
+    fn attention_output(&self, ctx: &Tensor, x: &Tensor, train: bool) -> Tensor {
+        (self.attention_out.forward(ctx).dropout(self.hidden_dropout, train) + x).apply(&self.attention_norm)
+    }
+
+    /// The feed-forward block (GELU, output projection, dropout, residual, LayerNorm), marking the
+    /// profile's stages 3 and 4.
+    fn feed_forward(&self, attended: &Tensor, train: bool) -> Tensor {
+        let inner = activate(self.act, &self.intermediate.forward(attended));
         profile::mark(3);
-        let out = (self.output.forward(&inner).dropout(self.hidden_dropout, train) + &attended).apply(&self.output_norm);
+        let out = (self.output.forward(&inner).dropout(self.hidden_dropout, train) + attended).apply(&self.output_norm);
         profile::mark(4);
         out
     }
@@ -272,16 +283,12 @@ impl Layer {
         let ctx = self.attend(&q, &k, &v, mask, train);
         let ctx = ctx.transpose(1, 2).contiguous().view([b, -1, self.heads * self.head_dim]);
         profile::mark(1);
-        let attended = (self.attention_out.forward(&ctx).dropout(self.hidden_dropout, train) + x).apply(&self.attention_norm);
+        let attended = self.attention_output(&ctx, x, train);
         profile::mark(2);
         if let Some((tokens, m)) = record.as_mut() {
             InputMaxima::record(&mut m.intermediate, &attended, tokens);
         }
-        let inner = activate(self.act, &self.intermediate.forward(&attended));
-        profile::mark(3);
-        let out = (self.output.forward(&inner).dropout(self.hidden_dropout, train) + &attended).apply(&self.output_norm);
-        profile::mark(4);
-        out
+        self.feed_forward(&attended, train)
     }
 }
 
