@@ -25,16 +25,22 @@ fn tiny_vocab() -> Vec<String> {
 /// Writes a complete sentence-transformers folder for [`EncoderConfig::tiny`] into `dir`, with
 /// weights drawn after `tch::manual_seed(seed)`. Returns the config.
 pub fn write_tiny_model_folder(dir: &Path, seed: i64) -> Result<EncoderConfig> {
-    write_tiny_model_folder_with_layers(dir, seed, 2)
+    write_tiny_model_folder_with(dir, seed, |_| {})
 }
 
 /// [`write_tiny_model_folder`] with `n_layers` transformer layers.
 pub fn write_tiny_model_folder_with_layers(dir: &Path, seed: i64, n_layers: i64) -> Result<EncoderConfig> {
+    write_tiny_model_folder_with(dir, seed, |c| c.bert.num_hidden_layers = n_layers)
+}
+
+/// [`write_tiny_model_folder`] with `adjust` applied to its config (two layers, 10% dropout)
+/// before the weights are drawn: more layers, no dropout, ...
+pub fn write_tiny_model_folder_with(dir: &Path, seed: i64, adjust: impl FnOnce(&mut EncoderConfig)) -> Result<EncoderConfig> {
     let io = |p: &Path, e| Error::io(p, e);
     std::fs::create_dir_all(dir.join("1_Pooling")).map_err(|e| io(dir, e))?;
     let vocab = tiny_vocab();
     let mut cfg = EncoderConfig::tiny(vocab.len() as i64);
-    cfg.bert.num_hidden_layers = n_layers;
+    adjust(&mut cfg);
     let write = |name: &str, text: String| -> Result<()> {
         let p = dir.join(name);
         std::fs::write(&p, text).map_err(|e| io(&p, e))

@@ -11,6 +11,7 @@ use multi_task_transformer::model::MultiTask;
 use multi_task_transformer::optim::LrPreset;
 use multi_task_transformer::data::{self, Labels, Task};
 use multi_task_transformer::task::{TaskInfo, TaskKind, TaskSpec};
+use multi_task_transformer::testing::write_tiny_model_folder_with;
 use multi_task_transformer::train::{self, Progress, RunControl, RunMetrics, TrainConfig};
 use multi_task_transformer::{Classifier, Error};
 use std::path::{Path, PathBuf};
@@ -67,12 +68,9 @@ fn three_kinds_train_together_and_every_loss_falls() {
     let f = fixture();
     // Without dropout: on eight pairs, the tiny encoder's 10% dropout decides the outcome (over
     // 28 seeded runs, 4 ended below 0.8 Pearson, whether packed or padded).
-    let config = f.model.join("config.json");
-    let mut bert: serde_json::Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
-    bert["hidden_dropout_prob"] = 0.0.into();
-    bert["attention_probs_dropout_prob"] = 0.0.into();
-    std::fs::write(&config, bert.to_string()).unwrap();
     let mut c = three_kinds(&f, "three");
+    c.model = f.root.join("tiny-no-dropout");
+    write_tiny_model_folder_with(&c.model, 11, |m| (m.bert.hidden_dropout_prob, m.bert.attention_probs_dropout_prob) = (0.0, 0.0)).unwrap();
     c.schedule.epochs = 40;
     let (out, lines) = run(&c);
     let m = &out.metrics;

@@ -232,6 +232,9 @@ impl<'a> Runner<'a> {
         // few hundred MB each would only be written and deleted.
         cfg.output.resume_state = false;
         cfg.validate()?;
+        for s in sets {
+            s.check_tasks(&cfg)?;
+        }
         Ok(cfg)
     }
 

@@ -9,6 +9,7 @@ use crate::freeze::Freeze;
 use crate::optim::LrPreset;
 use crate::train::{LossWeighting, TrainConfig};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// The settings one configuration changes; `None` keeps the base's. Serialised (grid files,
@@ -105,6 +106,11 @@ pub struct Overrides {
     /// keep the grid's own files when listed and are dropped otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "task_set")]
     pub tasks: Option<Vec<String>>,
+    /// Loss weights by task name (`task_a`, `task_b`, `sts`, `paraphrase`), each finite and
+    /// >= 0: `task_weights = { sts = 10 }`. Set after `tasks`; a name must be one of the run's
+    /// tasks (checked by [`Overrides::check_tasks`]).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "weight_map")]
+    pub task_weights: Option<BTreeMap<String, f64>>,
 }
 
 impl Overrides {
@@ -175,6 +181,28 @@ impl Overrides {
             }
             cfg.data.tasks = ts.iter().filter_map(|t| crate::task::bundled_task(t)).collect();
         }
+        for (name, &w) in self.task_weights.iter().flatten() {
+            match name.as_str() {
+                crate::task::TASK_A => o.weight_a = w,
+                crate::task::TASK_B => o.weight_b = w,
+                _ => cfg.data.tasks.iter_mut().filter(|t| t.name == *name).for_each(|t| t.weight = w),
+            }
+        }
+    }
+
+    /// Checks that every task `task_weights` names is one `cfg` (this applied) trains.
+    pub fn check_tasks(&self, cfg: &TrainConfig) -> crate::error::Result<()> {
+        for name in self.task_weights.iter().flatten().map(|(n, _)| n.as_str()) {
+            let trains = match name {
+                crate::task::TASK_A => cfg.data.task_a.is_some() && cfg.data.only_task != Some(Task::B),
+                crate::task::TASK_B => cfg.data.task_b.is_some() && cfg.data.only_task != Some(Task::A),
+                _ => cfg.data.tasks.iter().any(|t| t.name == name),
+            };
+            if !trains {
+                return Err(crate::error::invalid(format!("task_weights: '{name}' is not a task of this run")));
+            }
+        }
+        Ok(())
     }
 
     /// These settings, then `later`'s over them: applying the result is applying `self` then
@@ -222,6 +250,9 @@ impl fmt::Display for Overrides {
         show!(save_best);
         if let Some(t) = &self.tasks {
             parts.push(format!("tasks={}", t.join("+")));
+        }
+        if let Some(w) = &self.task_weights {
+            parts.push(format!("task_weights={}", w.iter().map(|(n, w)| format!("{n}={w}")).collect::<Vec<_>>().join(",")));
         }
         f.write_str(&parts.join(" "))
     }
@@ -320,6 +351,29 @@ mod task_set {
             }
             if v[..i].contains(t) {
                 return Err(D::Error::custom(format!("tasks: '{t}' is listed twice")));
+            }
+        }
+        Ok(Some(v))
+    }
+}
+
+/// Serde for `task_weights`: a table of task names to weights, each checked.
+mod weight_map {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(v: &Option<BTreeMap<String, f64>>, s: S) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, f64>>, D::Error> {
+        let Some(v) = Option::<BTreeMap<String, f64>>::deserialize(d)? else { return Ok(None) };
+        if v.is_empty() {
+            return Err(D::Error::custom("task_weights: name at least one task (`{ sts = 10 }`)"));
+        }
+        for (name, w) in &v {
+            if !(w.is_finite() && *w >= 0.0) {
+                return Err(D::Error::custom(format!("task_weights: {name} = {w} must be finite and >= 0")));
             }
         }
         Ok(Some(v))

@@ -66,6 +66,27 @@ fn settings_read_as_users_type_them_and_apply() {
 }
 
 #[test]
+fn task_weights_set_the_named_tasks_loss_weights() {
+    let o: Overrides = toml::from_str("tasks = [\"trec6\", \"stsb\"]\ntask_weights = { sts = 10, task_a = 0.5 }\n").unwrap();
+    let c = applied(&[&o]);
+    assert_eq!(c.optimizer.weight_a, 0.5);
+    assert_eq!(c.data.tasks.iter().map(|t| (t.name.as_str(), t.weight)).collect::<Vec<_>>(), vec![("sts", 10.0)]);
+    assert!(c.data.task_b.is_none());
+    o.check_tasks(&c).unwrap();
+    assert_eq!(o.to_string(), "tasks=trec6+stsb task_weights=sts=10,task_a=0.5");
+    assert_eq!(toml::from_str::<Overrides>(&toml::to_string(&o).unwrap()).unwrap(), o);
+    // A weight for a task the run does not train is an error, not a silent no-op.
+    let stray: Overrides = toml::from_str("tasks = [\"trec6\"]\ntask_weights = { paraphrase = 2 }\n").unwrap();
+    let err = stray.check_tasks(&applied(&[&stray])).unwrap_err().to_string();
+    assert!(err.contains("'paraphrase' is not a task of this run"), "{err}");
+    let b_only: Overrides = toml::from_str("task_weights = { task_b = 2 }\nonly_task = \"a\"\n").unwrap();
+    assert!(b_only.check_tasks(&applied(&[&b_only])).is_err());
+    for bad in ["task_weights = {}", "task_weights = { sts = -1 }", "task_weights = { sts = nan }"] {
+        assert!(toml::from_str::<Overrides>(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn then_is_applying_one_after_the_other() {
     let a = Overrides { lr_plan: Some(LrPreset::Uniform), lr_overrides: Some(vec![("heads".into(), 1e-3)]), epochs: Some(3), ..Overrides::default() };
     let b = Overrides { lr: Some(1e-4), freeze: Some(Freeze::Encoder), epochs: Some(5), ..Overrides::default() };
