@@ -384,7 +384,7 @@ fn bench_agreement(o: &Opts) {
         None => Precision::ALL.to_vec(),
     };
     let labels = |clf: &Classifier, t: &[String]| -> (Vec<i64>, Vec<i64>, f64) {
-        let b = Batching { batch_size: MAX_BUDGET_ROWS, token_budget: Some(DEFAULT_TOKEN_BUDGET), pad_id: clf.tokenizer.pad_id() };
+        let b = Batching { batch_size: MAX_BUDGET_ROWS, token_budget: Some(DEFAULT_TOKEN_BUDGET), pad_id: clf.tokenizer.pad_id(), workers: 1 };
         let start = Instant::now();
         let p = clf.probabilities(t, b).expect("probabilities");
         let (pa, pb) = (&p[0].1, &p[1].1);
@@ -422,7 +422,7 @@ fn bench_grid(o: &Opts) {
             let tokens: usize = enc.tokenizer.encode_all(&t).iter().map(Vec::len).sum();
             let _ = enc.encode(&t[..64], EncodeOptions::default()).unwrap();
             for &(batch_size, token_budget) in &settings {
-                let opts = EncodeOptions { batch_size, token_budget, normalize: false };
+                let opts = EncodeOptions { batch_size, token_budget, normalize: false, ..Default::default() };
                 let start = Instant::now();
                 let _ = enc.encode(&t, opts).unwrap();
                 let dt = start.elapsed().as_secs_f64();

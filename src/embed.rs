@@ -19,11 +19,13 @@ pub struct EncodeOptions {
     pub normalize: bool,
     /// Most padded tokens per forward pass, if set (see [`Batching::token_budget`]).
     pub token_budget: Option<usize>,
+    /// Batches run at once on the CPU (see [`Batching::workers`]).
+    pub workers: usize,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
-        EncodeOptions { batch_size: 32, normalize: false, token_budget: None }
+        EncodeOptions { batch_size: 32, normalize: false, token_budget: None, workers: 1 }
     }
 }
 
@@ -106,7 +108,7 @@ impl SentenceEncoder {
 
     /// Like [`SentenceEncoder::encode`] for already tokenized inputs.
     pub fn encode_ids(&self, ids: &[Vec<i64>], opts: EncodeOptions) -> Result<Tensor> {
-        let b = Batching { batch_size: opts.batch_size, token_budget: opts.token_budget, pad_id: self.tokenizer.pad_id() };
+        let b = Batching { batch_size: opts.batch_size, token_budget: opts.token_budget, pad_id: self.tokenizer.pad_id(), workers: opts.workers };
         infer::embeddings(&self.encoder, ids, b, self.params.device(), opts.normalize)
     }
 }

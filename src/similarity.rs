@@ -39,7 +39,7 @@ pub fn read_scored_pairs(path: &Path) -> Result<Vec<ScoredPair>> {
 /// How well `encoder`'s cosine similarities rank `pairs` (both texts embedded on their own and
 /// L2-normalised, as sentence-transformers' `EmbeddingSimilarityEvaluator` does).
 pub fn evaluate(encoder: &SentenceEncoder, pairs: &[ScoredPair], batch_size: usize) -> Result<SimilarityMetrics> {
-    let opts = EncodeOptions { batch_size, normalize: true, token_budget: None };
+    let opts = EncodeOptions { batch_size, normalize: true, ..Default::default() };
     let a: Vec<&str> = pairs.iter().map(|p| p.text_a.as_str()).collect();
     let b: Vec<&str> = pairs.iter().map(|p| p.text_b.as_str()).collect();
     let (ea, eb) = (encoder.encode(&a, opts)?, encoder.encode(&b, opts)?);

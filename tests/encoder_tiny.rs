@@ -47,6 +47,21 @@ fn padding_and_batching_do_not_change_vectors_and_rows_keep_input_order() {
 }
 
 #[test]
+fn batches_run_at_once_give_the_same_vectors_bitwise() {
+    let t = tiny_model(1);
+    let (enc, _) = SentenceEncoder::load(&t.model, Device::Cpu).unwrap();
+    let threads = tch::get_num_threads();
+    for batch_size in [1, 2] {
+        let one = enc.encode(&TEXTS, EncodeOptions { batch_size, ..Default::default() }).unwrap();
+        for workers in [2, 3, 8] {
+            let many = enc.encode(&TEXTS, EncodeOptions { batch_size, workers, ..Default::default() }).unwrap();
+            assert!(one.equal(&many), "batch {batch_size}, {workers} workers: vectors differ");
+        }
+    }
+    assert_eq!(tch::get_num_threads(), threads, "the caller's thread count is restored");
+}
+
+#[test]
 fn incomplete_folders_and_weights_are_reported_by_name() {
     let t = tiny_model(1);
     let m = &t.model;

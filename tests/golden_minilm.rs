@@ -78,6 +78,16 @@ fn mean_pooled_match_in_one_padded_batch() {
 }
 
 #[test]
+fn mean_pooled_match_with_batches_run_at_once() {
+    let g = golden();
+    let m = model();
+    for workers in [2, 3] {
+        let got = rows(&m.encode(&texts(&g), EncodeOptions { batch_size: 3, workers, ..Default::default() }).unwrap()).unwrap();
+        check(&got, &g, |s| &s.mean_pooled, &format!("mean-pooled, batches of 3, {workers} workers"));
+    }
+}
+
+#[test]
 fn normalized_match_alone_and_batched() {
     let g = golden();
     let m = model();

@@ -397,7 +397,7 @@ fn checkpoint_config_loader_never_panics() {
                     let model = MultiTask::new(&cfg.encoder, cfg.tasks.clone(), cfg.head_dropout, Device::Cpu).unwrap();
                     let tokenizer = SentenceTokenizer::from_vocab(&ckpt.join("vocab.txt"), &cfg.encoder.tokenizer, cfg.encoder.max_seq_length).unwrap();
                     let clf = Classifier { tokenizer, model };
-                    let batching = Batching { batch_size: 4, token_budget: None, pad_id: clf.tokenizer.pad_id() };
+                    let batching = Batching { batch_size: 4, token_budget: None, pad_id: clf.tokenizer.pad_id(), workers: 1 };
                     for (task, p) in clf.probabilities(&["what is it ?", "love"], batching).unwrap() {
                         prop_assert_eq!(p.size(), vec![2, cfg.task(&task).unwrap().1.labels.len() as i64]);
                     }

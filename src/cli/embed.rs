@@ -82,10 +82,11 @@ pub fn load_encoder(model: &Path, device: Device, precision: Precision) -> Resul
     Ok(enc)
 }
 
-/// The encode options of `args`.
-fn encode_options(args: &EmbedArgs) -> EncodeOptions {
-    let (batch_size, token_budget) = args.infer.limits();
-    EncodeOptions { batch_size, normalize: args.normalize, token_budget }
+/// The encode options of `args` on `device`.
+fn encode_options(args: &EmbedArgs, device: tch::Device) -> EncodeOptions {
+    let workers = args.infer.workers_on(device);
+    let (batch_size, token_budget) = args.infer.limits(workers);
+    EncodeOptions { batch_size, normalize: args.normalize, token_budget, workers }
 }
 
 #[derive(Serialize)]
@@ -106,7 +107,7 @@ pub fn run_embed(args: &EmbedArgs) -> Result<()> {
     let precision = args.infer.precision_for(device)?;
     let mut input = open_texts(args.input.as_deref())?.skip_invalid(args.skip_invalid);
     let enc = load_encoder(&args.model, device, precision)?;
-    let opts = encode_options(args);
+    let opts = encode_options(args, device);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut written = 0;
@@ -148,7 +149,7 @@ pub fn run_task1(args: &EmbedArgs) -> Result<()> {
     let mut written = 0;
     let mut samples = Some(TASK1_SENTENCES.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     let enc = load_encoder(&args.model, device, args.infer.precision_for(device)?)?;
-    let opts = encode_options(args);
+    let opts = encode_options(args, device);
     println!(
         "Task 1: sentence embeddings with {} ({} pooling{}{}, device {})",
         args.model.display(),

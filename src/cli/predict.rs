@@ -100,7 +100,7 @@ fn eval_tasks(args: &EvalArgs, device: tch::Device, precision: crate::precision:
         let rows = crate::task::read_task_file(std::path::Path::new(file), info.kind, &columns)?;
         ex.extend(crate::task::task_examples(&rows, t, info, c.tasks.len(), &clf.tokenizer)?);
     }
-    Ok(infer::evaluate(&clf.model, &ex, args.infer.batching(clf.tokenizer.pad_id()))?)
+    Ok(infer::evaluate(&clf.model, &ex, args.infer.batching(clf.tokenizer.pad_id(), clf.model.device()))?)
 }
 
 /// The column names task `name` was trained with (from the checkpoint's training record), or
@@ -218,7 +218,7 @@ pub fn run_predict(args: &PredictArgs) -> Result<()> {
 fn predict_texts(clf: &Classifier, texts: &[String], args: &PredictArgs, out: &mut impl Write) -> Result<()> {
     let c = &clf.model.config;
     {
-        let probs = clf.probabilities(texts, args.infer.batching(clf.tokenizer.pad_id()))?;
+        let probs = clf.probabilities(texts, args.infer.batching(clf.tokenizer.pad_id(), clf.model.device()))?;
         let probs: Vec<(&str, &Labels, Vec<Vec<f32>>)> = probs
             .iter()
             .map(|(name, p)| Ok((name.as_str(), &c.task(name).expect("a task of the model").1.labels, rows(p)?)))
@@ -246,7 +246,7 @@ fn predict_pairs(clf: &Classifier, lines: &[String], before: usize, args: &Predi
     let texts: Vec<&str> = pairs.iter().flat_map(|(a, b)| [*a, *b]).collect();
     let ids = clf.tokenizer.encode_all(&texts);
     let dim = clf.model.config.encoder.embedding_dim();
-    let pooled = infer::batched(&ids, args.infer.batching(clf.tokenizer.pad_id()), clf.model.device(), &[dim], |x, m| vec![clf.model.pooled_t(x, m, false)])?
+    let pooled = infer::batched(&ids, args.infer.batching(clf.tokenizer.pad_id(), clf.model.device()), clf.model.device(), &[dim], |x, m| vec![clf.model.pooled_t(x, m, false)])?
         .remove(0)
         .to_device(clf.model.device());
     let n = pairs.len() as i64;

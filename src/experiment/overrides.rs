@@ -106,9 +106,9 @@ pub struct Overrides {
     /// keep the grid's own files when listed and are dropped otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "task_set")]
     pub tasks: Option<Vec<String>>,
-    /// Loss weights by task name (`task_a`, `task_b`, `sts`, `paraphrase`), each finite and
-    /// >= 0: `task_weights = { sts = 10 }`. Set after `tasks`; a name must be one of the run's
-    /// tasks (checked by [`Overrides::check_tasks`]).
+    /// Loss weights by task name (`task_a`, `task_b`, `sts`, `paraphrase`), each finite and at
+    /// least 0: `task_weights = { sts = 10 }`. Set after `tasks`; a name must be one of the
+    /// run's tasks (checked by [`Overrides::check_tasks`]).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "weight_map")]
     pub task_weights: Option<BTreeMap<String, f64>>,
 }

@@ -125,11 +125,7 @@ impl ServeConfig {
     /// throughput at 32 clients was 52-74% of offline encoding for fp32, 31-55% for int8; with
     /// two, 99% for both (same bench, 2026-12-03).
     pub fn default_workers(device: Device, threads: usize) -> usize {
-        if device == Device::Cpu && threads >= 2 {
-            2
-        } else {
-            1
-        }
+        crate::infer::default_workers(device, threads)
     }
 
     /// The padding limit in force: the one set, else the precision's default.
