@@ -51,7 +51,8 @@ pub struct InferArgs {
     pub token_budget: Option<usize>,
     /// Batches run at once, each on its share of the threads [default: 2 on a CPU with two or
     /// more threads, else 1]. libtorch spreads one batch over two threads poorly; two one-thread
-    /// workers keep both cores busy. Vectors are the same either way.
+    /// workers keep both cores busy. Each batch then runs on one thread: its vectors equal a
+    /// one-thread run's bitwise and differ from a multi-thread pass by float rounding (~1e-6).
     #[arg(long, value_parser = at_least_one)]
     pub workers: Option<usize>,
     /// Encoder precision: fp32 (reference), int8 (quantised linear layers; CPU only) or bf16
