@@ -258,4 +258,15 @@ mod tests {
         assert_eq!(with_flag_names("run `mtt doctor`; a lone ` stays"), "run `mtt doctor`; a lone ` stays");
         assert_eq!(with_flag_names("`precision` int8"), "--precision int8");
     }
+
+    #[test]
+    fn the_default_budget_is_shared_by_the_workers_and_flags_win() {
+        let args = |batch_size, token_budget, workers| InferArgs { batch_size, token_budget, precision: Precision::Fp32, precision_anyway: false, workers };
+        assert_eq!(args(None, None, None).limits(1), (MAX_BUDGET_ROWS, Some(1024)));
+        assert_eq!(args(None, None, None).limits(2), (MAX_BUDGET_ROWS, Some(512)));
+        assert_eq!(args(None, Some(300), None).limits(2), (MAX_BUDGET_ROWS, Some(300)), "--token-budget is per batch");
+        assert_eq!(args(Some(8), None, None).limits(2), (8, None), "--batch-size alone: fixed batches");
+        assert_eq!(args(None, None, Some(3)).batching(0, Device::Cpu).workers, 3);
+        assert_eq!(args(None, None, None).workers_on(Device::Cuda(0)), 1, "one worker on a GPU");
+    }
 }
