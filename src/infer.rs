@@ -113,21 +113,22 @@ pub fn default_workers(device: Device, threads: usize) -> usize {
     }
 }
 
-/// A forward pass shared by inference workers.
-struct ForwardOnly<'a, F>(&'a F);
+/// A model (or a forward pass over one) shared by threads that only run inference on it: the
+/// inference workers here and `mtt serve`'s model workers.
+pub(crate) struct ForwardOnly<T>(pub(crate) T);
 
-impl<F> ForwardOnly<'_, F> {
-    /// The pass (a method, so that closures capture the whole wrapper, not its field).
-    fn get(&self) -> &F {
-        self.0
+impl<T> ForwardOnly<T> {
+    /// What is shared (a method, so that closures capture the whole wrapper, not its field).
+    pub(crate) fn get(&self) -> &T {
+        &self.0
     }
 }
 
-// SAFETY: the workers only run forward passes without gradients, which read the model's tensors
+// SAFETY: the threads only run forward passes without gradients, which read the model's tensors
 // and never change them; libtorch's reads and reference counts are thread-safe (how PyTorch runs
-// one module from several inference threads, and how `mtt serve`'s workers share a model). tch
-// marks `Tensor` `Send` but not `Sync` only because it wraps a raw pointer.
-unsafe impl<F> Sync for ForwardOnly<'_, F> {}
+// one module from several inference threads). tch marks `Tensor` `Send` but not `Sync` only
+// because it wraps a raw pointer.
+unsafe impl<T> Sync for ForwardOnly<T> {}
 
 /// Pooled sentence vectors `[n, embedding_dim]`, L2-normalised when `normalize`.
 pub fn embeddings(encoder: &Encoder, ids: &[Vec<i64>], b: Batching, device: Device, normalize: bool) -> Result<Tensor> {

@@ -243,15 +243,6 @@ pub struct AppState {
     tok: Arc<RequestTokenizer>,
 }
 
-/// The model, shared by the model workers.
-struct SharedEngine(Engine);
-
-// SAFETY: the workers only run forward passes, which read the model's tensors (under no_grad)
-// and never change them; libtorch's reads and reference counts are thread-safe, which is how
-// PyTorch runs one module from many inference threads. tch marks `Tensor` `Send` but not `Sync`
-// only because it wraps a raw pointer.
-unsafe impl Sync for SharedEngine {}
-
 /// The running service: its router and the model thread (which ends once the router, and with it
 /// every job sender, is dropped). [`Service::serve`] runs it on a listener.
 pub struct Service {
@@ -298,20 +289,20 @@ impl Service {
         let model_thread = std::thread::Builder::new()
             .name("mtt-model".into())
             .spawn(move || {
-                let (engine, rx) = (Arc::new(SharedEngine(engine)), Arc::new(std::sync::Mutex::new(rx)));
+                let (engine, rx) = (Arc::new(crate::infer::ForwardOnly(engine)), Arc::new(std::sync::Mutex::new(rx)));
                 let spawn = |i: usize| {
                     let (engine, rx, m, stop) = (engine.clone(), rx.clone(), m.clone(), stop.clone());
                     std::thread::Builder::new()
                         .name(format!("mtt-model-{i}"))
                         .spawn(move || {
                             tch::set_num_threads(threads);
-                            model_loop(&engine.0, &rx, budget, max_padding, &m, &stop)
+                            model_loop(engine.get(), &rx, budget, max_padding, &m, &stop)
                         })
                         .expect("a model worker starts")
                 };
                 let handles: Vec<_> = (1..workers).map(spawn).collect();
                 tch::set_num_threads(threads);
-                model_loop(&engine.0, &rx, budget, max_padding, &m, &stop);
+                model_loop(engine.get(), &rx, budget, max_padding, &m, &stop);
                 for h in handles {
                     let _ = h.join();
                 }
