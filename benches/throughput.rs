@@ -9,9 +9,11 @@
 //!   cargo bench --bench throughput -- agreement CHECKPOINT [--precisions fp32,int8,bf16]
 //!   cargo bench --bench throughput -- anchors [FILE ...] [--n 2000] [--runs 2] [--threads 2] [--with-openvino] [--json FILE]
 //!   cargo bench --bench throughput -- profile [FILE ...] [--n 2000] [--runs 2] [--threads 2]
+//!   cargo bench --bench throughput -- workers [FILE ...] [--n 2000] [--threads 2]
 //!
 //! `anchors` (see `throughput/anchors.rs`) times `mtt` in process beside ONNX Runtime and
 //! sentence-transformers, then `mtt embed` whole processes and start-up against Python.
+//! `workers` times one pass at a time against the default inference workers, alternated.
 //! `process` times `mtt embed` as a user runs it (a whole process: start, model load, reading,
 //! encoding, writing JSON Lines to /dev/null; default flags plus `--precision P`) on the first N
 //! texts of each file, beside `python_peer.py encode` timed the same way (whole process) and
@@ -439,7 +441,7 @@ fn main() {
     // As the binaries do (allocator settings matter to libtorch's throughput).
     multi_task_transformer::cli::init_process();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let cmds = ["encode", "train", "heads-only", "process", "grid", "memory", "agreement", "anchors", "profile"];
+    let cmds = ["encode", "train", "heads-only", "process", "grid", "memory", "agreement", "anchors", "profile", "workers"];
     let (cmd, rest) = match args.iter().position(|a| cmds.contains(&a.as_str())) {
         Some(i) => (args[i].clone(), [&args[..i], &args[i + 1..]].concat()),
         None => ("encode".to_string(), args.clone()),
@@ -454,6 +456,7 @@ fn main() {
         "agreement" => bench_agreement(&o),
         "anchors" => anchors::run(&o),
         "profile" => anchors::profile(&o),
+        "workers" => anchors::workers(&o),
         _ => bench_encode(&o),
     }
 }

@@ -102,9 +102,10 @@ pub fn batched(
 /// The inference workers (and `mtt serve`'s model workers) by default: two on a CPU with two or
 /// more libtorch threads, each running its own batches on half of them; one otherwise and on a
 /// GPU. libtorch spreads one batch of a small encoder over two threads poorly: in-process
-/// encoding of 2,000 texts ran 1.13-1.14x (fp32) and 1.31-1.61x (int8) faster with two
-/// one-thread workers of 512 padded tokens than with one two-thread pass of 1,024 (means of four
-/// alternated runs, TREC-6 and SST-3; 2026-12-03, 2-core Intel Xeon with AVX-512 VNNI and BF16).
+/// encoding of 2,000 texts ran 1.13-1.24x (fp32) and 1.12-1.61x (int8) faster with two
+/// one-thread workers of 512 padded tokens than with one two-thread pass of 1,024 (two sessions
+/// of four alternated runs, TREC-6 and SST-3; 2026-12-03, 2-core Intel Xeon with AVX-512 VNNI
+/// and BF16; `cargo bench --bench throughput -- workers`).
 pub fn default_workers(device: Device, threads: usize) -> usize {
     if device == Device::Cpu && threads >= 2 {
         2

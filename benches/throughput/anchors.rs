@@ -134,6 +134,12 @@ fn embed_default() -> EncodeOptions {
     EncodeOptions { batch_size, token_budget, normalize: false, workers }
 }
 
+/// The batching before inference workers: one pass at a time of 1,024 padded tokens on all the
+/// threads.
+fn one_pass() -> EncodeOptions {
+    EncodeOptions { batch_size: MAX_BUDGET_ROWS, token_budget: Some(DEFAULT_TOKEN_BUDGET), normalize: false, workers: 1 }
+}
+
 /// `profile`: where `mtt`'s encode time goes, per precision and set: tokenization, each stage
 /// of the transformer layers (summed over layers) and the rest (embeddings, padding, pooling),
 /// with one pass at a time of 1,024 padded tokens (the stage clocks cannot split parallel workers), with packed inference (the default) and without; and the
@@ -146,7 +152,7 @@ pub fn profile(o: &Opts) {
     let (mut int8, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
     int8.set_precision(Precision::Int8).expect("int8");
     // One worker: the stage clocks add up per thread, so batches must run one at a time.
-    let opts = EncodeOptions { batch_size: MAX_BUDGET_ROWS, token_budget: Some(DEFAULT_TOKEN_BUDGET), normalize: false, workers: 1 };
+    let opts = one_pass();
     for f in &files {
         let texts = texts(f, o.n);
         let t = Instant::now();
@@ -198,8 +204,7 @@ pub fn run(o: &Opts) {
     // `default`: `mtt embed`'s batching (two one-thread workers, 512 padded tokens each, on two
     // threads); `one-worker`: the earlier default, one pass at a time of 1,024 padded tokens on
     // all the threads.
-    let one_worker = EncodeOptions { batch_size: MAX_BUDGET_ROWS, token_budget: Some(DEFAULT_TOKEN_BUDGET), normalize: false, workers: 1 };
-    let batchings = [("default", embed_default()), ("one-worker", one_worker)];
+    let batchings = [("default", embed_default()), ("one-worker", one_pass())];
 
     for run in 1..=o.runs {
         eprintln!("anchors: run {run}/{}: Python (ONNX Runtime, sentence-transformers)", o.runs);
@@ -318,4 +323,35 @@ pub fn run(o: &Opts) {
         }
     }
     println!("\nstart-up to the first line for one text: mtt {ours:.2} s, Python (sentence-transformers) {theirs:.2} s: {:.2} of Python's", ours / theirs);
+}
+
+/// `workers`: in-process encoding with one pass at a time (1,024 padded tokens on all threads)
+/// against `mtt embed`'s default workers (the budget shared), per precision and set, alternated
+/// one-two-two-one and two-one-one-two so that drift in the machine's speed falls on both; means
+/// of the four runs of each.
+pub fn workers(o: &Opts) {
+    let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
+    let threads = o.threads.unwrap_or(2);
+    tch::set_num_threads(threads as i32);
+    let (fp32, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model (run scripts/setup.sh)");
+    let (mut int8, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
+    int8.set_precision(Precision::Int8).expect("int8");
+    let one = one_pass();
+    let modes = [one, embed_default()];
+    for (precision, enc) in [("fp32", &fp32), ("int8", &int8)] {
+        for f in &files {
+            let ids = enc.tokenizer.encode_all(&texts(f, o.n));
+            let _ = enc.encode_ids(&ids[..64.min(ids.len())], one).expect("warm-up");
+            let mut secs = [0.0f64; 2];
+            for m in [0, 1, 1, 0, 1, 0, 0, 1] {
+                let t = Instant::now();
+                let _ = enc.encode_ids(&ids, modes[m]).expect("encode");
+                secs[m] += t.elapsed().as_secs_f64() / 4.0;
+            }
+            let rate = |s: f64| round(ids.len() as f64 / s, 1);
+            println!("{}", json!({"figure": "workers", "variant": precision, "set": set_name(f), "texts": ids.len(), "threads": threads,
+                "one_pass_texts_per_s": rate(secs[0]), "workers": modes[1].workers, "workers_texts_per_s": rate(secs[1]),
+                "gain": round(secs[0] / secs[1], 3)}));
+        }
+    }
 }
