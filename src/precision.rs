@@ -209,20 +209,31 @@ pub enum ActivationQuant {
 }
 
 /// A linear layer with int8 weights (one scale per output row) for inference.
+///
+/// The passes around the int8 product run as one loop per row each ([`mtt_kernels`]): written
+/// as libtorch operations (seven passes over the input before the product, four over the output
+/// after it, each allocating a tensor) they cost more than the product on 512 rows. The
+/// arithmetic is the same, operation for operation, so the vectors are the same bits
+/// (`fused_passes_give_the_libtorch_formulations_bits`).
 #[derive(Debug)]
 pub struct Int8Linear {
     /// `[in, out]` int8: the transposed view `_int_mm` takes as its second operand.
     weight_t: Tensor,
-    /// `[in]` float32 factors the input is multiplied by first (1 / smoothing), if smoothed.
-    input_factor: Option<Tensor>,
-    /// `[out]` float32 weight scales.
-    scale: Tensor,
-    /// `[out]` float32 bias (zeros when the layer has none).
-    bias: Tensor,
+    /// `[in]` factors the input is multiplied by first (1 / smoothing), if smoothed.
+    input_factor: Option<Vec<f32>>,
+    /// `[out]` weight scales.
+    scale: Vec<f32>,
+    /// `[out]` bias (zeros when the layer has none).
+    bias: Vec<f32>,
     /// With [`ActivationQuant::Shifted`]: each output row's sum of quantised weights, as int32
     /// times 127 (`[out]`, added to the int32 product) and as float times the row's scale.
-    shifted: Option<(Tensor, Tensor)>,
+    shifted: Option<(Vec<i32>, Vec<f32>)>,
     in_features: i64,
+}
+
+/// A float32 CPU tensor's values (contiguous).
+fn to_vec<T: tch::kind::Element + Copy>(t: &Tensor) -> Vec<T> {
+    Vec::<T>::try_from(t.contiguous().view(-1)).expect("a CPU tensor of the element's kind")
 }
 
 impl Int8Linear {
@@ -233,68 +244,68 @@ impl Int8Linear {
     /// alpha 0.5): the product is unchanged, the activations' outlier channels shrink and
     /// per-token quantisation loses less.
     pub fn new(weight: &Tensor, bias: Option<&Tensor>, input_max: Option<&Tensor>, weight_levels: f64, activations: ActivationQuant) -> Self {
-        let mut w = weight.detach().to_kind(Kind::Float);
+        let mut w = weight.detach().to_kind(Kind::Float).to_device(Device::Cpu);
         let (out_f, in_f) = w.size2().expect("a linear weight is 2-D");
         let input_factor = input_max.map(|m| {
             let col_max = w.abs().amax([0].as_slice(), false).clamp_min(1e-5);
-            let s = (m.to_kind(Kind::Float).clamp_min(1e-5) / col_max).sqrt();
+            let s = (m.to_kind(Kind::Float).to_device(Device::Cpu).clamp_min(1e-5) / col_max).sqrt();
             w = &w * &s;
-            s.reciprocal()
+            to_vec::<f32>(&s.reciprocal())
         });
         let scale = w.abs().amax([1].as_slice(), false).clamp_min(1e-12) / weight_levels;
         let q = (&w / scale.unsqueeze(1)).round().clamp(-weight_levels, weight_levels).to_kind(Kind::Int8);
         let bias = match bias {
-            Some(b) => b.detach().to_kind(Kind::Float),
-            None => Tensor::zeros([out_f], (Kind::Float, w.device())),
+            Some(b) => to_vec::<f32>(&b.detach().to_kind(Kind::Float).to_device(Device::Cpu)),
+            None => vec![0.0; out_f as usize],
         };
         let shifted = (activations == ActivationQuant::Shifted).then(|| {
             let row_sum = q.to_kind(Kind::Int64).sum_dim_intlist([1].as_slice(), false, Kind::Int64);
-            ((&row_sum * ACTIVATION_LEVELS as i64).to_kind(Kind::Int), row_sum.to_kind(Kind::Float) * &scale)
+            (to_vec::<i32>(&(&row_sum * ACTIVATION_LEVELS as i64).to_kind(Kind::Int)), to_vec::<f32>(&(row_sum.to_kind(Kind::Float) * &scale)))
         });
-        Int8Linear { weight_t: q.tr(), input_factor, scale, bias, shifted, in_features: in_f }
+        Int8Linear { weight_t: q.tr(), input_factor, scale: to_vec::<f32>(&scale), bias, shifted, in_features: in_f }
     }
 
-    /// `x` `[..., in]` float32 to `[..., out]` float32.
+    /// `x` `[..., in]` float32 on the CPU to `[..., out]` float32.
+    ///
+    /// Each token row is quantised with its own scale (and, with [`ActivationQuant::Shifted`],
+    /// its own minimum as the shift, its share of the product, `m * sum_j w_cj`, going into that
+    /// row's bias), so a text's vector does not depend on the texts (and padding) beside it in
+    /// the batch. The product uses libtorch's threads; the passes around it run on the calling
+    /// thread (see [`mtt_kernels::quantize`]).
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let mut shape = x.size();
-        // Out of place: `x2` may share storage with the caller's tensor (a residual input).
-        let x2 = x.reshape([-1, self.in_features]);
-        let x2 = match &self.input_factor {
-            Some(f) => x2 * f,
-            None => x2,
-        };
-        let (xq, x_scale, bias) = match &self.shifted {
-            None => {
-                let x_scale = x2.abs().amax([1].as_slice(), true).clamp_min(1e-12) / ACTIVATION_LEVELS;
-                ((&x2 / &x_scale).round_().to_kind(Kind::Int8), x_scale, None)
-            }
-            Some((_, scaled_sum)) => {
-                // x = s (q + 127) + m per row: x - m >= 0 spans [0, 254 s]. The row's own
-                // minimum, so that a text's vector does not depend on the texts (and padding)
-                // beside it in the batch, as it did with one minimum over the whole batch.
-                let m = x2.amin([1].as_slice(), true);
-                let shifted = &x2 - &m;
-                let x_scale = shifted.amax([1].as_slice(), true).clamp_min(1e-12) / (2.0 * ACTIVATION_LEVELS);
-                let mut q = &shifted / &x_scale;
-                q -= ACTIVATION_LEVELS;
-                // The shift's share of the product, m * sum_j w_cj, goes into the bias (a bias
-                // per row).
-                (q.round_().to_kind(Kind::Int8), x_scale, Some(&self.bias + &m * scaled_sum))
-            }
-        };
-        let mut acc = xq.internal_int_mm(&self.weight_t);
-        if let Some((levels_sum, _)) = &self.shifted {
-            acc += levels_sum;
+        let out = self.scale.len();
+        *shape.last_mut().expect("at least 1-D") = out as i64;
+        let x2 = x.reshape([-1, self.in_features]).to_kind(Kind::Float).contiguous();
+        let rows = x2.size()[0] as usize;
+        if rows == 0 {
+            return Tensor::zeros(shape.as_slice(), (Kind::Float, x.device()));
         }
-        // In place, one factor at a time: an `addcmul` with the outer product of the two scale
-        // vectors ran ~20x slower than these three passes (libtorch 2.4, 2 threads, 1,024 x
-        // 1,536 outputs: 14 ms against 0.6 ms, more than the int8 product itself).
-        let mut y = acc.to_kind(Kind::Float);
-        y *= &x_scale;
-        y *= &self.scale;
-        y += bias.as_ref().unwrap_or(&self.bias);
-        *shape.last_mut().expect("at least 1-D") = self.scale.size()[0];
-        y.view(shape.as_slice())
+        let cols = self.in_features as usize;
+        let q = Tensor::empty([rows as i64, self.in_features], (Kind::Int8, Device::Cpu));
+        let mut row_scale = vec![0f32; rows];
+        let mut row_min = vec![0f32; if self.shifted.is_some() { rows } else { 0 }];
+        let mode = if self.shifted.is_some() { mtt_kernels::Mode::Shifted } else { mtt_kernels::Mode::Symmetric };
+        {
+            // SAFETY: `x2` is a contiguous float32 CPU tensor of rows * cols values and `q` a new
+            // contiguous int8 one of as many; both live to the end of this block and nothing else
+            // writes to them meanwhile (`x2` may share storage with the caller's tensor, which is
+            // only read).
+            let xs = unsafe { std::slice::from_raw_parts(x2.data_ptr() as *const f32, rows * cols) };
+            let qs = unsafe { std::slice::from_raw_parts_mut(q.data_ptr() as *mut i8, rows * cols) };
+            let min = self.shifted.is_some().then_some(row_min.as_mut_slice());
+            mtt_kernels::quantize(xs, cols, self.input_factor.as_deref(), mode, qs, mtt_kernels::RowScales { scale: &mut row_scale, min });
+        }
+        let acc = q.internal_int_mm(&self.weight_t);
+        assert!(acc.is_contiguous() && acc.kind() == Kind::Int, "_int_mm returns a contiguous int32 tensor");
+        {
+            // SAFETY: `acc` is a new contiguous int32 CPU tensor of rows * out values, owned here.
+            let accs = unsafe { std::slice::from_raw_parts_mut(acc.data_ptr() as *mut i32, rows * out) };
+            let shift = self.shifted.as_ref().map(|(sums, scaled)| (sums.as_slice(), row_min.as_slice(), scaled.as_slice()));
+            mtt_kernels::dequantize(accs, out, &row_scale, &self.scale, &self.bias, shift);
+        }
+        // The int32 sums were overwritten by their rescaled float32 bits.
+        acc.view_dtype(Kind::Float).view(shape.as_slice())
     }
 }
 
@@ -369,6 +380,77 @@ mod tests {
         assert!(modes[1].contains("8-bit weights") && modes[1].contains("VNNI") && modes[2].contains("in hardware"), "{modes:?}");
         let modes = describe_modes(&cpu("avx2"));
         assert!(modes[1].contains("7-bit weights") && modes[2].contains("NOT accelerated"), "{modes:?}");
+    }
+
+    /// The int8 layer written as libtorch operations, as it was before the fused passes.
+    fn libtorch_formulation(l: &Int8Linear, x: &Tensor) -> Tensor {
+        let t = |v: &[f32]| Tensor::from_slice(v);
+        let mut shape = x.size();
+        let x2 = x.reshape([-1, l.in_features]);
+        let x2 = match &l.input_factor {
+            Some(f) => x2 * t(f),
+            None => x2,
+        };
+        let bias = t(&l.bias);
+        let (xq, x_scale, row_bias) = match &l.shifted {
+            None => {
+                let x_scale = x2.abs().amax([1].as_slice(), true).clamp_min(1e-12) / ACTIVATION_LEVELS;
+                ((&x2 / &x_scale).round_().to_kind(Kind::Int8), x_scale, None)
+            }
+            Some((_, scaled_sum)) => {
+                let m = x2.amin([1].as_slice(), true);
+                let shifted = &x2 - &m;
+                let x_scale = shifted.amax([1].as_slice(), true).clamp_min(1e-12) / (2.0 * ACTIVATION_LEVELS);
+                let mut q = &shifted / &x_scale;
+                q -= ACTIVATION_LEVELS;
+                (q.round_().to_kind(Kind::Int8), x_scale, Some(&bias + &m * t(scaled_sum)))
+            }
+        };
+        let mut acc = xq.internal_int_mm(&l.weight_t);
+        if let Some((levels_sum, _)) = &l.shifted {
+            acc += Tensor::from_slice(levels_sum);
+        }
+        let mut y = acc.to_kind(Kind::Float);
+        y *= &x_scale;
+        y *= t(&l.scale);
+        y += row_bias.as_ref().unwrap_or(&bias);
+        *shape.last_mut().unwrap() = l.scale.len() as i64;
+        y.view(shape.as_slice())
+    }
+
+    #[test]
+    fn fused_passes_give_the_libtorch_formulations_bits() {
+        tch::manual_seed(5);
+        let threads = tch::get_num_threads();
+        for (inp, out, activations) in [(384, 1152, ActivationQuant::Symmetric), (1536, 384, ActivationQuant::Shifted), (40, 24, ActivationQuant::Shifted)] {
+            let w = Tensor::randn([out, inp], (Kind::Float, Device::Cpu)) * 0.05;
+            let b = Tensor::randn([out], (Kind::Float, Device::Cpu));
+            let max = Tensor::rand([inp], (Kind::Float, Device::Cpu)) * 6.0;
+            // GELU outputs for the shifted layer, with one all-equal row (a zero range).
+            let mut x = Tensor::randn([3, 300, inp], (Kind::Float, Device::Cpu)) * 2.0;
+            if activations == ActivationQuant::Shifted {
+                x = x.gelu("none");
+                let _ = x.narrow(1, 7, 1).fill_(0.25);
+            }
+            for (smooth, levels) in [(None, PORTABLE_WEIGHT_LEVELS), (Some(&max), VNNI_WEIGHT_LEVELS)] {
+                let layer = Int8Linear::new(&w, Some(&b), smooth, levels, activations);
+                let want = libtorch_formulation(&layer, &x);
+                for t in [1, 2] {
+                    tch::set_num_threads(t);
+                    let got = layer.forward(&x);
+                    assert_eq!(got.size(), want.size());
+                    let same = got.view_dtype(Kind::Int).eq_tensor(&want.view_dtype(Kind::Int)).all();
+                    let diff = f64::try_from((&got - &want).abs().max()).unwrap();
+                    assert!(bool::try_from(same).unwrap(), "{inp}->{out} {activations:?}, {t} threads: max |diff| {diff}");
+                }
+                tch::set_num_threads(threads);
+                // A non-contiguous input (a transposed view) and an empty one.
+                let xt = x.transpose(0, 1).contiguous().transpose(0, 1);
+                assert!(!xt.is_contiguous());
+                assert!(bool::try_from(layer.forward(&xt).eq_tensor(&want).all()).unwrap());
+                assert_eq!(layer.forward(&x.narrow(1, 0, 0)).size(), vec![3, 0, out]);
+            }
+        }
     }
 
     #[test]
