@@ -28,7 +28,9 @@ pub enum Mode {
 /// minimum (the shift).
 #[derive(Debug)]
 pub struct RowScales<'a> {
+    /// One scale per row: a level is worth this much.
     pub scale: &'a mut [f32],
+    /// With [`Mode::Shifted`], one minimum per row (the shift); `None` otherwise.
     pub min: Option<&'a mut [f32]>,
 }
 
