@@ -102,8 +102,8 @@ pub const PORTABLE_WEIGHT_LEVELS: f64 = 63.0;
 /// Largest quantised weight magnitude with VNNI (AVX512-VNNI or AVX-VNNI), whose int8 dot
 /// products accumulate in 32 bits: the full 8-bit range is exact there (measured on AVX512-VNNI).
 pub const VNNI_WEIGHT_LEVELS: f64 = 127.0;
-/// Largest quantised activation magnitude.
-pub const ACTIVATION_LEVELS: f64 = 127.0;
+/// Largest quantised activation magnitude (the kernels' [`mtt_kernels::LEVELS`]).
+pub const ACTIVATION_LEVELS: f64 = mtt_kernels::LEVELS as f64;
 
 /// What `--precision int8` quantises, and how finely: chosen from the CPU's features.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -231,7 +231,7 @@ pub struct Int8Linear {
     in_features: i64,
 }
 
-/// A float32 CPU tensor's values (contiguous).
+/// A CPU tensor's values of kind `T`, flattened.
 fn to_vec<T: tch::kind::Element + Copy>(t: &Tensor) -> Vec<T> {
     Vec::<T>::try_from(t.contiguous().view(-1)).expect("a CPU tensor of the element's kind")
 }

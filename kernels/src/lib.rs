@@ -55,7 +55,12 @@ pub fn quantize(x: &[f32], cols: usize, factor: Option<&[f32]>, mode: Mode, q: &
     if let Some(f) = factor {
         assert_eq!(f.len(), cols, "one factor per column");
     }
-    quantize_rows(x, cols, factor, mode, q, out.scale, out.min)
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { quantize_rows_avx2(x, cols, factor, mode, q, out.scale, out.min) };
+    }
+    quantize_rows_any(x, cols, factor, mode, q, out.scale, out.min)
 }
 
 /// Rescales int32 products in place to float32, written as their bits over the same memory:
@@ -73,19 +78,6 @@ pub fn dequantize(acc: &mut [i32], cols: usize, row_scale: &[f32], col_scale: &[
     if let Some((sums, min, scaled)) = shift {
         assert!(sums.len() == cols && scaled.len() == cols && min.len() == rows, "shift lengths");
     }
-    dequantize_rows(acc, cols, row_scale, col_scale, bias, shift)
-}
-
-fn quantize_rows(x: &[f32], cols: usize, factor: Option<&[f32]>, mode: Mode, q: &mut [i8], scale: &mut [f32], min: Option<&mut [f32]>) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { quantize_rows_avx2(x, cols, factor, mode, q, scale, min) };
-    }
-    quantize_rows_any(x, cols, factor, mode, q, scale, min)
-}
-
-fn dequantize_rows(acc: &mut [i32], cols: usize, row_scale: &[f32], col_scale: &[f32], bias: &[f32], shift: Option<(&[i32], &[f32], &[f32])>) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
@@ -110,36 +102,26 @@ unsafe fn dequantize_rows_avx2(acc: &mut [i32], cols: usize, row_scale: &[f32], 
 /// keep them in one vector register without reordering anything.
 const LANES: usize = 16;
 
+/// The smallest and the largest value of `row`, in one pass.
 #[inline(always)]
-fn lane_max(row: &[f32]) -> f32 {
-    let mut m = [f32::NEG_INFINITY; LANES];
+fn lane_min_max(row: &[f32]) -> (f32, f32) {
+    let mut lo = [f32::INFINITY; LANES];
+    let mut hi = [f32::NEG_INFINITY; LANES];
     let mut chunks = row.chunks_exact(LANES);
     for c in &mut chunks {
         for i in 0..LANES {
-            m[i] = if c[i] > m[i] { c[i] } else { m[i] };
+            lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+            hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
         }
     }
-    let mut best = chunks.remainder().iter().fold(f32::NEG_INFINITY, |a, &v| if v > a { v } else { a });
-    for v in m {
-        best = if v > best { v } else { best };
+    let (mut min, mut max) = (f32::INFINITY, f32::NEG_INFINITY);
+    for &v in lo.iter().chain(chunks.remainder()) {
+        min = if v < min { v } else { min };
     }
-    best
-}
-
-#[inline(always)]
-fn lane_min(row: &[f32]) -> f32 {
-    let mut m = [f32::INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for i in 0..LANES {
-            m[i] = if c[i] < m[i] { c[i] } else { m[i] };
-        }
+    for &v in hi.iter().chain(chunks.remainder()) {
+        max = if v > max { v } else { max };
     }
-    let mut best = chunks.remainder().iter().fold(f32::INFINITY, |a, &v| if v < a { v } else { a });
-    for v in m {
-        best = if v < best { v } else { best };
-    }
-    best
+    (min, max)
 }
 
 #[inline(always)]
@@ -153,17 +135,15 @@ fn quantize_rows_any(x: &[f32], cols: usize, factor: Option<&[f32]>, mode: Mode,
         }
         match mode {
             Mode::Symmetric => {
-                let hi = lane_max(&row);
-                let lo = lane_min(&row);
+                let (lo, hi) = lane_min_max(&row);
                 let amax = if -lo > hi { -lo } else { hi };
                 let s = clamp_min(amax) / LEVELS;
                 scale[r] = s;
                 qr.iter_mut().zip(&row).for_each(|(q, &v)| *q = round_to_i8(v / s));
             }
             Mode::Shifted => {
-                let m = lane_min(&row);
-                let hi = lane_max(&row) - m;
-                let s = clamp_min(hi) / (2.0 * LEVELS);
+                let (m, max) = lane_min_max(&row);
+                let s = clamp_min(max - m) / (2.0 * LEVELS);
                 scale[r] = s;
                 if let Some(min) = min.as_deref_mut() {
                     min[r] = m;
