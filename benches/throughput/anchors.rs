@@ -128,9 +128,9 @@ print(json.dumps({'embedding': [float(x) for x in v]}), flush=True)\n";
 
 /// `mtt embed`'s default batching on the CPU with libtorch's threads: a budget of padded tokens
 /// shared by the inference workers.
-fn embed_default() -> EncodeOptions {
+fn embed_default(precision: Precision) -> EncodeOptions {
     let workers = default_workers(Device::Cpu, tch::get_num_threads().max(1) as usize);
-    let (batch_size, token_budget) = default_limits(workers);
+    let (batch_size, token_budget) = default_limits(workers, precision);
     EncodeOptions { batch_size, token_budget, normalize: false, workers }
 }
 
@@ -200,11 +200,11 @@ pub fn run(o: &Opts) {
     let (fp32, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model (run scripts/setup.sh)");
     let (mut int8, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
     int8.set_precision(Precision::Int8).expect("int8");
-    let encoders = [("fp32", &fp32), ("int8", &int8)];
-    // `default`: `mtt embed`'s batching (two one-thread workers, 512 padded tokens each, on two
-    // threads); `one-worker`: the earlier default, one pass at a time of 1,024 padded tokens on
+    let encoders = [("fp32", Precision::Fp32, &fp32), ("int8", Precision::Int8, &int8)];
+    // `default`: `mtt embed`'s batching (two one-thread workers, 512 padded tokens each, 384 for int8, on
+    // two threads); `one-worker`: the earlier default, one pass at a time of 1,024 padded tokens on
     // all the threads.
-    let batchings = [("default", embed_default()), ("one-worker", one_pass())];
+    let batchings = |precision| [("default", embed_default(precision)), ("one-worker", one_pass())];
 
     for run in 1..=o.runs {
         eprintln!("anchors: run {run}/{}: Python (ONNX Runtime, sentence-transformers)", o.runs);
@@ -220,9 +220,9 @@ pub fn run(o: &Opts) {
         eprintln!("anchors: run {run}/{}: mtt in process", o.runs);
         for (name, texts) in &sets {
             let mut reference = None;
-            for (precision, enc) in encoders {
+            for (precision, p, enc) in encoders {
                 let _ = enc.encode(&texts[..32.min(texts.len())], EncodeOptions::default()).expect("warm-up");
-                for (batching, opts) in &batchings {
+                for (batching, opts) in &batchings(p) {
                     let t = Instant::now();
                     let v = enc.encode(texts, *opts).expect("encode");
                     let secs = t.elapsed().as_secs_f64();
@@ -337,8 +337,8 @@ pub fn workers(o: &Opts) {
     let (mut int8, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
     int8.set_precision(Precision::Int8).expect("int8");
     let one = one_pass();
-    let modes = [one, embed_default()];
-    for (precision, enc) in [("fp32", &fp32), ("int8", &int8)] {
+    for (precision, p, enc) in [("fp32", Precision::Fp32, &fp32), ("int8", Precision::Int8, &int8)] {
+        let modes = [one, embed_default(p)];
         for f in &files {
             let ids = enc.tokenizer.encode_all(&texts(f, o.n));
             let _ = enc.encode_ids(&ids[..64.min(ids.len())], one).expect("warm-up");
