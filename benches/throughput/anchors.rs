@@ -201,9 +201,9 @@ pub fn run(o: &Opts) {
     let (mut int8, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
     int8.set_precision(Precision::Int8).expect("int8");
     let encoders = [("fp32", Precision::Fp32, &fp32), ("int8", Precision::Int8, &int8)];
-    // `default`: `mtt embed`'s batching (two one-thread workers, 512 padded tokens each, 384 for int8, on
-    // two threads); `one-worker`: the earlier default, one pass at a time of 1,024 padded tokens on
-    // all the threads.
+    // `default`: `mtt embed`'s batching (two one-thread workers on two threads, 512 padded tokens
+    // each, 384 for int8); `one-worker`: the earlier default, one pass at a time of 1,024 padded
+    // tokens on all the threads.
     let batchings = |precision| [("default", embed_default(precision)), ("one-worker", one_pass())];
 
     for run in 1..=o.runs {

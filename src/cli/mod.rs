@@ -52,8 +52,8 @@ pub struct InferArgs {
     pub batch_size: Option<usize>,
     /// Most padded tokens (sentences times the longest one) per forward pass [default: 1024
     /// shared by the workers (512 each with two), 768 with --precision int8, unless
-    /// --batch-size is given]. Length-sorted
-    /// inputs then run in batches of similar cost: many short sentences or few long ones.
+    /// --batch-size is given]. Length-sorted inputs then run in batches of similar cost: many
+    /// short sentences or few long ones.
     #[arg(long, value_parser = at_least_one)]
     pub token_budget: Option<usize>,
     /// Batches run at once, each on its share of the threads [default: 2 on a CPU with two or
