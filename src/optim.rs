@@ -258,7 +258,9 @@ impl Adam {
         self.grads.zero_grad();
     }
 
-    /// One update at `lr` of every variable that has a gradient.
+    /// One update at `lr` of every variable that has a gradient: on the CPU in one pass over a
+    /// float32 variable's values ([`mtt_kernels::adam`], the same arithmetic), elsewhere as
+    /// libtorch operations.
     pub fn step(&mut self, lr: f64) {
         let (b1, b2, wd) = (Self::BETA1, Self::BETA2, self.weight_decay);
         tch::no_grad(|| {
@@ -271,6 +273,24 @@ impl Adam {
                 let v = self.exp_avg_sq[i].get_or_insert_with(|| p.zeros_like());
                 self.steps[i] += 1;
                 let t = self.steps[i] as i32;
+                if fused_on_cpu(p, &g, m, v) {
+                    let s = mtt_kernels::AdamStep { lr, beta1: b1, beta2: b2, eps: Self::EPS, weight_decay: wd, decoupled: self.decoupled, step: t };
+                    let n = p.numel();
+                    // SAFETY: `fused_on_cpu` checked that all four are contiguous float32 CPU
+                    // tensors of `n` values; the moments are this optimizer's own, the gradient
+                    // is only read, and nothing else touches the variable during the update (no
+                    // autograd: `no_grad`, and the graph that produced the gradient is gone).
+                    unsafe {
+                        mtt_kernels::adam(
+                            std::slice::from_raw_parts_mut(p.data_ptr() as *mut f32, n),
+                            std::slice::from_raw_parts(g.data_ptr() as *const f32, n),
+                            std::slice::from_raw_parts_mut(m.data_ptr() as *mut f32, n),
+                            std::slice::from_raw_parts_mut(v.data_ptr() as *mut f32, n),
+                            s,
+                        );
+                    }
+                    continue;
+                }
                 let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
                 let g = if wd != 0.0 && !self.decoupled { &g + &*p * wd } else { g };
                 if wd != 0.0 && self.decoupled {
@@ -283,6 +303,17 @@ impl Adam {
             }
         });
     }
+}
+
+/// Whether the fused CPU update applies: the variable, its gradient and both moments contiguous
+/// float32 CPU tensors of one size, none sharing memory with another.
+fn fused_on_cpu(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> bool {
+    let all = [p, g, m, v];
+    all.iter().all(|t| t.device() == tch::Device::Cpu && t.kind() == tch::Kind::Float && t.is_contiguous() && t.size() == p.size())
+        && {
+            let ptrs = all.map(|t| t.data_ptr() as usize);
+            (0..4).all(|i| (i + 1..4).all(|j| ptrs[i] != ptrs[j]))
+        }
 }
 
 struct Bound {

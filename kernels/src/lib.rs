@@ -1,4 +1,5 @@
-//! The elementwise passes around an int8 matrix product, each fused into one loop over a row.
+//! Elementwise passes that libtorch runs as chains of whole-tensor operations, each fused here
+//! into one loop: the passes around an int8 matrix product, and the Adam update ([`adam`]).
 //!
 //! `multi-task-transformer`'s int8 linear layer quantises its input one token row at a time,
 //! multiplies in int8 (libtorch's `_int_mm`) and rescales the int32 sums. Written as libtorch
@@ -6,10 +7,14 @@
 //! tensor, and on 512 rows they cost more than the product itself. Here each side is one pass per
 //! row, with the row in cache, and the rescaled floats are written over the int32 sums in place.
 //!
-//! The arithmetic is the libtorch formulation's, operation for operation in the same order (no
-//! fused multiply-add), so the results are the same bits. This crate is compiled with full
+//! The int8 passes' arithmetic is the libtorch formulation's, operation for operation in the same
+//! order (no fused multiply-add), so the results are the same bits (the Adam update's differs in
+//! the last bit at most: see its module). This crate is compiled with full
 //! optimisation in every profile (the loops must be vectorised; see the workspace's
 //! `Cargo.toml`), and on x86-64 with AVX2 when the CPU has it, chosen at run time.
+
+mod adam;
+pub use adam::{adam, AdamStep};
 
 /// Largest quantised activation magnitude.
 pub const LEVELS: f32 = 127.0;
