@@ -4,6 +4,7 @@
 mod common;
 
 use common::{bin, p, tiny_model, Cmd};
+use multi_task_transformer::device::ThreadsGuard;
 use multi_task_transformer::infer::rows;
 use multi_task_transformer::{EncodeOptions, SentenceEncoder};
 use std::io::Write;
@@ -56,21 +57,25 @@ fn batches_run_at_once_give_the_same_vectors_bitwise() {
     let t = tiny_model(1);
     let (enc, _) = SentenceEncoder::load(&t.model, Device::Cpu).unwrap();
     let threads = tch::get_num_threads();
-    // Two threads, whatever the machine: every worker count below then gives each worker one.
-    tch::set_num_threads(2);
-    for batch_size in [1, 2] {
-        tch::set_num_threads(1);
-        let one = enc.encode(&TEXTS, EncodeOptions { batch_size, ..Default::default() });
-        tch::set_num_threads(2);
-        let one = one.unwrap();
-        for workers in [2, 3, 8] {
-            let many = enc.encode(&TEXTS, EncodeOptions { batch_size, workers, ..Default::default() }).unwrap();
-            let diff = (&one - &many).abs().max().double_value(&[]);
-            assert!(one.equal(&many), "batch {batch_size}, {workers} workers: vectors differ by up to {diff:e}");
+    {
+        // Two threads, whatever the machine: every worker count below then gives each worker one.
+        let _two = ThreadsGuard::set(2);
+        for batch_size in [1, 2] {
+            let one = {
+                let _one = ThreadsGuard::set(1);
+                enc.encode(&TEXTS, EncodeOptions { batch_size, ..Default::default() }).unwrap()
+            };
+            for workers in [2, 3, 8] {
+                let many = enc.encode(&TEXTS, EncodeOptions { batch_size, workers, ..Default::default() }).unwrap();
+                if !one.equal(&many) {
+                    let diff = (&one - &many).abs().max().double_value(&[]);
+                    panic!("batch {batch_size}, {workers} workers: vectors differ by up to {diff:e}");
+                }
+            }
+            assert_eq!(tch::get_num_threads(), 2, "the workers restore the caller's thread count");
         }
     }
-    assert_eq!(tch::get_num_threads(), 2, "the caller's thread count is restored");
-    tch::set_num_threads(threads);
+    assert_eq!(tch::get_num_threads(), threads);
 }
 
 #[test]
