@@ -9,7 +9,7 @@
 //! for the trainer to check at its sync points.
 
 use crate::error::{invalid, Error, Result};
-use crate::params::{under_prefix, Params, EMBEDDINGS, LAYERS};
+use crate::params::{under_prefix, Params, EMBEDDINGS, HEADS, LAYERS, NAMED_HEADS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -82,7 +82,9 @@ pub fn check_rate(prefix: &str, rate: f64) -> Result<()> {
 /// With `layer_decay` F and L layers, layer i (0-based) gets `HEAD_LR * F^(L - i)` and the
 /// embeddings `HEAD_LR * F^(L + 1)`. An override addresses whole subsets by name prefix; one that
 /// matches no subset, or names something inside a single subset (rates are per subset), is an
-/// error listing the subsets.
+/// error listing the subsets. Heads are addressed by task as well (see [`override_targets`]):
+/// `heads` is every head, the seed's two included, and `heads.task_a` / `heads.task_b` are
+/// `classification_head` / `sentiment_head`.
 pub fn learning_rates(
     params: &Params,
     preset: LrPreset,
@@ -115,7 +117,7 @@ pub fn learning_rates(
     }
     for (prefix, rate) in overrides {
         check_rate(prefix, *rate)?;
-        let hits: Vec<String> = params.under(prefix).iter().map(|s| s.name.clone()).collect();
+        let hits = override_targets(params, prefix);
         if hits.is_empty() {
             let why = match params.containing(prefix) {
                 Some(s) => format!(
@@ -131,6 +133,22 @@ pub fn learning_rates(
         }
     }
     Ok(rates)
+}
+
+/// The subsets a rate override's prefix sets. Besides plain name prefixes, heads go by task:
+/// `heads` means every head (the seed's `classification_head` and `sentiment_head` as well as
+/// `heads.*`, as `--freeze heads` does), and `heads.NAME` the head of task NAME wherever it
+/// lives (`heads.task_a` is `classification_head`).
+pub fn override_targets(params: &Params, prefix: &str) -> Vec<String> {
+    let prefix = prefix.trim_end_matches('.');
+    let names = |p: &str| params.under(p).into_iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    if prefix == NAMED_HEADS {
+        return HEADS.iter().flat_map(|h| names(h)).collect();
+    }
+    match prefix.strip_prefix(NAMED_HEADS).and_then(|r| r.strip_prefix('.')) {
+        Some(task) if !task.contains('.') => names(&crate::task::head_subset(task)),
+        _ => names(prefix),
+    }
 }
 
 /// Optimizer settings.
@@ -484,6 +502,20 @@ mod tests {
         assert!(e.contains("subsets: classification_head, sentiment_head"), "{e}");
         let r = learning_rates(&p, LrPreset::Uniform, None, &[("sentiment_head".into(), 1e-3)]).unwrap();
         assert_eq!((r[HEAD_A], r[HEAD_B]), (HEAD_LR, 1e-3));
+    }
+
+    #[test]
+    fn heads_overrides_reach_the_seed_heads_too() {
+        let mut p = heads_only();
+        let vs = p.new_store();
+        let _ = nn::linear(vs.root() / "heads" / "paraphrase", 4, 2, Default::default());
+        p.push("heads.paraphrase", vs);
+        let r = learning_rates(&p, LrPreset::Uniform, None, &[("heads".into(), 1e-3)]).unwrap();
+        assert_eq!((r[HEAD_A], r[HEAD_B], r["heads.paraphrase"]), (1e-3, 1e-3, 1e-3));
+        let r = learning_rates(&p, LrPreset::Uniform, None, &[("heads.task_b".into(), 5e-4), ("heads.paraphrase".into(), 2e-4)]).unwrap();
+        assert_eq!((r[HEAD_A], r[HEAD_B], r["heads.paraphrase"]), (HEAD_LR, 5e-4, 2e-4));
+        let e = learning_rates(&p, LrPreset::Uniform, None, &[("heads.topic".into(), 1e-3)]).unwrap_err().to_string();
+        assert!(e.contains("'heads.topic' matches no subset"), "{e}");
     }
 
     #[test]

@@ -474,7 +474,7 @@ mod tests {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/results/grid-goal1/results.json")).unwrap();
         let r: GridResults = serde_json::from_str(&text).unwrap();
         let row = |name: &str| r.rows.iter().find(|row| row.name == name).unwrap();
-        let four = row("4-task:half:sts-x10:temperature-2:heads-1e-3");
+        let four = row("4-task:half:sts-x10:temperature-2:paraphrase-head-1e-3");
         let want = (four.a_accuracy.mean + four.b_accuracy.mean + four.tasks["paraphrase"].mean) / 3.0;
         assert!((cost_point(four).accuracy - want).abs() < 1e-12);
         assert!((cost_point(row("single:mrpc")).accuracy - row("single:mrpc").tasks["paraphrase"].mean).abs() < 1e-12);
