@@ -5,7 +5,7 @@ use crate::config::{EncoderConfig, ModelFiles};
 use crate::error::Result;
 use crate::infer::{self, Batching};
 use crate::model::{Encoder, MultiTask};
-use crate::params::{under_prefix, LoadReport, Params, HEADS};
+use crate::params::{is_head, LoadReport, Params};
 use crate::tokenizer::SentenceTokenizer;
 use std::path::Path;
 use tch::{Device, Tensor};
@@ -63,7 +63,7 @@ impl SentenceEncoder {
         let mut params = Params::new(device);
         let encoder = Encoder::new(&mut params, enc);
         let mut report = params.load(&weights, &[])?;
-        report.unexpected.retain(|n| !HEADS.iter().any(|h| under_prefix(n, h)));
+        report.unexpected.retain(|n| !is_head(n));
         Ok((SentenceEncoder { params, encoder, tokenizer }, report))
     }
 

@@ -12,7 +12,7 @@ use crate::error::{invalid, Error, Result};
 use crate::fsutil::write_atomic;
 use crate::model::multitask::{MultiTaskConfig, VOCAB_FILE};
 use crate::model::MultiTask;
-use crate::params::{under_prefix, ENCODER, HEADS};
+use crate::params::{is_head, under_prefix, ENCODER};
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
@@ -104,7 +104,7 @@ fn write_folder(clf: &Classifier, dir: &Path) -> Result<usize> {
         .filter(|(n, _)| under_prefix(n, ENCODER))
         .map(|(n, t)| (n[ENCODER.len() + 1..].to_string(), cpu(t)))
         .collect();
-    let heads: Vec<(String, Tensor)> = named.iter().filter(|(n, _)| HEADS.iter().any(|h| under_prefix(n, h))).map(|(n, t)| (n.clone(), cpu(t))).collect();
+    let heads: Vec<(String, Tensor)> = named.iter().filter(|(n, _)| is_head(n)).map(|(n, t)| (n.clone(), cpu(t))).collect();
     write_pt_safetensors(&encoder, &dir.join("model.safetensors"))?;
     write_pt_safetensors(&heads, &dir.join(HEADS_FILE))?;
     let vocab = std::fs::read(clf.tokenizer.vocab_path()).map_err(|e| Error::io(clf.tokenizer.vocab_path(), e))?;

@@ -2,7 +2,7 @@
 //! parsed from and printed as the names users type (`encoder`, `layers:3`, ...).
 
 use crate::error::{invalid, Error, Result};
-use crate::params::{layer_name, under_prefix, Params, EMBEDDINGS, ENCODER, HEAD_A, HEAD_B};
+use crate::params::{layer_name, Params, EMBEDDINGS, ENCODER, HEAD_A, HEAD_B};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -36,7 +36,7 @@ impl Freeze {
 
     /// The variable-name prefixes this scenario freezes in `params` (a model's subsets).
     pub fn prefixes(&self, params: &Params) -> Result<Vec<String>> {
-        let heads = || -> Vec<String> { params.subsets().iter().filter(|s| !under_prefix(&s.name, ENCODER)).map(|s| s.name.clone()).collect() };
+        let heads = || params.head_names();
         let n_layers = params.n_layers();
         Ok(match self {
             Freeze::None => vec![],

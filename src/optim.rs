@@ -9,7 +9,7 @@
 //! for the trainer to check at its sync points.
 
 use crate::error::{invalid, Error, Result};
-use crate::params::{under_prefix, Params, EMBEDDINGS, HEADS, LAYERS, NAMED_HEADS};
+use crate::params::{under_prefix, Params, EMBEDDINGS, LAYERS, NAMED_HEADS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -143,7 +143,7 @@ pub fn override_targets(params: &Params, prefix: &str) -> Vec<String> {
     let prefix = prefix.trim_end_matches('.');
     let names = |p: &str| params.under(p).into_iter().map(|s| s.name.clone()).collect::<Vec<_>>();
     if prefix == NAMED_HEADS {
-        return HEADS.iter().flat_map(|h| names(h)).collect();
+        return params.head_names();
     }
     match prefix.strip_prefix(NAMED_HEADS).and_then(|r| r.strip_prefix('.')) {
         Some(task) if !task.contains('.') => names(&crate::task::head_subset(task)),

@@ -45,6 +45,11 @@ pub fn copy_checked(path: &Path, file_name: &str, name: &str, var: &Tensor, valu
     tch::no_grad(|| var.shallow_clone().f_copy_(value)).map_err(|e| werr(format!("{file_name}: {e}")))
 }
 
+/// Whether variable or subset `name` belongs to a head (the seed's two or a `heads.*` one).
+pub fn is_head(name: &str) -> bool {
+    HEADS.iter().any(|h| under_prefix(name, h))
+}
+
 /// Whether `name` lies under `prefix`, component-wise (`a.b` matches `a.b` and `a.b.c`, not `a.bc`).
 pub fn under_prefix(name: &str, prefix: &str) -> bool {
     let prefix = prefix.trim_end_matches('.');
@@ -118,6 +123,11 @@ impl Params {
     /// All subsets in model order.
     pub fn subsets(&self) -> &[Subset] {
         &self.subsets
+    }
+
+    /// The names of the head subsets (every subset but the encoder's), in model order.
+    pub fn head_names(&self) -> Vec<String> {
+        self.subsets.iter().filter(|s| is_head(&s.name)).map(|s| s.name.clone()).collect()
     }
 
     /// The subset called `name`.
@@ -253,7 +263,7 @@ impl Params {
 /// plus a BERT module name is ours already; anything else is a bare Hugging Face BERT name
 /// (optionally behind `bert.`) and gets the `encoder.` prefix.
 pub fn canonical_name(file_name: &str) -> String {
-    let is_ours = HEADS.iter().any(|h| under_prefix(file_name, h))
+    let is_ours = is_head(file_name)
         || file_name
             .strip_prefix(ENCODER)
             .and_then(|rest| rest.strip_prefix('.'))
