@@ -285,7 +285,6 @@ impl Int8Linear {
         let q = Tensor::empty([rows as i64, self.in_features], (Kind::Int8, Device::Cpu));
         let mut row_scale = vec![0f32; rows];
         let mut row_min = vec![0f32; if self.shifted.is_some() { rows } else { 0 }];
-        let mode = if self.shifted.is_some() { mtt_kernels::Mode::Shifted } else { mtt_kernels::Mode::Symmetric };
         {
             // SAFETY: `x2` is a contiguous float32 CPU tensor of rows * cols values and `q` a new
             // contiguous int8 one of as many; both live to the end of this block and nothing else
@@ -293,8 +292,11 @@ impl Int8Linear {
             // only read).
             let xs = unsafe { std::slice::from_raw_parts(x2.data_ptr() as *const f32, rows * cols) };
             let qs = unsafe { std::slice::from_raw_parts_mut(q.data_ptr() as *mut i8, rows * cols) };
-            let min = self.shifted.is_some().then_some(row_min.as_mut_slice());
-            mtt_kernels::quantize(xs, cols, self.input_factor.as_deref(), mode, qs, mtt_kernels::RowScales { scale: &mut row_scale, min });
+            let out = match self.shifted {
+                Some(_) => mtt_kernels::RowScales::Shifted { scale: &mut row_scale, min: &mut row_min },
+                None => mtt_kernels::RowScales::Symmetric { scale: &mut row_scale },
+            };
+            mtt_kernels::quantize(xs, cols, self.input_factor.as_deref(), qs, out);
         }
         let acc = q.internal_int_mm(&self.weight_t);
         assert!(acc.is_contiguous() && acc.kind() == Kind::Int, "_int_mm returns a contiguous int32 tensor");

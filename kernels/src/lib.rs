@@ -19,42 +19,44 @@ pub use adam::{adam, AdamStep};
 /// Largest quantised activation magnitude.
 pub const LEVELS: f32 = 127.0;
 
-/// How a row is mapped onto the int8 levels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// `q = round(x / s)`, `s = max|x| / 127`.
-    Symmetric,
+/// Where [`quantize`] writes each row's scale (and shift), which also says how a row is mapped
+/// onto the int8 levels.
+#[derive(Debug)]
+pub enum RowScales<'a> {
+    /// `q = round(x / s)`, `s = max|x| / 127`: one scale per row.
+    Symmetric {
+        /// One scale per row: a level is worth this much.
+        scale: &'a mut [f32],
+    },
     /// `q = round((x - m) / s - 127)`, `m = min x`, `s = max(x - m) / 254`: the whole int8 range
     /// for a row bounded below (GELU outputs).
-    Shifted,
-}
-
-/// Per-row results of [`quantize`]: one scale per row and, with [`Mode::Shifted`], the row's
-/// minimum (the shift).
-#[derive(Debug)]
-pub struct RowScales<'a> {
-    /// One scale per row: a level is worth this much.
-    pub scale: &'a mut [f32],
-    /// With [`Mode::Shifted`], one minimum per row (the shift); `None` otherwise.
-    pub min: Option<&'a mut [f32]>,
+    Shifted {
+        /// One scale per row.
+        scale: &'a mut [f32],
+        /// One minimum per row (the shift).
+        min: &'a mut [f32],
+    },
 }
 
 /// Quantises the rows of `x` (row-major, `cols` values per row, each first multiplied by
-/// `factor[j]` when given) into `q`, writing each row's scale (and with [`Mode::Shifted`] its
-/// minimum) into `out`.
+/// `factor[j]` when given) into `q`, writing each row's scale (and with [`RowScales::Shifted`]
+/// its minimum) into `out`.
 ///
 /// One thread: the callers run on libtorch's threads, whose OpenMP workers keep spinning between
 /// parallel regions; threads spawned beside them to share this pass made it 2-5 times slower on
 /// two cores (measured).
 ///
 /// Panics when the lengths disagree.
-pub fn quantize(x: &[f32], cols: usize, factor: Option<&[f32]>, mode: Mode, q: &mut [i8], out: RowScales<'_>) {
+pub fn quantize(x: &[f32], cols: usize, factor: Option<&[f32]>, q: &mut [i8], out: RowScales<'_>) {
     assert!(cols > 0 && x.len() % cols == 0, "x is not a whole number of rows of {cols}");
     let rows = x.len() / cols;
     assert_eq!(q.len(), x.len(), "q and x differ in length");
-    assert_eq!(out.scale.len(), rows, "one scale per row");
-    assert_eq!(out.min.is_some(), mode == Mode::Shifted, "a minimum per row exactly with Mode::Shifted");
-    if let Some(m) = &out.min {
+    let (scale, min) = match out {
+        RowScales::Symmetric { scale } => (scale, None),
+        RowScales::Shifted { scale, min } => (scale, Some(min)),
+    };
+    assert_eq!(scale.len(), rows, "one scale per row");
+    if let Some(m) = &min {
         assert_eq!(m.len(), rows, "one minimum per row");
     }
     if let Some(f) = factor {
@@ -63,15 +65,15 @@ pub fn quantize(x: &[f32], cols: usize, factor: Option<&[f32]>, mode: Mode, q: &
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { quantize_rows_avx2(x, cols, factor, mode, q, out.scale, out.min) };
+        return unsafe { quantize_rows_avx2(x, cols, factor, q, scale, min) };
     }
-    quantize_rows_any(x, cols, factor, mode, q, out.scale, out.min)
+    quantize_rows_any(x, cols, factor, q, scale, min)
 }
 
 /// Rescales int32 products in place to float32, written as their bits over the same memory:
 /// `acc[r, c]` (row-major, `cols` per row) becomes
 /// `(acc[r, c] as f32 * row_scale[r]) * col_scale[c] + bias[c]`. With
-/// `shift = Some((level_sums, row_min, scaled_sums))` (a [`Mode::Shifted`] input), `level_sums[c]`
+/// `shift = Some((level_sums, row_min, scaled_sums))` (a [`RowScales::Shifted`] input), `level_sums[c]`
 /// is added to the int32 sum first and the bias is `bias[c] + row_min[r] * scaled_sums[c]`.
 ///
 /// One thread, as [`quantize`]. Panics when the lengths disagree.
@@ -93,8 +95,8 @@ pub fn dequantize(acc: &mut [i32], cols: usize, row_scale: &[f32], col_scale: &[
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn quantize_rows_avx2(x: &[f32], cols: usize, factor: Option<&[f32]>, mode: Mode, q: &mut [i8], scale: &mut [f32], min: Option<&mut [f32]>) {
-    quantize_rows_any(x, cols, factor, mode, q, scale, min)
+unsafe fn quantize_rows_avx2(x: &[f32], cols: usize, factor: Option<&[f32]>, q: &mut [i8], scale: &mut [f32], min: Option<&mut [f32]>) {
+    quantize_rows_any(x, cols, factor, q, scale, min)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -129,8 +131,9 @@ fn lane_min_max(row: &[f32]) -> (f32, f32) {
     (min, max)
 }
 
+/// The rows one by one; a row minimum buffer (`min`) means [`RowScales::Shifted`].
 #[inline(always)]
-fn quantize_rows_any(x: &[f32], cols: usize, factor: Option<&[f32]>, mode: Mode, q: &mut [i8], scale: &mut [f32], mut min: Option<&mut [f32]>) {
+fn quantize_rows_any(x: &[f32], cols: usize, factor: Option<&[f32]>, q: &mut [i8], scale: &mut [f32], mut min: Option<&mut [f32]>) {
     // The row after the factor; a scratch row, in cache.
     let mut row = vec![0f32; cols];
     for (r, (xr, qr)) in x.chunks_exact(cols).zip(q.chunks_exact_mut(cols)).enumerate() {
@@ -138,21 +141,19 @@ fn quantize_rows_any(x: &[f32], cols: usize, factor: Option<&[f32]>, mode: Mode,
             Some(f) => row.iter_mut().zip(xr).zip(f).for_each(|((y, &v), &f)| *y = v * f),
             None => row.copy_from_slice(xr),
         }
-        match mode {
-            Mode::Symmetric => {
+        match min.as_deref_mut() {
+            None => {
                 let (lo, hi) = lane_min_max(&row);
                 let amax = if -lo > hi { -lo } else { hi };
                 let s = clamp_min(amax) / LEVELS;
                 scale[r] = s;
                 qr.iter_mut().zip(&row).for_each(|(q, &v)| *q = round_to_i8(v / s));
             }
-            Mode::Shifted => {
+            Some(min) => {
                 let (m, max) = lane_min_max(&row);
                 let s = clamp_min(max - m) / (2.0 * LEVELS);
                 scale[r] = s;
-                if let Some(min) = min.as_deref_mut() {
-                    min[r] = m;
-                }
+                min[r] = m;
                 qr.iter_mut().zip(&row).for_each(|(q, &v)| *q = round_to_i8((v - m) / s - LEVELS));
             }
         }
@@ -225,19 +226,20 @@ mod tests {
         let rows = 700;
         let x = data(rows * cols, 3);
         let f = data(cols, 4).iter().map(|v| v.abs() + 0.1).collect::<Vec<_>>();
-        for mode in [Mode::Symmetric, Mode::Shifted] {
-            let shifted = mode == Mode::Shifted;
+        for shifted in [false, true] {
+            let mode = if shifted { "shifted" } else { "symmetric" };
             let mut q = vec![0i8; x.len()];
             let mut s = vec![0f32; rows];
             let mut m = vec![0f32; rows];
-            quantize(&x, cols, Some(&f), mode, &mut q, RowScales { scale: &mut s, min: shifted.then_some(m.as_mut_slice()) });
+            let out = if shifted { RowScales::Shifted { scale: &mut s, min: &mut m } } else { RowScales::Symmetric { scale: &mut s } };
+            quantize(&x, cols, Some(&f), &mut q, out);
             assert!(q.contains(&127) && q.contains(&-127), "the full range is used");
             // The portable loop (no AVX2), row by row.
             for r in [0, 1, 350, rows - 1] {
                 let mut qr = vec![0i8; cols];
                 let (mut sr, mut mr) = ([0f32], [0f32]);
-                quantize_rows_any(&x[r * cols..(r + 1) * cols], cols, Some(&f), mode, &mut qr, &mut sr, shifted.then_some(mr.as_mut_slice()));
-                assert_eq!(qr, &q[r * cols..(r + 1) * cols], "{mode:?}, row {r}");
+                quantize_rows_any(&x[r * cols..(r + 1) * cols], cols, Some(&f), &mut qr, &mut sr, shifted.then_some(mr.as_mut_slice()));
+                assert_eq!(qr, &q[r * cols..(r + 1) * cols], "{mode}, row {r}");
                 assert_eq!(sr[0].to_bits(), s[r].to_bits());
                 if shifted {
                     assert_eq!(mr[0], m[r]);
@@ -248,7 +250,7 @@ mod tests {
             for (j, &q) in q[r * cols..(r + 1) * cols].iter().enumerate() {
                 let v = x[r * cols + j] * f[j];
                 let want = if shifted { (v - m[r]) / s[r] - LEVELS } else { v / s[r] };
-                assert_eq!(q as f32, want.round_ties_even(), "{mode:?}, column {j}");
+                assert_eq!(q as f32, want.round_ties_even(), "{mode}, column {j}");
             }
         }
         let acc0: Vec<i32> = data(rows * cols, 5).iter().map(|v| (v * 1000.0) as i32).collect();
@@ -278,14 +280,14 @@ mod tests {
         let x = [0.5f32, -2.0, 1.0, 0.0];
         let mut q = [0i8; 4];
         let mut s = [0f32];
-        quantize(&x, 4, None, Mode::Symmetric, &mut q, RowScales { scale: &mut s, min: None });
+        quantize(&x, 4, None, &mut q, RowScales::Symmetric { scale: &mut s });
         assert_eq!(q, [32, -127, 64, 0]);
         assert_eq!(s[0], 2.0 / 127.0);
         let mut m = [0f32];
-        quantize(&x, 4, None, Mode::Shifted, &mut q, RowScales { scale: &mut s, min: Some(&mut m) });
+        quantize(&x, 4, None, &mut q, RowScales::Shifted { scale: &mut s, min: &mut m });
         assert_eq!((q[1], q[2], q[0], m[0]), (-127, 127, 85, -2.0));
         // An all-zero row: the floor of the scale, zeros out.
-        quantize(&[0.0; 4], 4, None, Mode::Symmetric, &mut q, RowScales { scale: &mut s, min: None });
+        quantize(&[0.0; 4], 4, None, &mut q, RowScales::Symmetric { scale: &mut s });
         assert_eq!((q, s[0]), ([0; 4], 1e-12 / 127.0));
     }
 }
