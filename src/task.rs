@@ -261,6 +261,7 @@ pub fn read_tasks_file(path: &Path) -> Result<Vec<TaskSpec>> {
     if out.is_empty() {
         return Err(Error::config(path, "no [[task]] tables"));
     }
+    check_unique(out.iter().map(|t| t.name.as_str())).map_err(|e| Error::config(path, e.to_string()))?;
     Ok(out)
 }
 
@@ -433,5 +434,9 @@ mod tests {
         std::fs::write(&p, "[[task]]\nname = \"x\"\nkind = \"classification\"\ntrain = \"a\"\nlr = 1\n").unwrap();
         let e = read_tasks_file(&p).unwrap_err().to_string();
         assert!(e.contains("tasks.toml") && e.contains("lr"), "{e}");
+        let one = "[[task]]\nname = \"x\"\nkind = \"classification\"\ntrain = \"a\"\n";
+        std::fs::write(&p, format!("{one}{one}")).unwrap();
+        let e = read_tasks_file(&p).unwrap_err().to_string();
+        assert!(e.contains("tasks.toml") && e.contains("'x' is given twice"), "{e}");
     }
 }
