@@ -94,7 +94,7 @@ fn overlap(a: Rect, b: Rect) -> i64 {
 pub(super) fn place_label(at: (i32, i32), (w, h): (i32, i32), bounds: Rect, taken: &[Rect]) -> (Rect, usize) {
     let (x, y) = at;
     let mut best = ((0, 0, 0, 0), 0, i64::MAX);
-    for ring in 0..6 {
+    for ring in 0..16 {
         let g = pxi(9) + ring as i32 * (h + pxi(2));
         let d = g * 7 / 10;
         for (x0, y0) in [

@@ -417,3 +417,17 @@ fn render_committed_results(dir: &Path) {
     accuracy_vs_time(&dir.join("accuracy_vs_time.png"), title, "dev accuracy (mean of tasks A and B)", &points)
         .unwrap();
 }
+
+/// A label whose point sits in a crowd finds a free place further out (with a line back to its
+/// point) instead of the least-covered place among the near ones.
+#[test]
+fn a_crowded_label_moves_out_until_it_covers_nothing() {
+    let (w, h) = (pxi(200), pxi(12));
+    let at = (pxi(500), pxi(500));
+    // Everything within 100 px above and below the point, and 250 px to either side, is taken.
+    let crowd = (at.0 - pxi(250), at.1 - pxi(100), at.0 + pxi(250), at.1 + pxi(100));
+    let (rect, ring) = cost::place_label(at, (w, h), (0, 0, pxi(1000), pxi(1000)), &[crowd]);
+    let clear = rect.3 <= crowd.1 || rect.1 >= crowd.3 || rect.2 <= crowd.0 || rect.0 >= crowd.2;
+    assert!(clear, "label {rect:?} covers the crowd {crowd:?} (ring {ring})");
+    assert!(ring >= 6, "ring {ring}: the crowd needed more than the first six rings");
+}
