@@ -140,17 +140,24 @@ fn one_pass() -> EncodeOptions {
     EncodeOptions { batch_size: MAX_BUDGET_ROWS, token_budget: Some(DEFAULT_TOKEN_BUDGET), normalize: false, workers: 1 }
 }
 
+/// The sets to run (the bench's files, or the two bundled ones), and the model loaded twice, as
+/// fp32 and as int8, after setting libtorch's threads (`--threads`, default 2).
+fn sets_and_encoders(o: &Opts) -> (Vec<String>, SentenceEncoder, SentenceEncoder) {
+    let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
+    tch::set_num_threads(o.threads.unwrap_or(2) as i32);
+    let (fp32, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model (run scripts/setup.sh)");
+    let (mut int8, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
+    int8.set_precision(Precision::Int8).expect("int8");
+    (files, fp32, int8)
+}
+
 /// `profile`: where `mtt`'s encode time goes, per precision and set: tokenization, each stage
 /// of the transformer layers (summed over layers) and the rest (embeddings, padding, pooling),
 /// with one pass at a time of 1,024 padded tokens (the stage clocks cannot split parallel workers), with packed inference (the default) and without; and the
 /// padding the batches have.
 pub fn profile(o: &Opts) {
-    let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
-    let threads = o.threads.unwrap_or(2);
-    tch::set_num_threads(threads as i32);
-    let (fp32, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model (run scripts/setup.sh)");
-    let (mut int8, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
-    int8.set_precision(Precision::Int8).expect("int8");
+    let (files, fp32, int8) = sets_and_encoders(o);
+    let threads = tch::get_num_threads();
     // One worker: the stage clocks add up per thread, so batches must run one at a time.
     let opts = one_pass();
     for f in &files {
@@ -330,12 +337,8 @@ pub fn run(o: &Opts) {
 /// one-two-two-one and two-one-one-two so that drift in the machine's speed falls on both; means
 /// of the four runs of each.
 pub fn workers(o: &Opts) {
-    let files = if o.files.is_empty() { vec![TASK_A.to_string(), TASK_B.to_string()] } else { o.files.clone() };
-    let threads = o.threads.unwrap_or(2);
-    tch::set_num_threads(threads as i32);
-    let (fp32, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model (run scripts/setup.sh)");
-    let (mut int8, _) = SentenceEncoder::load(Path::new(MODEL), Device::Cpu).expect("model");
-    int8.set_precision(Precision::Int8).expect("int8");
+    let (files, fp32, int8) = sets_and_encoders(o);
+    let threads = tch::get_num_threads();
     let one = one_pass();
     for (precision, p, enc) in [("fp32", Precision::Fp32, &fp32), ("int8", Precision::Int8, &int8)] {
         let modes = [one, embed_default(p)];
