@@ -36,16 +36,15 @@ impl Freeze {
 
     /// The variable-name prefixes this scenario freezes in `params` (a model's subsets).
     pub fn prefixes(&self, params: &Params) -> Result<Vec<String>> {
-        let heads = || params.head_names();
         let n_layers = params.n_layers();
         Ok(match self {
             Freeze::None => vec![],
-            Freeze::All => std::iter::once(ENCODER.to_string()).chain(heads()).collect(),
-            Freeze::Heads => heads(),
+            Freeze::All => std::iter::once(ENCODER.to_string()).chain(params.head_names()).collect(),
+            Freeze::Heads => params.head_names(),
             Freeze::Head(name) => {
                 let subset = crate::task::head_subset(name);
                 if params.get(&subset).is_none() {
-                    return Err(invalid(format!("freezing scenario head:{name}: the model has no head for a task '{name}' (heads: {})", heads().join(", "))));
+                    return Err(invalid(format!("freezing scenario head:{name}: the model has no head for a task '{name}' (heads: {})", params.head_names().join(", "))));
                 }
                 vec![subset]
             }
