@@ -208,7 +208,15 @@ fn packing_index(mask: &Tensor) -> Option<Tensor> {
 /// `[batch, 1, 1, seq]` additive mask: 0 keep, the kind's most negative finite value drop
 /// (Hugging Face's SDPA form).
 fn additive_mask(mask: &Tensor, kind: Kind) -> Tensor {
+    (mask.eq(0).to_kind(kind) * masked_value(kind)).unsqueeze(1).unsqueeze(1)
+}
+
+/// The additive mask's value for a dropped key: the kind's most negative finite value.
+pub(crate) fn masked_value(kind: Kind) -> f64 {
     // bf16 has float32's exponent range but rounds float32's minimum to -inf.
-    let min = if kind == Kind::BFloat16 { -3.3895313892515355e38 } else { f32::MIN as f64 };
-    (mask.eq(0).to_kind(kind) * min).unsqueeze(1).unsqueeze(1)
+    if kind == Kind::BFloat16 {
+        -3.3895313892515355e38
+    } else {
+        f32::MIN as f64
+    }
 }
