@@ -18,6 +18,9 @@ pub const LAYER_NORM_EPS: f64 = 1e-12;
 /// Inference attention pads shorter key sequences to this many keys (see `Layer::attend`).
 const MIN_KEYS: i64 = 16;
 
+/// From this many keys on, inference attention goes through libtorch's fused SDPA (see `Layer::attend`).
+const SDPA_FROM_KEYS: i64 = 64;
+
 /// Applies the configured activation with libtorch's fused kernels.
 fn activate(act: Activation, x: &Tensor) -> Tensor {
     match act {
@@ -198,10 +201,12 @@ impl Layer {
 
     /// Attention of `q`, `k`, `v` (`[batch, heads, seq, head_dim]`) under the additive `mask`.
     /// Training goes through libtorch's fused `scaled_dot_product_attention` (with dropout, and
-    /// memory-lean backward). Inference spells it out: two batched products and a softmax ran
-    /// faster on CPU for this model's short sequences (the profile bench on 2,000 TREC-6
-    /// questions, 2 threads: attention's share of encode time fell from 12.5% to 8.4% in fp32 and
-    /// from 31% to 18% in int8, where it had been the largest stage).
+    /// memory-lean backward). Inference spells it out below [`SDPA_FROM_KEYS`] keys: two batched
+    /// products and a softmax ran faster on CPU for this model's short sequences (the profile
+    /// bench on 2,000 TREC-6 questions, 2 threads: attention's share of encode time fell from
+    /// 12.5% to 8.4% in fp32 and from 31% to 18% in int8, where it had been the largest stage).
+    /// From 64 keys on SDPA is the faster again (5-10% on attention alone at 64-200 keys, 25% at
+    /// 256; `mtt embed` of 600 paragraphs of ~170 tokens 2% faster).
     ///
     /// With fewer than [`MIN_KEYS`] keys, libtorch's softmax over the last dimension falls back
     /// to a scalar loop (one vector register holds 16 floats with AVX-512, 8 with AVX2) that costs
@@ -209,10 +214,12 @@ impl Layer {
     /// (short questions, search queries) get their keys and values padded with zeros to 16 and
     /// the padded keys masked out: they weigh exp(-inf) = 0, and the result keeps `q`'s shape.
     fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, train: bool) -> Tensor {
-        if train {
-            return Tensor::scaled_dot_product_attention(q, k, v, Some(mask), self.attention_dropout, false, None::<f64>);
+        let keys = k.size()[2];
+        if train || keys >= SDPA_FROM_KEYS {
+            let dropout = if train { self.attention_dropout } else { 0.0 };
+            return Tensor::scaled_dot_product_attention(q, k, v, Some(mask), dropout, false, None::<f64>);
         }
-        let pad = MIN_KEYS - k.size()[2];
+        let pad = MIN_KEYS - keys;
         let (k, v, mask) = if pad > 0 {
             (k.constant_pad_nd([0, 0, 0, pad]), v.constant_pad_nd([0, 0, 0, pad]), mask.pad([0, pad], "constant", masked_value(mask.kind())))
         } else {
@@ -392,8 +399,9 @@ mod tests {
         assert!(!a.allclose(&b, 1e-3, 1e-3, false), "dropout did nothing in packed training");
     }
 
-    /// Inference attention (padded to 16 keys below 16) gives libtorch's fused attention's
-    /// result for every key count around the threshold, masked keys included, in fp32 and bf16.
+    /// Inference attention (padded to 16 keys below 16, spelled out up to 64) gives libtorch's
+    /// fused attention's result for every key count around both thresholds, masked keys
+    /// included, in fp32 and bf16.
     #[test]
     fn inference_attention_with_few_keys_matches_libtorchs_sdpa() {
         tch::manual_seed(7);
@@ -402,7 +410,7 @@ mod tests {
         let layer = Layer::new(vs.root() / "l", &cfg);
         let (heads, dim) = (layer.heads, layer.head_dim);
         for kind in [Kind::Float, Kind::BFloat16] {
-            for keys in [1i64, 2, 7, 15, 16, 17, 20] {
+            for keys in [1i64, 2, 7, 15, 16, 17, 20, 63, 64, 70] {
                 let qkv = |_| Tensor::randn([3, heads, keys, dim], (Kind::Float, Device::Cpu)).to_kind(kind);
                 let (q, k, v) = (qkv(0), qkv(1), qkv(2));
                 // Sequence 0 keeps every key, 1 drops its last, 2 keeps only its first.
