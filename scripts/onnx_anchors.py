@@ -29,7 +29,10 @@ Usage
   .venv/bin/python scripts/onnx_anchors.py --model models/all-MiniLM-L6-v2 --work target/onnx \\
       --texts data/trec6/dev.tsv --texts data/sst5_3class/dev.tsv \\
       [--limit N] [--threads 2] [--batch-size 32] [--runs 1] [--with-st] [--with-openvino] \\
-      [--embeddings-out DIR]
+      [--embeddings-out DIR] [--ort-profile]
+
+--ort-profile adds one "ort_profile" line per ONNX Runtime variant and set: kernel seconds per
+operator type from ONNX Runtime's own profiler (where its time goes).
 
 Texts files are TSV with a header line naming a `text` column (no quoting). Needs onnxruntime
 and onnx in the venv (scripts/setup.sh installs them).
@@ -78,6 +81,9 @@ def parse_args(argv):
     p.add_argument("--with-st", action="store_true", help="also time sentence-transformers (torch)")
     p.add_argument("--with-openvino", action="store_true", help="also time OpenVINO on the plain graph, if importable")
     p.add_argument("--embeddings-out", default=None, help="write each engine's embeddings as .npy here")
+    p.add_argument("--ort-profile", action="store_true",
+                   help="also encode each set once per ONNX Runtime variant with its profiler on and emit "
+                        "the kernel time per operator type (\"ort_profile\" lines)")
     a = p.parse_args(argv)
     for name in ("threads", "batch_size", "runs"):
         if getattr(a, name) < 1:
@@ -353,17 +359,51 @@ class Encoder:
         return out, tok_seconds
 
 
-def ort_encoder(path, args, tokenizer, max_len):
+def ort_encoder(path, args, tokenizer, max_len, profile_prefix=None):
     import onnxruntime as ort
     so = ort.SessionOptions()
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     so.intra_op_num_threads = args.threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
     output = sess.get_outputs()[0].name
-    return Encoder(tokenizer, max_len, args.batch_size, args.sort,
-                   lambda feeds: sess.run([output], feeds)[0], [i.name for i in sess.get_inputs()])
+    enc = Encoder(tokenizer, max_len, args.batch_size, args.sort,
+                  lambda feeds: sess.run([output], feeds)[0], [i.name for i in sess.get_inputs()])
+    enc.session = sess
+    return enc
+
+
+def ort_profile(folder, args, tokenizer, max_len, sets):
+    """One profiled encode per ONNX Runtime variant and set: kernel seconds per operator type.
+
+    The profiler's per-node clock adds a little time of its own, so its total is not the timed
+    figure; its shares say where the variant's time goes (for the fused graphs, Attention and
+    QAttention include the query/key/value product, DynamicQuantizeMatMul the activations'
+    quantisation)."""
+    import collections
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in VARIANTS:
+            for name, texts in sets:
+                enc = ort_encoder(os.path.join(folder, VARIANT_FILES[variant]), args, tokenizer, max_len,
+                                  profile_prefix=os.path.join(tmp, "ort"))
+                enc.encode(texts[:args.batch_size])  # warm-up, inside the profile too (small)
+                enc.encode(texts)
+                with open(enc.session.end_profiling(), encoding="utf-8") as f:
+                    events = json.load(f)
+                ops = collections.Counter()
+                for e in events:
+                    if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                        ops[e["args"]["op_name"]] += e["dur"] / 1e6
+                total = sum(ops.values())
+                emit({"figure": "ort_profile", "engine": "onnxruntime", "variant": variant, "set": name,
+                      "texts": len(texts), "kernel_seconds": round(total, 4),
+                      "op_seconds": {k: round(v, 4) for k, v in ops.most_common()},
+                      "op_shares": {k: round(v / total, 3) for k, v in ops.most_common()}})
 
 
 def openvino_encoder(path, args, tokenizer, max_len):
@@ -460,6 +500,10 @@ def main(argv):
         extra = dict(ort_extra, int8_source=record["int8_source"]) if variant == "int8" else ort_extra
         results[("onnxruntime", variant)] = time_engine("onnxruntime", variant, enc, sets, args, extra)
         del enc
+
+    if args.ort_profile:
+        log("profiling onnxruntime")
+        ort_profile(folder, args, tokenizer, max_len, sets)
 
     if args.with_openvino:
         try:
