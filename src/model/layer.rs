@@ -205,7 +205,7 @@ impl Layer {
     /// products and a softmax ran faster on CPU for this model's short sequences (the profile
     /// bench on 2,000 TREC-6 questions, 2 threads: attention's share of encode time fell from
     /// 12.5% to 8.4% in fp32 and from 31% to 18% in int8, where it had been the largest stage).
-    /// From 64 keys on SDPA is the faster again (5-10% on attention alone at 64-200 keys, 25% at
+    /// From 64 keys on, SDPA is faster again (5-10% on attention alone at 64-200 keys, 25% at
     /// 256; `mtt embed` of 600 paragraphs of ~170 tokens 2% faster).
     ///
     /// With fewer than [`MIN_KEYS`] keys, libtorch's softmax over the last dimension falls back
