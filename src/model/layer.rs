@@ -275,9 +275,14 @@ impl Layer {
     /// The feed-forward block (GELU, output projection, dropout, residual, LayerNorm), marking the
     /// profile's stages 3 and 4.
     fn feed_forward(&self, attended: &Tensor, train: bool) -> Tensor {
-        let inner = activate(self.act, &self.intermediate.forward(attended));
+        let mut inner = self.intermediate.forward(attended);
+        // Without autograd (inference), GELU and the residual go in place: one tensor fewer each.
+        let in_place = !inner.requires_grad() && matches!(self.act, Activation::gelu);
+        let inner = if in_place { inner.gelu_("none") } else { activate(self.act, &inner) };
         profile::mark(3);
-        let out = (self.output.forward(&inner).dropout(self.hidden_dropout, train) + attended).apply(&self.output_norm);
+        let mut out = self.output.forward(&inner).dropout(self.hidden_dropout, train);
+        let out = if in_place && !out.requires_grad() { out.g_add_(attended) } else { out + attended };
+        let out = out.apply(&self.output_norm);
         profile::mark(4);
         out
     }
