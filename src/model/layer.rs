@@ -225,7 +225,9 @@ impl Layer {
         } else {
             (k.shallow_clone(), v.shallow_clone(), mask.shallow_clone())
         };
-        let scores = q.matmul(&k.transpose(-1, -2)) * (1.0 / (self.head_dim as f64).sqrt()) + mask;
+        let mut scores = q.matmul(&k.transpose(-1, -2));
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = if scores.requires_grad() { scores * scale + mask } else { scores.g_mul_scalar_(scale).g_add_(&mask) };
         scores.softmax(-1, scores.kind()).matmul(&v)
     }
 
@@ -269,7 +271,9 @@ impl Layer {
 
     /// The attention block's output projection, dropout, residual and LayerNorm (padded or packed).
     fn attention_output(&self, ctx: &Tensor, x: &Tensor, train: bool) -> Tensor {
-        (self.attention_out.forward(ctx).dropout(self.hidden_dropout, train) + x).apply(&self.attention_norm)
+        let mut out = self.attention_out.forward(ctx).dropout(self.hidden_dropout, train);
+        let out = if out.requires_grad() { out + x } else { out.g_add_(x) };
+        out.apply(&self.attention_norm)
     }
 
     /// The feed-forward block (GELU, output projection, dropout, residual, LayerNorm), marking the
