@@ -359,7 +359,8 @@ class Encoder:
         return out, tok_seconds
 
 
-def ort_encoder(path, args, tokenizer, max_len, profile_prefix=None):
+def ort_session(path, args, profile_prefix=None):
+    """An ONNX Runtime CPU session with the bench's thread settings (profiling on if asked)."""
     import onnxruntime as ort
     so = ort.SessionOptions()
     if profile_prefix:
@@ -369,12 +370,17 @@ def ort_encoder(path, args, tokenizer, max_len, profile_prefix=None):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+def session_encoder(sess, args, tokenizer, max_len):
     output = sess.get_outputs()[0].name
-    enc = Encoder(tokenizer, max_len, args.batch_size, args.sort,
-                  lambda feeds: sess.run([output], feeds)[0], [i.name for i in sess.get_inputs()])
-    enc.session = sess
-    return enc
+    return Encoder(tokenizer, max_len, args.batch_size, args.sort,
+                   lambda feeds: sess.run([output], feeds)[0], [i.name for i in sess.get_inputs()])
+
+
+def ort_encoder(path, args, tokenizer, max_len):
+    return session_encoder(ort_session(path, args), args, tokenizer, max_len)
 
 
 def ort_profile(folder, args, tokenizer, max_len, sets):
@@ -389,11 +395,12 @@ def ort_profile(folder, args, tokenizer, max_len, sets):
     with tempfile.TemporaryDirectory() as tmp:
         for variant in VARIANTS:
             for name, texts in sets:
-                enc = ort_encoder(os.path.join(folder, VARIANT_FILES[variant]), args, tokenizer, max_len,
-                                  profile_prefix=os.path.join(tmp, "ort"))
+                sess = ort_session(os.path.join(folder, VARIANT_FILES[variant]), args,
+                                   profile_prefix=os.path.join(tmp, "ort"))
+                enc = session_encoder(sess, args, tokenizer, max_len)
                 enc.encode(texts[:args.batch_size])  # warm-up, inside the profile too (small)
                 enc.encode(texts)
-                with open(enc.session.end_profiling(), encoding="utf-8") as f:
+                with open(sess.end_profiling(), encoding="utf-8") as f:
                     events = json.load(f)
                 ops = collections.Counter()
                 for e in events:

@@ -280,12 +280,15 @@ impl Layer {
     /// profile's stages 3 and 4.
     fn feed_forward(&self, attended: &Tensor, train: bool) -> Tensor {
         let mut inner = self.intermediate.forward(attended);
-        // Without autograd (inference), GELU and the residual go in place: one tensor fewer each.
-        let in_place = !inner.requires_grad() && matches!(self.act, Activation::gelu);
-        let inner = if in_place { inner.gelu_("none") } else { activate(self.act, &inner) };
+        // Where nothing needs gradients (inference), GELU and the residual go in place: one
+        // tensor fewer each (the same bits).
+        let inner = match self.act {
+            Activation::gelu if !inner.requires_grad() => inner.gelu_("none"),
+            act => activate(act, &inner),
+        };
         profile::mark(3);
         let mut out = self.output.forward(&inner).dropout(self.hidden_dropout, train);
-        let out = if in_place && !out.requires_grad() { out.g_add_(attended) } else { out + attended };
+        let out = if out.requires_grad() { out + attended } else { out.g_add_(attended) };
         let out = out.apply(&self.output_norm);
         profile::mark(4);
         out
