@@ -21,6 +21,25 @@ const MIN_KEYS: i64 = 16;
 /// From this many keys on, inference attention goes through libtorch's fused SDPA (see `Layer::attend`).
 const SDPA_FROM_KEYS: i64 = 64;
 
+/// `a + b`, written into `a` where nothing needs `a`'s gradient (inference: one tensor fewer,
+/// the same bits). `a` must be a fresh result that nothing else reads.
+fn add(mut a: Tensor, b: &Tensor) -> Tensor {
+    if a.requires_grad() {
+        a + b
+    } else {
+        a.g_add_(b)
+    }
+}
+
+/// `a * factor`, in place under the same rule as [`add`].
+fn scale(mut a: Tensor, factor: f64) -> Tensor {
+    if a.requires_grad() {
+        a * factor
+    } else {
+        a.g_mul_scalar_(factor)
+    }
+}
+
 /// Applies the configured activation with libtorch's fused kernels.
 fn activate(act: Activation, x: &Tensor) -> Tensor {
     match act {
@@ -220,15 +239,16 @@ impl Layer {
             return Tensor::scaled_dot_product_attention(q, k, v, Some(mask), dropout, false, None::<f64>);
         }
         let pad = MIN_KEYS - keys;
+        let padded;
         let (k, v, mask) = if pad > 0 {
-            (k.constant_pad_nd([0, 0, 0, pad]), v.constant_pad_nd([0, 0, 0, pad]), mask.pad([0, pad], "constant", masked_value(mask.kind())))
+            padded = [k.constant_pad_nd([0, 0, 0, pad]), v.constant_pad_nd([0, 0, 0, pad]), mask.pad([0, pad], "constant", masked_value(mask.kind()))];
+            (&padded[0], &padded[1], &padded[2])
         } else {
-            (k.shallow_clone(), v.shallow_clone(), mask.shallow_clone())
+            (k, v, mask)
         };
-        let mut scores = q.matmul(&k.transpose(-1, -2));
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = if scores.requires_grad() { scores * scale + mask } else { scores.g_mul_scalar_(scale).g_add_(&mask) };
-        scores.softmax(-1, scores.kind()).matmul(&v)
+        let scores = q.matmul(&k.transpose(-1, -2));
+        let scores = add(scale(scores, 1.0 / (self.head_dim as f64).sqrt()), mask);
+        scores.softmax(-1, scores.kind()).matmul(v)
     }
 
     fn split_heads(&self, x: Tensor, b: i64) -> Tensor {
@@ -271,25 +291,20 @@ impl Layer {
 
     /// The attention block's output projection, dropout, residual and LayerNorm (padded or packed).
     fn attention_output(&self, ctx: &Tensor, x: &Tensor, train: bool) -> Tensor {
-        let mut out = self.attention_out.forward(ctx).dropout(self.hidden_dropout, train);
-        let out = if out.requires_grad() { out + x } else { out.g_add_(x) };
-        out.apply(&self.attention_norm)
+        add(self.attention_out.forward(ctx).dropout(self.hidden_dropout, train), x).apply(&self.attention_norm)
     }
 
     /// The feed-forward block (GELU, output projection, dropout, residual, LayerNorm), marking the
     /// profile's stages 3 and 4.
     fn feed_forward(&self, attended: &Tensor, train: bool) -> Tensor {
         let mut inner = self.intermediate.forward(attended);
-        // Where nothing needs gradients (inference), GELU and the residual go in place: one
-        // tensor fewer each (the same bits).
+        // Where nothing needs gradients (inference), GELU goes in place, as the residual does in `add`.
         let inner = match self.act {
             Activation::gelu if !inner.requires_grad() => inner.gelu_("none"),
             act => activate(act, &inner),
         };
         profile::mark(3);
-        let mut out = self.output.forward(&inner).dropout(self.hidden_dropout, train);
-        let out = if out.requires_grad() { out + attended } else { out.g_add_(attended) };
-        let out = out.apply(&self.output_norm);
+        let out = add(self.output.forward(&inner).dropout(self.hidden_dropout, train), attended).apply(&self.output_norm);
         profile::mark(4);
         out
     }
